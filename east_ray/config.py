@@ -1,0 +1,403 @@
+"""Study specs: typed, frozen dataclasses loaded from TOML, validated all at once.
+
+A study file (`studies/<name>.toml`) names the dataset, the student, the log-mel
+features, the training recipe, the per-trial resources and the grid axes. `load_study`
+returns a `StudySpec` or raises `SpecError` listing *every* problem, each with the field,
+the bad value and what was expected; an unknown key is an error, so a typo never passes
+silently.
+
+The grid is expanded into canonical `Cell`s by `expand_cells`: axes that do not apply to
+a regularizer collapse (the baseline has no teacher, stage or λ; kd has no stage), and a
+non-baseline cell with λ = 0 *is* the baseline. Each cell carries a stable id derived
+from its content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from east_ray.models import STUDENTS as MODEL_REGISTRY
+from east_ray.models import student_options
+from east_ray.teachers import TEACHERS
+
+DATASETS = ("openmic", "magnatagatune", "synthmic")
+STUDENTS = tuple(MODEL_REGISTRY)
+REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
+STAGES = ("final", "all")
+# Which grid axes each regularizer uses; the others collapse.
+USES_TEACHER = {"none": False, "kd": True, "cos_diff": True, "dcor": True, "dcor_kd": True}
+USES_STAGE = {"none": False, "kd": False, "cos_diff": True, "dcor": True, "dcor_kd": True}
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+
+
+class SpecError(ValueError):
+    """A study spec with one or more problems; `problems` lists each of them."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in study spec:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Audio decoding and log-mel parameters (DESIGN §1)."""
+
+    sample_rate: int
+    n_mels: int
+    f_max: float
+    clip_seconds: float
+    n_fft: int = 1024
+    win_length: int = 800
+    hop_length: int = 320
+    f_min: float = 0.0
+
+    @property
+    def hop_seconds(self) -> float:
+        """Seconds between two log-mel frames."""
+        return self.hop_length / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe shared by every trial of a study (DESIGN §1 table)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    grad_clip: float = 1.0
+    plateau_factor: float = 0.2
+    plateau_patience: int = 8
+    early_stop_patience: int = 15
+    max_steps: int = 80_000
+    mixup_alpha: float = 0.3
+    specaug_freq: int = 48
+    specaug_time: int = 192
+    kd_temperature: float = 2.0
+    kd_weight_in_dcor_kd: float = 0.3
+    f1_threshold: float = 0.4
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial reserves on the cluster."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The scientific axes of the study; their product is expanded into cells."""
+
+    regularizers: tuple[str, ...]
+    teachers: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ("final",)
+    lams: tuple[float, ...] = ()
+    fractions: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (1223,)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study: what to train, on what, with which recipe, over which grid."""
+
+    name: str
+    dataset: str
+    student: str
+    features: Features
+    grid: Grid
+    recipe: Recipe = field(default_factory=Recipe)
+    resources: Resources = field(default_factory=Resources)
+    student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One canonical grid cell: a single training run of the study."""
+
+    dataset: str
+    student: str
+    regularizer: str
+    teacher: str | None
+    stage: str | None
+    lam: float
+    fraction: float
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        """Readable, stable id: the axes that apply, then a hash of the whole content."""
+        parts = [self.regularizer]
+        if self.stage is not None:
+            parts.append(self.stage)
+        if self.teacher is not None:
+            parts += [self.teacher, f"lam{self.lam:g}"]
+        parts += [f"frac{self.fraction:g}", f"seed{self.seed}"]
+        content = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        digest = hashlib.sha1(content.encode()).hexdigest()[:8]
+        return "-".join([*parts, digest])
+
+
+# ---------------------------------------------------------------------------------------
+# Loading: a small typed reader driven by the dataclass annotations.
+
+
+_TYPE_NAMES = {
+    float: ("a number", "numbers"),
+    int: ("an integer", "integers"),
+    str: ("a string", "strings"),
+    bool: ("a boolean", "booleans"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    """`int` → 'an integer', `tuple[float, ...]` → 'a list of numbers'."""
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_TYPE_NAMES[typing.get_args(tp)[0]][1]}"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return _TYPE_NAMES[tp][0]
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    return False
+
+
+def _read(cls: Any, table: Any, path: str, problems: list[str]) -> Any:
+    """Build dataclass `cls` from a TOML table, appending every problem found."""
+    where = path or "top level"
+    if not isinstance(table, dict):
+        problems.append(f"{where}: got {table!r}, expected a table")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in fields:
+            known = ", ".join(fields)
+            problems.append(f"{path + '.' if path else ''}{key}: unknown key; known keys: {known}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        dotted = f"{path}.{name}" if path else name
+        if name not in table:
+            no_default = f.default is dataclasses.MISSING
+            if no_default and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{dotted}: missing, expected {_type_name(hints[name])}")
+            continue
+        value = table[name]
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _read(tp, value, dotted, problems)
+        elif typing.get_origin(tp) is tuple:
+            item = typing.get_args(tp)[0]
+            if not isinstance(value, list) or not all(_matches(v, item) for v in value):
+                problems.append(f"{dotted}: got {value!r}, expected {_type_name(tp)}")
+            else:
+                kwargs[name] = tuple(item(v) for v in value)
+        elif typing.get_origin(tp) is dict:
+            scalar = typing.get_args(tp)[1]
+            if not isinstance(value, dict) or not all(_matches(v, scalar) for v in value.values()):
+                problems.append(f"{dotted}: got {value!r}, expected a table of scalars")
+            else:
+                kwargs[name] = dict(value)
+        elif not _matches(value, tp):
+            problems.append(f"{dotted}: got {value!r}, expected {_type_name(tp)}")
+        else:
+            kwargs[name] = float(value) if tp is float else value
+    if any(v is None for v in kwargs.values()):
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a required field was missing: already reported above
+        return None
+
+
+def _one_of(field_name: str, value: str, allowed: tuple[str, ...], problems: list[str]) -> None:
+    if value not in allowed:
+        problems.append(f"{field_name}: got {value!r}, expected one of: {', '.join(allowed)}")
+
+
+def _check(spec: StudySpec, problems: list[str]) -> None:
+    """Semantic checks on a spec whose types are already right."""
+    _one_of("dataset", spec.dataset, DATASETS, problems)
+    _one_of("student", spec.student, STUDENTS, problems)
+    if spec.student in STUDENTS:
+        accepted = student_options(spec.student)
+        for key in spec.student_options:
+            if key not in accepted:
+                problems.append(
+                    f"student_options.{key}: unknown option for {spec.student!r}; "
+                    f"accepted options: {', '.join(accepted)}"
+                )
+    g = spec.grid
+    if not g.regularizers:
+        problems.append(f"grid.regularizers: empty, expected some of: {', '.join(REGULARIZERS)}")
+    for i, reg in enumerate(g.regularizers):
+        _one_of(f"grid.regularizers[{i}]", reg, REGULARIZERS, problems)
+    for i, teacher in enumerate(g.teachers):
+        _one_of(f"grid.teachers[{i}]", teacher, tuple(TEACHERS), problems)
+    for i, stage in enumerate(g.stages):
+        _one_of(f"grid.stages[{i}]", stage, STAGES, problems)
+    for i, lam in enumerate(g.lams):
+        if not 0.0 <= lam <= 1.0:
+            problems.append(f"grid.lams[{i}]: got {lam!r}, expected a number in [0, 1]")
+    for i, frac in enumerate(g.fractions):
+        if not 0.0 < frac <= 1.0:
+            problems.append(f"grid.fractions[{i}]: got {frac!r}, expected a number in (0, 1]")
+    for i, seed in enumerate(g.seeds):
+        if seed < 0:
+            problems.append(f"grid.seeds[{i}]: got {seed!r}, expected an integer >= 0")
+    needs_teacher = any(USES_TEACHER.get(r, False) for r in g.regularizers)
+    needs_stage = any(USES_STAGE.get(r, False) for r in g.regularizers)
+    required = [
+        ("fractions", True),
+        ("seeds", True),
+        ("teachers", needs_teacher),
+        ("lams", needs_teacher),
+        ("stages", needs_stage),
+    ]
+    for axis, needed in required:
+        values = getattr(g, axis)
+        if needed and not values:
+            problems.append(
+                f"grid.{axis}: empty, but the regularizers "
+                f"{list(g.regularizers)} need at least one value"
+            )
+        if len(set(values)) != len(values):
+            problems.append(f"grid.{axis}: got {list(values)!r}, expected no repeated values")
+    r, f = spec.recipe, spec.features
+    positive = {
+        "recipe.lr": r.lr,
+        "recipe.batch_size": r.batch_size,
+        "recipe.max_steps": r.max_steps,
+        "recipe.kd_temperature": r.kd_temperature,
+        "recipe.grad_clip": r.grad_clip,
+        "features.sample_rate": f.sample_rate,
+        "features.n_mels": f.n_mels,
+        "features.n_fft": f.n_fft,
+        "features.win_length": f.win_length,
+        "features.hop_length": f.hop_length,
+        "features.clip_seconds": f.clip_seconds,
+        "resources.cpus_per_trial": spec.resources.cpus_per_trial,
+    }
+    non_negative = {
+        "recipe.weight_decay": r.weight_decay,
+        "recipe.plateau_patience": r.plateau_patience,
+        "recipe.early_stop_patience": r.early_stop_patience,
+        "recipe.mixup_alpha": r.mixup_alpha,
+        "recipe.specaug_freq": r.specaug_freq,
+        "recipe.specaug_time": r.specaug_time,
+        "features.f_min": f.f_min,
+        "resources.gpus_per_trial": spec.resources.gpus_per_trial,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            problems.append(f"{name}: got {value!r}, expected a number > 0")
+    for name, value in non_negative.items():
+        if not value >= 0:
+            problems.append(f"{name}: got {value!r}, expected a number >= 0")
+    unit = {
+        "recipe.plateau_factor": r.plateau_factor,
+        "recipe.f1_threshold": r.f1_threshold,
+        "recipe.kd_weight_in_dcor_kd": r.kd_weight_in_dcor_kd,
+    }
+    for name, value in unit.items():
+        if not 0.0 <= value <= 1.0:
+            problems.append(f"{name}: got {value!r}, expected a number in [0, 1]")
+    if f.win_length > f.n_fft:
+        problems.append(f"features.win_length: got {f.win_length}, expected <= n_fft ({f.n_fft})")
+    if not f.f_min < f.f_max <= f.sample_rate / 2:
+        problems.append(
+            f"features.f_max: got {f.f_max!r}, expected in (f_min, sample_rate / 2 = "
+            f"{f.sample_rate / 2:g}]"
+        )
+    gpus = spec.resources.gpus_per_trial
+    if gpus > 1 and gpus != int(gpus):
+        problems.append(
+            f"resources.gpus_per_trial: got {gpus!r}, expected a fraction in [0, 1] "
+            "or a whole number of GPUs"
+        )
+
+
+def parse_study(table: dict[str, Any], source: str = "<spec>") -> StudySpec:
+    """Validate a parsed TOML table and return the spec, or raise `SpecError`."""
+    problems: list[str] = []
+    spec = _read(StudySpec, table, "", problems)
+    if spec is not None:
+        _check(spec, problems)
+    if problems:
+        raise SpecError(source, problems)
+    assert spec is not None
+    return typing.cast(StudySpec, spec)
+
+
+def resolve_study_path(name_or_path: str) -> Path:
+    """A path to a TOML file, or a study name looked up in `./studies` then the repo's."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml":
+        if not candidate.is_file():
+            raise FileNotFoundError(f"study file {candidate} does not exist")
+        return candidate
+    searched = [Path.cwd() / "studies", STUDIES_DIR]
+    for folder in searched:
+        path = folder / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in searched if d.is_dir() for p in d.glob("*.toml")})
+    raise FileNotFoundError(
+        f"study {name_or_path!r} not found in {', '.join(map(str, dict.fromkeys(searched)))}; "
+        f"known studies: {', '.join(known) or 'none'}"
+    )
+
+
+def load_study(name_or_path: str | Path) -> StudySpec:
+    """Load and validate a study by name (`openmic`) or path (`my/study.toml`)."""
+    path = resolve_study_path(str(name_or_path))
+    try:
+        with path.open("rb") as fh:
+            table = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), [f"not valid TOML: {exc}"]) from exc
+    return parse_study(table, str(path))
+
+
+def expand_cells(spec: StudySpec) -> list[Cell]:
+    """The canonical cells of a study, deduplicated, in a stable order."""
+    g = spec.grid
+    cells: dict[Cell, None] = {}
+    for fraction in g.fractions:
+        for seed in g.seeds:
+            for reg in g.regularizers:
+                teachers: tuple[str | None, ...] = g.teachers if USES_TEACHER[reg] else (None,)
+                stages: tuple[str | None, ...] = g.stages if USES_STAGE[reg] else (None,)
+                lams = g.lams if USES_TEACHER[reg] else (0.0,)
+                for teacher in teachers:
+                    for stage in stages:
+                        for lam in lams:
+                            cell = Cell(
+                                spec.dataset, spec.student, reg, teacher, stage, lam, fraction, seed
+                            )
+                            if lam == 0.0:  # no regularisation at all: that is the baseline
+                                cell = dataclasses.replace(
+                                    cell, regularizer="none", teacher=None, stage=None
+                                )
+                            cells[cell] = None
+    return list(cells)

@@ -1,0 +1,226 @@
+"""The EAsT objective: `L = (1 - λ)·L_pred + λ·L_reg`, as the authors' code computes it.
+
+- `L_pred`: binary cross-entropy on logits, averaged over labelled entries only.
+- `L_reg`, one of
+  - `kd`: per-class binary KL divergence between teacher and student at temperature τ,
+    masked, × τ²;
+  - `dcor`: mean over aligned time steps of `1 − dCor²` across the batch (the squared
+    distance correlation of Székely et al. 2007, biased V-statistic);
+  - `cos_diff`: mean |difference| of the per-step cosine-similarity Gram matrices;
+  - `dcor_kd`: `w·KD + (1 − w)·dcor` (w = 0.3 in the paper).
+- Stage "final" uses the last stage map, "all" averages the loss over every stage.
+
+Student stage maps `(B, C, F, T)` are averaged over frequency to `(B, T, C)` and put on
+one frame grid with the teacher `(B, T', D)` by repeating the coarser sequence (derived
+from the two hops in seconds) and truncating to the shorter; a clip-level teacher
+(`hop=None`, `T' = 1`) is repeated at every student frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from east_ray.models.common import StudentOutput
+
+REGULARIZERS_WITH_TEACHER_SEQUENCE = ("cos_diff", "dcor", "dcor_kd")
+REGULARIZERS_WITH_TEACHER_LOGITS = ("kd", "dcor_kd")
+
+
+def _at_least_f32(x: Tensor) -> Tensor:
+    """Losses run in float32 even under bf16 autocast (float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` over entries where `mask` is True (0 when nothing is labelled)."""
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+    """Binary cross-entropy of `logits` `(B, K)` against soft `labels`, labelled entries only."""
+    bce = F.binary_cross_entropy_with_logits(
+        _at_least_f32(logits), _at_least_f32(labels), reduction="none"
+    )
+    return masked_mean(bce, mask)
+
+
+def kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float = 2.0
+) -> Tensor:
+    """τ² · mean over labelled entries of KL(Bern(σ(z_t/τ)) ‖ Bern(σ(z_s/τ))), `(B, K)` each."""
+    zs = _at_least_f32(student_logits) / temperature
+    zt = _at_least_f32(teacher_logits) / temperature
+    pt = torch.sigmoid(zt)
+    kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (
+        F.logsigmoid(-zt) - F.logsigmoid(-zs)
+    )
+    return masked_mean(kl, mask) * temperature**2
+
+
+def _double_centred_distances(x: Tensor) -> Tensor:
+    """(..., B, D) → (..., B, B): pairwise Euclidean distances, double-centred."""
+    # Exact differences (no |a|²+|b|²−2ab cancellation); the gradient at a zero distance is 0.
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    return d - d.mean(-1, keepdim=True) - d.mean(-2, keepdim=True) + d.mean((-2, -1), keepdim=True)
+
+
+def distance_correlation_sqr(x: Tensor, y: Tensor) -> Tensor:
+    """Squared distance correlation of `x` `(..., B, D)` and `y` `(..., B, E)` → `(...)`.
+
+    Rows are samples; leading dimensions are batched. Biased (V-statistic) estimator, the
+    value `dcor.distance_correlation_sqr` computes; 1e-9 in the denominator keeps constant
+    inputs finite.
+    """
+    a = _double_centred_distances(_at_least_f32(x))
+    b = _double_centred_distances(_at_least_f32(y))
+    dcov_xy = (a * b).mean((-2, -1))
+    dvar = (a * a).mean((-2, -1)) * (b * b).mean((-2, -1))
+    return dcov_xy / torch.sqrt(dvar + 1e-9)
+
+
+def dcor_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
+    """Mean over time of 1 − dCor² across the batch; aligned `(B, T, C)` and `(B, T, D)`."""
+    r = distance_correlation_sqr(student_seq.transpose(0, 1), teacher_seq.transpose(0, 1))
+    return (1.0 - r).mean()
+
+
+def cos_diff_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
+    """Mean |S_s − S_t| of per-step cosine Gram matrices `(T, B, B)`; aligned sequences."""
+    s = F.normalize(_at_least_f32(student_seq), dim=-1).transpose(0, 1)
+    t = F.normalize(_at_least_f32(teacher_seq), dim=-1).transpose(0, 1)
+    return (s @ s.transpose(-2, -1) - t @ t.transpose(-2, -1)).abs().mean()
+
+
+def stage_sequence(feature_map: Tensor) -> Tensor:
+    """A stage map `(B, C, F, T)` averaged over frequency → `(B, T, C)`."""
+    return feature_map.mean(dim=2).transpose(1, 2)
+
+
+def _coarse_index(n_fine: int, fine_hop: float, coarse_hop: float, n_coarse: int) -> Tensor:
+    """Index of the coarse frame under each fine frame, dropping fine frames past the end."""
+    # +1e-9: 6 · 0.16 / 0.96 must give 1, not 0.99999…
+    idx = [math.floor(k * fine_hop / coarse_hop + 1e-9) for k in range(n_fine)]
+    return torch.tensor([i for i in idx if i < n_coarse], dtype=torch.long)
+
+
+def align(
+    student_seq: Tensor, student_hop: float, teacher_seq: Tensor, teacher_hop: float | None
+) -> tuple[Tensor, Tensor]:
+    """Put `(B, T_s, C)` and `(B, T_t, D)` on one frame grid → two `(B, T, ·)` tensors.
+
+    The coarser sequence's frames are repeated (`repeat_interleave` when the hops divide)
+    and both are truncated to the shorter length. `teacher_hop=None` marks a clip-level
+    teacher, whose single frame is repeated at every student frame.
+    """
+    if student_hop <= 0:
+        raise ValueError(f"student_hop: got {student_hop}, expected seconds > 0")
+    n_s, n_t = student_seq.shape[1], teacher_seq.shape[1]
+    if teacher_hop is None:
+        if n_t != 1:
+            raise ValueError(
+                f"teacher_seq: got {n_t} frames for a clip-level teacher (teacher_hop=None), "
+                "expected 1"
+            )
+        return student_seq, teacher_seq.expand(-1, n_s, -1)
+    if teacher_hop <= 0:
+        raise ValueError(f"teacher_hop: got {teacher_hop}, expected seconds > 0 or None")
+    if student_hop <= teacher_hop:
+        idx = _coarse_index(n_s, student_hop, teacher_hop, n_t).to(teacher_seq.device)
+        return student_seq[:, : len(idx)], teacher_seq[:, idx]
+    idx = _coarse_index(n_t, teacher_hop, student_hop, n_s).to(student_seq.device)
+    return student_seq[:, idx], teacher_seq[:, : len(idx)]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which EAsT system to train: regularizer, stage selection, λ and KD settings."""
+
+    regularizer: str = "none"
+    stage: str | None = None
+    lam: float = 0.0
+    kd_temperature: float = 2.0
+    kd_weight_in_dcor_kd: float = 0.3
+
+    def __post_init__(self) -> None:
+        known = ("none", "kd", *REGULARIZERS_WITH_TEACHER_SEQUENCE)
+        if self.regularizer not in known:
+            raise ValueError(f"regularizer: got {self.regularizer!r}, expected one of {known}")
+        needs_stage = self.regularizer in REGULARIZERS_WITH_TEACHER_SEQUENCE
+        if needs_stage and self.stage not in ("final", "all"):
+            raise ValueError(
+                f"stage: got {self.stage!r} for regularizer {self.regularizer!r}, "
+                "expected 'final' or 'all'"
+            )
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam: got {self.lam}, expected a number in [0, 1]")
+
+
+class LossTerms(NamedTuple):
+    total: Tensor
+    pred: Tensor
+    reg: Tensor
+
+
+def _sequence_loss(
+    spec: LossSpec,
+    stages: Sequence[Tensor],
+    stage_hops: Sequence[float],
+    teacher_seq: Tensor,
+    teacher_hop: float | None,
+) -> Tensor:
+    """dcor or cos-diff on the selected stages, equally weighted."""
+    if len(stages) != len(stage_hops):
+        raise ValueError(f"stage_hops: got {len(stage_hops)} hops for {len(stages)} stages")
+    chosen = range(len(stages)) if spec.stage == "all" else [len(stages) - 1]
+    fn = cos_diff_loss if spec.regularizer == "cos_diff" else dcor_loss
+    losses = []
+    for i in chosen:
+        s, t = align(stage_sequence(stages[i]), stage_hops[i], teacher_seq, teacher_hop)
+        losses.append(fn(s, t))
+    return torch.stack(losses).mean()
+
+
+def east_loss(
+    out: StudentOutput,
+    labels: Tensor,
+    mask: Tensor,
+    spec: LossSpec,
+    *,
+    stage_hops: Sequence[float] = (),
+    teacher_seq: Tensor | None = None,
+    teacher_hop: float | None = None,
+    teacher_logits: Tensor | None = None,
+) -> LossTerms:
+    """The composite loss of one batch for the system `spec` describes.
+
+    `labels`/`mask` `(B, K)`; `teacher_seq` `(B, T', D)` for cos_diff/dcor/dcor_kd,
+    `teacher_logits` `(B, K)` for kd/dcor_kd; `stage_hops` are the stage hops in seconds.
+    """
+    pred = masked_bce(out.logits, labels, mask)
+    reg_name = spec.regularizer
+    if reg_name in REGULARIZERS_WITH_TEACHER_LOGITS and teacher_logits is None:
+        raise ValueError(f"teacher_logits: required for regularizer {reg_name!r}, got None")
+    if reg_name in REGULARIZERS_WITH_TEACHER_SEQUENCE and teacher_seq is None:
+        raise ValueError(f"teacher_seq: required for regularizer {reg_name!r}, got None")
+    if reg_name == "none":
+        reg = torch.zeros((), device=pred.device)
+    elif reg_name == "kd":
+        assert teacher_logits is not None
+        reg = kd_loss(out.logits, teacher_logits, mask, spec.kd_temperature)
+    else:
+        assert teacher_seq is not None
+        reg = _sequence_loss(spec, out.stages, stage_hops, teacher_seq, teacher_hop)
+        if reg_name == "dcor_kd":
+            assert teacher_logits is not None
+            w = spec.kd_weight_in_dcor_kd
+            reg = w * kd_loss(out.logits, teacher_logits, mask, spec.kd_temperature) + (1 - w) * reg
+    total = (1 - spec.lam) * pred + spec.lam * reg
+    return LossTerms(total, pred, reg)

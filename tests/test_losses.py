@@ -1,0 +1,240 @@
+"""The EAsT losses against reference implementations and their defining properties."""
+
+import dcor
+import numpy as np
+import pytest
+import torch
+
+from east_ray.losses import (
+    LossSpec,
+    align,
+    cos_diff_loss,
+    dcor_loss,
+    distance_correlation_sqr,
+    east_loss,
+    kd_loss,
+    masked_bce,
+)
+from east_ray.models import StudentOutput
+
+
+def _rng(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_rotation(dim: int, gen: torch.Generator) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+    return q
+
+
+@pytest.mark.parametrize(
+    "case", ["random", "linear", "nonlinear", "independent_dims", "heavy_tailed"]
+)
+def test_distance_correlation_sqr_matches_dcor_package(case: str) -> None:
+    gen = _rng(1)
+    x = torch.randn(32, 7, generator=gen, dtype=torch.float64)
+    if case == "random":
+        y = torch.randn(32, 5, generator=gen, dtype=torch.float64)
+    elif case == "linear":
+        y = x @ torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    elif case == "nonlinear":
+        y = torch.cat([x**2, torch.sin(3 * x)], dim=1)
+    elif case == "independent_dims":
+        y = torch.cat([x[:, :1], torch.randn(32, 4, generator=gen, dtype=torch.float64)], 1)
+    else:
+        y = torch.distributions.StudentT(1.5).sample((32, 4)).double()
+    ours = distance_correlation_sqr(x, y).item()
+    ref = dcor.distance_correlation_sqr(x.numpy(), y.numpy())
+    assert ours == pytest.approx(ref, abs=1e-6)
+
+
+def test_distance_correlation_sqr_is_batched_over_leading_dims() -> None:
+    gen = _rng(2)
+    x = torch.randn(5, 16, 8, generator=gen, dtype=torch.float64)
+    y = torch.randn(5, 16, 3, generator=gen, dtype=torch.float64)
+    batched = distance_correlation_sqr(x, y)
+    assert batched.shape == (5,)
+    for t in range(5):
+        ref = dcor.distance_correlation_sqr(x[t].numpy(), y[t].numpy())
+        assert batched[t].item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_dcor_loss_is_zero_for_rotated_and_scaled_teacher_and_invariant() -> None:
+    gen = _rng(3)
+    student = torch.randn(16, 6, 12, generator=gen, dtype=torch.float64)  # (B, T, C)
+    rot = _random_rotation(12, gen)
+    teacher = 3.5 * student @ rot + 0.7  # rotation, scaling and shift of the student
+    assert dcor_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    unrelated = torch.randn(16, 6, 20, generator=gen, dtype=torch.float64)
+    base = dcor_loss(student, unrelated).item()
+    assert base > 0.05
+    transformed = 0.2 * unrelated @ _random_rotation(20, gen) - 4.0
+    assert dcor_loss(student, transformed).item() == pytest.approx(base, abs=1e-6)
+
+
+def test_dcor_loss_depends_on_each_time_step_separately() -> None:
+    gen = _rng(4)
+    student = torch.randn(8, 2, 4, generator=gen, dtype=torch.float64)
+    teacher = student.clone()
+    teacher[:, 1] = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    r1 = dcor.distance_correlation_sqr(student[:, 1].numpy(), teacher[:, 1].numpy())
+    assert dcor_loss(student, teacher).item() == pytest.approx((0 + (1 - r1)) / 2, abs=1e-6)
+
+
+def test_gradients_finite_with_two_identical_rows() -> None:
+    gen = _rng(5)
+    student = torch.randn(8, 3, 6, generator=gen)
+    student[1] = student[0]
+    student.requires_grad_(True)
+    teacher = torch.randn(8, 3, 4, generator=gen)
+    teacher[1] = teacher[0]
+    for loss_fn in (dcor_loss, cos_diff_loss):
+        (grad,) = torch.autograd.grad(loss_fn(student, teacher), student)
+        assert torch.isfinite(grad).all(), loss_fn.__name__
+        assert grad.abs().sum() > 0
+
+
+def test_cos_diff_loss_matches_definition_and_is_zero_for_rotation() -> None:
+    gen = _rng(6)
+    s = torch.randn(5, 3, 4, generator=gen, dtype=torch.float64)
+    t = torch.randn(5, 3, 9, generator=gen, dtype=torch.float64)
+    expected = 0.0
+    for step in range(3):
+        for i in range(5):
+            for j in range(5):
+                cs = torch.nn.functional.cosine_similarity(s[i, step], s[j, step], dim=0)
+                ct = torch.nn.functional.cosine_similarity(t[i, step], t[j, step], dim=0)
+                expected += abs(cs.item() - ct.item())
+    assert cos_diff_loss(s, t).item() == pytest.approx(expected / 75, abs=1e-9)
+    rotated = 2.0 * s @ _random_rotation(4, gen)
+    assert cos_diff_loss(s, rotated).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_masked_bce_ignores_unlabelled_entries() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [True, False]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels[:, 0])
+    assert masked_bce(logits, labels, mask).item() == pytest.approx(expected.item())
+    wild = logits.clone()
+    wild[:, 1] = 1e4  # unlabelled entries must not matter, however wrong
+    assert masked_bce(wild, labels, mask).item() == pytest.approx(expected.item())
+
+
+def test_kd_loss_is_scaled_masked_binary_kl() -> None:
+    gen = _rng(7)
+    zs, zt = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    mask = torch.rand(4, 3, generator=gen) > 0.3
+    tau = 2.0
+    ps, pt = torch.sigmoid(zs / tau), torch.sigmoid(zt / tau)
+    kl = pt * torch.log(pt / ps) + (1 - pt) * torch.log((1 - pt) / (1 - ps))
+    expected = kl[mask].mean() * tau**2
+    assert kd_loss(zs, zt, mask, tau).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kd_loss(zt, zt, mask, tau).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("n_s", "hop_s", "n_t", "hop_t", "length"),
+    [
+        (62, 0.16, 10, 0.96, 60),
+        (62, 0.16, 3, 0.96, 18),
+        (30, 0.96, 30, 0.96, 30),
+        (15, 1.92, 30, 0.96, 30),
+        (15, 1.92, 29, 0.96, 29),
+    ],
+)
+def test_align_repeats_coarser_sequence_then_truncates(
+    n_s: int, hop_s: float, n_t: int, hop_t: float, length: int
+) -> None:
+    student = torch.arange(n_s, dtype=torch.float64).view(1, n_s, 1)
+    teacher = torch.arange(n_t, dtype=torch.float64).view(1, n_t, 1)
+    s, t = align(student, hop_s, teacher, hop_t)
+    assert s.shape[1] == t.shape[1] == length
+    if hop_s <= hop_t:
+        r = round(hop_t / hop_s)
+        ref = teacher.repeat_interleave(r, dim=1)[:, :length]
+        assert torch.equal(t, ref) and torch.equal(s, student[:, :length])
+    else:
+        r = round(hop_s / hop_t)
+        ref = student.repeat_interleave(r, dim=1)[:, :length]
+        assert torch.equal(s, ref) and torch.equal(t, teacher[:, :length])
+
+
+def test_align_non_integer_ratio_and_clip_level() -> None:
+    student = torch.arange(62.0).view(1, 62, 1)
+    teacher = torch.arange(4.0).view(1, 4, 1)  # musicnn: 3 s hop against 0.16 s
+    s, t = align(student, 0.16, teacher, 3.0)
+    assert s.shape[1] == 62
+    assert t[0, :, 0].tolist() == [min(int(k * 0.16 / 3.0 + 1e-9), 3) for k in range(62)]
+    clip = torch.randn(2, 1, 5)
+    s, t = align(torch.randn(2, 7, 3), 0.16, clip, None)
+    assert t.shape == (2, 7, 5) and torch.equal(t[:, 3], clip[:, 0])
+    with pytest.raises(ValueError, match="teacher_seq: got 3 frames"):
+        align(torch.randn(2, 7, 3), 0.16, torch.randn(2, 3, 5), None)
+
+
+def _toy_output(gen: torch.Generator, batch: int = 8) -> StudentOutput:
+    stages = [torch.randn(batch, c, 2, 12, generator=gen) for c in (4, 6, 8)]
+    return StudentOutput(torch.randn(batch, 5, generator=gen), stages)
+
+
+@pytest.mark.parametrize(
+    ("regularizer", "stage"),
+    [
+        ("none", None),
+        ("kd", None),
+        ("cos_diff", "final"),
+        ("cos_diff", "all"),
+        ("dcor", "final"),
+        ("dcor", "all"),
+        ("dcor_kd", "final"),
+        ("dcor_kd", "all"),
+    ],
+)
+def test_east_loss_composes_each_system(regularizer: str, stage: str | None) -> None:
+    gen = _rng(8)
+    out = _toy_output(gen)
+    labels = (torch.rand(8, 5, generator=gen) > 0.5).float()
+    mask = torch.rand(8, 5, generator=gen) > 0.2
+    teacher = torch.randn(8, 2, 16, generator=gen)
+    t_logits = torch.randn(8, 5, generator=gen)
+    lam = 0.0 if regularizer == "none" else 0.7
+    spec = LossSpec(regularizer, stage, lam)
+    terms = east_loss(
+        out,
+        labels,
+        mask,
+        spec,
+        stage_hops=(0.16, 0.16, 0.16),
+        teacher_seq=teacher,
+        teacher_hop=0.96,
+        teacher_logits=t_logits,
+    )
+    assert terms.total.item() == pytest.approx(
+        ((1 - lam) * terms.pred + lam * terms.reg).item(), rel=1e-6
+    )
+    assert terms.pred.item() == pytest.approx(masked_bce(out.logits, labels, mask).item())
+    chosen = range(3) if stage == "all" else [2]
+    seq = [align(out.stages[i].mean(2).transpose(1, 2), 0.16, teacher, 0.96) for i in chosen]
+    kd = kd_loss(out.logits, t_logits, mask).item()
+    expected = {
+        "none": 0.0,
+        "kd": kd,
+        "cos_diff": np.mean([cos_diff_loss(s, t).item() for s, t in seq]),
+        "dcor": np.mean([dcor_loss(s, t).item() for s, t in seq]),
+        "dcor_kd": 0.3 * kd + 0.7 * np.mean([dcor_loss(s, t).item() for s, t in seq]),
+    }[regularizer]
+    assert terms.reg.item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_east_loss_names_missing_teacher_inputs() -> None:
+    out = _toy_output(_rng(9))
+    labels, mask = torch.zeros(8, 5), torch.ones(8, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="teacher_logits: required for regularizer 'kd'"):
+        east_loss(out, labels, mask, LossSpec("kd", None, 0.5))
+    with pytest.raises(ValueError, match="teacher_seq: required for regularizer 'dcor'"):
+        east_loss(out, labels, mask, LossSpec("dcor", "final", 0.5), stage_hops=(1, 1, 1))
+    with pytest.raises(ValueError, match="stage: got None"):
+        LossSpec("dcor", None, 0.5)
+    with pytest.raises(ValueError, match="lam: got 1.5"):
+        LossSpec("kd", None, 1.5)

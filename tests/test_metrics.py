@@ -1,0 +1,74 @@
+"""`evaluate` against scikit-learn computed class by class on the labelled entries."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+from east_ray.metrics import evaluate
+
+
+def _partially_labelled(seed: int, n: int = 200, k: int = 6) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, k)) < 0.3).astype(np.float64)
+    scores = np.clip(0.5 * labels + 0.6 * rng.random((n, k)), 0, 1)
+    mask = rng.random((n, k)) < 0.6
+    labels[~mask] = 0.5  # OpenMIC marks unobserved entries with exactly 0.5
+    return scores, labels, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evaluate_equals_sklearn_per_class_on_labelled_entries(seed: int) -> None:
+    scores, labels, mask = _partially_labelled(seed)
+    got = evaluate(scores, labels, mask, threshold=0.4)
+    ap, auc, f1, f1_pos = [], [], [], []
+    for k in range(scores.shape[1]):
+        y = labels[mask[:, k], k] > 0.5
+        s = scores[mask[:, k], k]
+        ap.append(average_precision_score(y, s))
+        auc.append(roc_auc_score(y, s))
+        pred = (s > 0.4).astype(int)
+        pos = f1_score(y.astype(int), pred)
+        neg = f1_score(1 - y.astype(int), 1 - pred)
+        f1_pos.append(pos)
+        f1.append((pos + neg) / 2)
+    assert got["n_classes"] == scores.shape[1]
+    assert got["mAP"] == pytest.approx(np.mean(ap), abs=1e-12)
+    assert got["ROC-AUC"] == pytest.approx(np.mean(auc), abs=1e-12)
+    assert got["F1"] == pytest.approx(np.mean(f1), abs=1e-12)
+    assert got["F1_pos"] == pytest.approx(np.mean(f1_pos), abs=1e-12)
+
+
+def test_unlabelled_entries_do_not_count() -> None:
+    scores, labels, mask = _partially_labelled(3)
+    before = evaluate(scores, labels, mask)
+    scrambled = scores.copy()
+    scrambled[~mask] = 1.0 - scrambled[~mask]
+    assert evaluate(scrambled, labels, mask) == before
+
+
+def test_threshold_is_a_parameter() -> None:
+    scores, labels, mask = _partially_labelled(4)
+    assert evaluate(scores, labels, mask, 0.4)["F1"] != evaluate(scores, labels, mask, 0.6)["F1"]
+    assert evaluate(scores, labels, mask, 0.4)["mAP"] == evaluate(scores, labels, mask, 0.6)["mAP"]
+
+
+def test_class_without_positives_or_negatives_is_left_out_and_counted() -> None:
+    scores, labels, mask = _partially_labelled(5)
+    labels[:, 1] = np.where(mask[:, 1], 0.0, 0.5)  # no labelled positive
+    labels[:, 4] = np.where(mask[:, 4], 1.0, 0.5)  # no labelled negative
+    got = evaluate(scores, labels, mask)
+    keep = [0, 2, 3, 5]
+    assert got["n_classes"] == 4
+    ref = evaluate(scores[:, keep], labels[:, keep], mask[:, keep])
+    assert got == pytest.approx(ref)
+    assert all(np.isfinite(v) for v in got.values())
+
+
+def test_bad_inputs_are_named() -> None:
+    scores, labels, mask = _partially_labelled(6)
+    with pytest.raises(ValueError, match="scores: expected finite sigmoid outputs"):
+        evaluate(scores * 4 - 2, labels, mask)
+    with pytest.raises(ValueError, match="got shapes"):
+        evaluate(scores[:, :3], labels, mask)
+    with pytest.raises(ValueError, match="labels, mask: none of the 6 classes"):
+        evaluate(scores, np.zeros_like(labels), mask)
