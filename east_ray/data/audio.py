@@ -1,0 +1,132 @@
+"""Audio decoding and the paper's log-mel front end.
+
+`decode` reads any file libsndfile reads (OGG, MP3, WAV, FLAC; any rate, any channel
+count) into mono float32; `fit_length` brings a waveform to the clip length; `logmel`
+turns a batch of waveforms `(B, N)` into log-mel spectrograms `(B, n_mels, frames)`:
+pre-emphasis [-0.97, 1], power STFT (periodic=False Hann window of `win_length`,
+centred), Kaldi-style mel banks, `log(x + 1e-5)`, then `(x + 3.7) / 3.1` (DESIGN §1).
+
+The authors computed this on the fly and jittered the mel band edges (`fmin`/`fmax`
+augmentation) during training; we compute it once, without that jitter, so a prepared
+dataset is a deterministic function of the audio.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torchaudio.compliance import kaldi
+
+from east_ray.config import Features
+
+PRE_EMPHASIS = (-0.97, 1.0)
+LOG_OFFSET = 1e-5
+NORM_SHIFT, NORM_SCALE = 3.7, 3.1
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used; `reason` is recorded in the dataset's skip list."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def decode(path: Path | str) -> tuple[np.ndarray, int]:
+    """Read an audio file → (mono float32 samples `(N,)`, sample rate)."""
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(p, "missing audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(p, "empty audio file")
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioError(p, f"undecodable audio: {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioError(p, "audio file has no samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise AudioError(p, "audio contains NaN or Inf samples")
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def resample(audio: np.ndarray, rate: int, target_rate: int) -> torch.Tensor:
+    """Mono samples at `rate` → float32 tensor at `target_rate` (torchaudio's sinc resampler)."""
+    x = torch.from_numpy(audio)
+    if rate == target_rate:
+        return x
+    resampled: torch.Tensor = AF.resample(x, rate, target_rate)
+    return resampled
+
+
+def fit_length(
+    audio: torch.Tensor, n_samples: int, min_fraction: float, path: Path | str = "<audio>"
+) -> tuple[torch.Tensor, bool]:
+    """Crop to `n_samples`, or reflect-pad a clip that is at most slightly short.
+
+    A clip shorter than `min_fraction · n_samples` is rejected (`AudioError`), never
+    zero-filled. Returns the fitted waveform and whether it was padded.
+    """
+    n = audio.shape[-1]
+    if n >= n_samples:
+        return audio[..., :n_samples], False
+    if n < min_fraction * n_samples:
+        raise AudioError(
+            path, f"too short: {n} samples, expected at least {min_fraction:g} x {n_samples}"
+        )
+    padded = torch.nn.functional.pad(audio.view(1, 1, -1), (0, n_samples - n), mode="reflect")
+    return padded.view(-1), True
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(features: Features) -> torch.Tensor:
+    """Kaldi mel banks `(n_mels, n_fft // 2 + 1)` (the last STFT bin gets weight 0)."""
+    banks, _ = kaldi.get_mel_banks(
+        features.n_mels,
+        features.n_fft,
+        float(features.sample_rate),
+        features.f_min,
+        features.f_max,
+        100.0,
+        -500.0,
+        1.0,
+    )
+    return torch.nn.functional.pad(banks, (0, 1))
+
+
+def n_frames(features: Features) -> int:
+    """Frames of a clip of `features.clip_seconds` (the centred STFT's last frame dropped)."""
+    return round(features.clip_seconds * features.sample_rate) // features.hop_length
+
+
+def logmel(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
+    """Waveforms `(B, N)` at `features.sample_rate` → normalised log-mel `(B, n_mels, frames)`.
+
+    `frames = N // hop_length`.
+    """
+    if waveforms.ndim != 2:
+        raise ValueError(f"waveforms: got shape {tuple(waveforms.shape)}, expected (B, N)")
+    x = waveforms.float()
+    kernel = torch.tensor([[PRE_EMPHASIS]], dtype=x.dtype, device=x.device)
+    x = torch.nn.functional.conv1d(x.unsqueeze(1), kernel).squeeze(1)
+    window = torch.hann_window(features.win_length, periodic=False, device=x.device)
+    spec = torch.stft(
+        x,
+        features.n_fft,
+        hop_length=features.hop_length,
+        win_length=features.win_length,
+        window=window,
+        center=True,
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()
+    mel = _mel_basis(features).to(x.device) @ power
+    out = (torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE
+    return out[..., : waveforms.shape[-1] // features.hop_length]

@@ -1,0 +1,177 @@
+"""The OpenMIC-2018 release reader (also reads SynthMIC, written in the same layout).
+
+Layout (DESIGN §2): `class-map.json`, `openmic-2018.npz` (`Y_true` float relevance with
+exactly 0.5 for unobserved entries, `Y_mask` bool, `sample_key` object array of str,
+optionally `X` VGGish), `partitions/split01_{train,test}.csv` (one key per line),
+`audio/<key[:3]>/<key>.ogg`, and optionally `openmic-2018-metadata.csv` (its
+`artist_id` is the group; without it the FMA track id is).
+
+Labels: positive where `Y_true > 0.5`, negative where `< 0.5`, unlabelled where `Y_mask`
+is False (exactly the entries at 0.5; a release where the two disagree is refused).
+Splits: the official test partition; validation is a seeded hold-out of
+`valid_fraction` of split01_train (the authors held out 15%).
+
+`sample_key` is a pickled object array; unpickling a downloaded file can run code, so it
+is read with an unpickler that admits only numpy's array reconstruction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from east_ray.data.download import md5sum
+from east_ray.data.release import (
+    ReleaseIndex,
+    Skipped,
+    clips_frame,
+    require_file,
+    require_root,
+)
+
+NPZ = "openmic-2018.npz"
+# Published sizes: 14,915 train keys (of which the authors held out 2,223), 5,085 test.
+PUBLISHED_COUNTS = {"train": 14_915 - 2_223, "valid": 2_223, "test": 5_085}
+
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy array reconstruction and nothing else (no arbitrary callables)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = _SAFE_GLOBALS.get((module, name))
+        if target is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(*target)
+
+
+def read_string_array(npz_path: Path, name: str) -> np.ndarray:
+    """Read array `name` of an .npz as str without trusting pickles in it."""
+    with zipfile.ZipFile(npz_path) as archive:
+        member = f"{name}.npy"
+        if member not in archive.namelist():
+            raise KeyError(f"{npz_path}: no array {name!r}; arrays: {archive.namelist()}")
+        with archive.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject:
+                array = _ArrayOnlyUnpickler(io.BytesIO(fh.read())).load()
+            else:
+                array = np.frombuffer(fh.read(), dtype=dtype)
+    values = np.asarray(array).reshape(shape)
+    if not all(isinstance(v, str | np.str_) for v in values.ravel()):
+        raise ValueError(f"{npz_path}: array {name!r} holds non-string values")
+    return values.astype(str)
+
+
+def _read_keys(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _groups(root: Path, keys: list[str]) -> dict[str, str]:
+    """artist_id per key from the metadata CSV when present, else the FMA track id."""
+    groups = {k: f"track{k.split('_')[0]}" for k in keys}
+    meta = root / "openmic-2018-metadata.csv"
+    if meta.is_file():
+        with meta.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                key, artist = row.get("sample_key"), row.get("artist_id")
+                if key in groups and artist:
+                    groups[key] = f"artist{artist}"
+    return groups
+
+
+def read_openmic(
+    root: Path, valid_fraction: float = 0.15, seed: int = 1223, dataset: str = "openmic"
+) -> ReleaseIndex:
+    """Read an OpenMIC-2018-layout release at `root` (the folder holding class-map.json).
+
+    `dataset` names what is read ("synthmic" shares the layout); only "openmic" is compared
+    with the published split sizes.
+    """
+    root = require_root(Path(root), "OpenMIC-2018", "class-map.json")
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction: got {valid_fraction}, expected a number in [0, 1)")
+    class_map = json.loads(require_file(root / "class-map.json", "the class map").read_text())
+    if sorted(class_map.values()) != list(range(len(class_map))):
+        raise ValueError(
+            f"{root / 'class-map.json'}: indices {sorted(class_map.values())} "
+            f"are not 0..{len(class_map) - 1}"
+        )
+    classes = tuple(sorted(class_map, key=class_map.__getitem__))
+    npz_path = require_file(root / NPZ, "the labels archive (Y_true, Y_mask, sample_key)")
+    with np.load(npz_path, allow_pickle=False) as npz:
+        y_true = np.asarray(npz["Y_true"], dtype=np.float64)
+        y_mask = np.asarray(npz["Y_mask"], dtype=bool)
+    keys = read_string_array(npz_path, "sample_key")
+    n, c = len(keys), len(classes)
+    for name, arr in (("Y_true", y_true), ("Y_mask", y_mask)):
+        if arr.shape != (n, c):
+            raise ValueError(f"{npz_path}: {name} has shape {arr.shape}, expected ({n}, {c})")
+    if len(set(keys)) != n:
+        raise ValueError(f"{npz_path}: sample_key has {n - len(set(keys))} duplicate keys")
+    disagree = int(((y_true == 0.5) == y_mask).sum())
+    if disagree:
+        raise ValueError(
+            f"{npz_path}: {disagree} entries where Y_mask disagrees with Y_true == 0.5"
+            " (expected unobserved entries to be exactly 0.5 and unmasked)"
+        )
+    partitions = {
+        split: _read_keys(
+            require_file(
+                root / "partitions" / f"split01_{split}.csv",
+                f"the OpenMIC {split} partition, one key per line",
+            )
+        )
+        for split in ("train", "test")
+    }
+    train_keys = sorted(partitions["train"])
+    order = np.random.default_rng(seed).permutation(len(train_keys))
+    n_valid = round(valid_fraction * len(train_keys))
+    valid = {train_keys[i] for i in order[:n_valid]}
+    split_of = {k: ("valid" if k in valid else "train") for k in train_keys}
+    split_of.update({k: "test" for k in partitions["test"]})
+
+    row_of = {k: i for i, k in enumerate(keys)}
+    groups = _groups(root, list(split_of))
+    rows: dict[str, list[object]] = {
+        col: [] for col in ("clip_id", "split", "group", "labels", "label_mask", "audio_path")
+    }
+    skipped = [Skipped(k, "sample_key in no partition") for k in keys if k not in split_of]
+    for key, split in sorted(split_of.items()):
+        if key not in row_of:
+            skipped.append(Skipped(key, f"in partition {split} but has no label row in {NPZ}"))
+            continue
+        i = row_of[key]
+        rows["clip_id"].append(key)
+        rows["split"].append(split)
+        rows["group"].append(groups[key])
+        rows["labels"].append((y_true[i] > 0.5).astype(np.float32))
+        rows["label_mask"].append(y_mask[i])
+        rows["audio_path"].append(str(root / "audio" / key[:3] / f"{key}.ogg"))
+    sources = [NPZ, "class-map.json", "partitions/split01_train.csv", "partitions/split01_test.csv"]
+    return ReleaseIndex(
+        dataset=dataset,
+        root=root,
+        classes=classes,
+        clips=clips_frame(rows, c),
+        skipped=tuple(skipped),
+        published_counts=dict(PUBLISHED_COUNTS) if dataset == "openmic" else {},
+        source_md5={name: md5sum(root / name) for name in sources},
+    )

@@ -1,0 +1,103 @@
+"""The prepared-dataset layout on disk: Arrow columns, atomic writes, `meta.json`.
+
+```
+<dataset>/
+  meta.json                    classes, features, frame hops, counts, skipped clips, checksums
+  manifest.parquet             what `prepare` was asked to build (one row per clip, its shard)
+  clips/part-NNNNN.parquet     clip_id, split, group, labels float32[C], label_mask bool[C],
+                               logmel fixed-shape tensor float16 [n_mels, frames]
+  status/part-NNNNN.json       the shard's per-clip outcome (ok / skipped and why)
+  teachers/<name>/part-*.parquet  clip_id, embedding fixed-shape tensor [T, D]
+```
+A file appears under its final name only once complete (write to a temporary name, then
+`os.replace`), so a reader never sees half a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_VERSION = 1
+META = "meta.json"
+
+
+def tensor_array(values: np.ndarray) -> pa.ExtensionArray:
+    """`(N, *shape)` numeric array → Arrow fixed-shape tensor column of N tensors."""
+    if values.ndim < 2:
+        raise ValueError(f"values: got shape {values.shape}, expected (N, *tensor_shape)")
+    arrow_type = pa.fixed_shape_tensor(pa.from_numpy_dtype(values.dtype), list(values.shape[1:]))
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
+    return pa.ExtensionArray.from_storage(arrow_type, storage)
+
+
+def vector_array(values: np.ndarray) -> pa.FixedSizeListArray:
+    """`(N, C)` array (bool allowed) → Arrow fixed-size-list column."""
+    if values.ndim != 2:
+        raise ValueError(f"values: got shape {values.shape}, expected (N, C)")
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A tensor or fixed-size-list column → one stacked numpy array `(N, ...)`."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array.type, pa.FixedShapeTensorType):
+        return np.asarray(array.to_numpy_ndarray())
+    if isinstance(array.type, pa.FixedSizeListType):
+        flat = array.flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(flat).reshape(len(array), array.type.list_size)
+    raise TypeError(f"column: got Arrow type {array.type}, expected a tensor or fixed-size list")
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file so that it exists under `path` only when complete."""
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write JSON so that it exists under `path` only when complete."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _atomic(path, write)
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    """The `meta.json` of a prepared dataset; clear errors if absent or from another version."""
+    path = Path(data_dir) / META
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing; expected a dataset prepared by `python -m east_ray.data prepare`"
+        )
+    meta: dict[str, Any] = json.loads(path.read_text())
+    if meta.get("version") != META_VERSION:
+        raise ValueError(
+            f"{path}: version {meta.get('version')!r}, expected {META_VERSION}; "
+            "prepare the dataset again"
+        )
+    return meta

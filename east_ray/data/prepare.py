@@ -1,0 +1,302 @@
+"""Release → sharded Parquet of log-mel spectrograms, as a Ray Data job.
+
+`prepare(index, features, out)` writes the layout of `parquet.py`. The clip table is cut
+into fixed shards (sorted clip ids, `shard_size` clips each); one Ray task per shard
+decodes its clips (soundfile), resamples and crops them, computes the log-mel in batches
+(torchaudio) and writes `clips/part-NNNNN.parquet` plus the shard's status file, each
+atomically. Ray spreads the shards over every CPU of the local machine or cluster and
+shows progress.
+
+Re-running is cheap and safe: a complete output with the same fingerprint (release
+content, features, settings) is left alone; an interrupted one resumes from the shards
+already written; an output prepared with other settings is refused, never mixed in.
+Clips that cannot be used (missing, empty, undecodable, much shorter than a clip) are
+skipped and listed with their reason in `meta.json`; nothing is zero-filled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from east_ray.config import Features
+from east_ray.data.audio import AudioError, decode, fit_length, logmel, n_frames, resample
+from east_ray.data.parquet import (
+    META,
+    META_VERSION,
+    column_numpy,
+    read_meta,
+    tensor_array,
+    vector_array,
+    write_json_atomic,
+    write_table_atomic,
+)
+from east_ray.data.release import ReleaseIndex
+
+MANIFEST = "manifest.parquet"
+PROGRESS = "prepare.json"
+LOGMEL_BATCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    """What one Ray task needs to build one shard."""
+
+    out: str
+    shard: int
+    features: Features
+    min_fraction: float
+
+
+def _fingerprint(
+    index: ReleaseIndex,
+    features: Features,
+    shard_size: int,
+    min_fraction: float,
+    manifest: pa.Table,
+) -> str:
+    content = {
+        "version": META_VERSION,
+        "dataset": index.dataset,
+        "classes": list(index.classes),
+        "features": dataclasses.asdict(features),
+        "shard_size": shard_size,
+        "min_fraction": min_fraction,
+        "sources": index.source_md5,
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
+    for column in ("clip_id", "split", "group", "audio_path"):
+        digest.update("\0".join(manifest[column].to_pylist()).encode())
+    for column in ("labels", "label_mask"):
+        digest.update(column_numpy(manifest[column]).tobytes())
+    return digest.hexdigest()
+
+
+def _manifest(index: ReleaseIndex, shard_size: int) -> pa.Table:
+    clips = index.clips.sort_values("clip_id", ignore_index=True)
+    return pa.table(
+        {
+            "clip_id": pa.array(clips["clip_id"], pa.string()),
+            "split": pa.array(clips["split"], pa.string()),
+            "group": pa.array(clips["group"], pa.string()),
+            "labels": vector_array(np.stack(clips["labels"].to_list()).astype(np.float32)),
+            "label_mask": vector_array(np.stack(clips["label_mask"].to_list()).astype(bool)),
+            "audio_path": pa.array(clips["audio_path"], pa.string()),
+            "shard": pa.array(np.arange(len(clips)) // shard_size, pa.int32()),
+        }
+    )
+
+
+def _shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
+    name = f"part-{shard:05d}"
+    return out / "clips" / f"{name}.parquet", out / "status" / f"{name}.json"
+
+
+def build_shard(job: ShardJob) -> dict[str, Any]:
+    """Decode, log-mel and write one shard; returns a one-line summary for progress."""
+    torch.set_num_threads(1)  # one task per CPU: no thread oversubscription
+    out = Path(job.out)
+    rows = pq.read_table(out / MANIFEST, filters=[("shard", "=", job.shard)])
+    n_samples = round(job.features.clip_seconds * job.features.sample_rate)
+    waveforms, kept, statuses = [], [], []
+    for i, (clip_id, path) in enumerate(
+        zip(rows["clip_id"].to_pylist(), rows["audio_path"].to_pylist(), strict=True)
+    ):
+        try:
+            audio, rate = decode(path)
+            wave, padded = fit_length(
+                resample(audio, rate, job.features.sample_rate), n_samples, job.min_fraction, path
+            )
+        except AudioError as exc:
+            statuses.append(
+                {"clip_id": clip_id, "status": "skipped", "reason": exc.reason, "path": path}
+            )
+            continue
+        waveforms.append(wave)
+        kept.append(i)
+        statuses.append({"clip_id": clip_id, "status": "ok", "padded": padded})
+    frames = n_frames(job.features)
+    mels = np.empty((len(kept), job.features.n_mels, frames), dtype=np.float16)
+    with torch.inference_mode():
+        for start in range(0, len(kept), LOGMEL_BATCH):
+            batch = torch.stack(waveforms[start : start + LOGMEL_BATCH])
+            mels[start : start + len(batch)] = logmel(batch, job.features).numpy()
+    take = pa.array(kept, pa.int64())
+    table = pa.table(
+        {
+            "clip_id": rows["clip_id"].take(take),
+            "split": rows["split"].take(take),
+            "group": rows["group"].take(take),
+            "labels": rows["labels"].take(take),
+            "label_mask": rows["label_mask"].take(take),
+            "logmel": tensor_array(mels),
+        }
+    )
+    parquet_path, status_path = _shard_paths(out, job.shard)
+    write_table_atomic(table, parquet_path)
+    write_json_atomic(statuses, status_path)  # written last: its presence marks the shard done
+    return {"shard": job.shard, "ok": len(kept), "skipped": len(statuses) - len(kept)}
+
+
+def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] | None) -> None:
+    if not jobs:
+        return
+    if runner is not None:
+        runner(jobs)
+        return
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=False)
+    template = jobs[0]
+    items = [{"shard": job.shard} for job in jobs]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+
+    def run(row: dict[str, Any]) -> dict[str, Any]:
+        return build_shard(dataclasses.replace(template, shard=int(row["shard"])))
+
+    ds.map(run, num_cpus=1).materialize()
+
+
+def _check_existing(out: Path, fingerprint: str) -> bool:
+    """True when `out` already holds this exact dataset; raise if it holds another one."""
+    meta_path = out / META
+    if meta_path.is_file():
+        meta = read_meta(out)
+        if meta.get("fingerprint") == fingerprint and meta.get("complete"):
+            return True
+        raise FileExistsError(
+            f"{out}: holds a dataset prepared from other data or settings (fingerprint "
+            f"{str(meta.get('fingerprint'))[:12]}, now {fingerprint[:12]}); choose another --out "
+            "or remove it"
+        )
+    progress = out / PROGRESS
+    if progress.is_file() and json.loads(progress.read_text()).get("fingerprint") != fingerprint:
+        print(f"{out}: partial output from other settings; rebuilding it", file=sys.stderr)
+        shutil.rmtree(out / "clips", ignore_errors=True)
+    return False
+
+
+def prepare(
+    index: ReleaseIndex,
+    features: Features,
+    out: Path,
+    *,
+    shard_size: int = 64,
+    min_fraction: float = 0.9,
+    runner: Callable[[list[ShardJob]], None] | None = None,
+) -> dict[str, Any]:
+    """Build (or finish, or confirm) the prepared dataset at `out`; returns its meta.
+
+    `min_fraction`: a clip shorter than this fraction of `features.clip_seconds` is
+    skipped; a shorter-than-nominal clip above it is reflect-padded (counted in meta).
+    `runner` replaces Ray for running the shard jobs (tests run them in-process).
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size: got {shard_size}, expected an integer >= 1")
+    if not 0.0 < min_fraction <= 1.0:
+        raise ValueError(f"min_fraction: got {min_fraction}, expected a number in (0, 1]")
+    out = Path(out)
+    manifest = _manifest(index, shard_size)
+    fingerprint = _fingerprint(index, features, shard_size, min_fraction, manifest)
+    if _check_existing(out, fingerprint):
+        print(f"{out}: already prepared ({index.dataset}, fingerprint {fingerprint[:12]})")
+        return read_meta(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({"fingerprint": fingerprint}, out / PROGRESS)
+    write_table_atomic(manifest, out / MANIFEST)
+    n_shards = int(manifest["shard"].to_numpy().max()) + 1 if len(manifest) else 0
+    todo = [s for s in range(n_shards) if not all(p.is_file() for p in _shard_paths(out, s))]
+    print(
+        f"{index.dataset}: {len(manifest)} clips in {n_shards} shards, "
+        f"{n_shards - len(todo)} already written",
+        file=sys.stderr,
+    )
+    _run_shards([ShardJob(str(out), s, features, min_fraction) for s in todo], runner)
+    statuses = [
+        st for s in range(n_shards) for st in json.loads(_shard_paths(out, s)[1].read_text())
+    ]
+    meta = _meta(
+        index=index,
+        features=features,
+        fingerprint=fingerprint,
+        statuses=statuses,
+        shard_size=shard_size,
+        min_fraction=min_fraction,
+    )
+    write_json_atomic(meta, out / META)
+    (out / PROGRESS).unlink(missing_ok=True)
+    print(summary(meta))
+    return meta
+
+
+def _meta(
+    *,
+    index: ReleaseIndex,
+    features: Features,
+    fingerprint: str,
+    statuses: list[dict[str, Any]],
+    shard_size: int,
+    min_fraction: float,
+) -> dict[str, Any]:
+    ok = {s["clip_id"] for s in statuses if s["status"] == "ok"}
+    split_of = dict(zip(index.clips["clip_id"], index.clips["split"], strict=True))
+    counts = Counter(split_of[c] for c in ok)
+    skipped = [dataclasses.asdict(s) for s in index.skipped] + [
+        {"clip_id": s["clip_id"], "reason": s["reason"], "path": s["path"]}
+        for s in statuses
+        if s["status"] == "skipped"
+    ]
+    return {
+        "version": META_VERSION,
+        "complete": True,
+        "fingerprint": fingerprint,
+        "dataset": index.dataset,
+        "release_root": str(index.root),
+        "classes": list(index.classes),
+        "features": dataclasses.asdict(features),
+        "logmel": {
+            "shape": [features.n_mels, n_frames(features)],
+            "hop_seconds": features.hop_seconds,
+            "normalisation": "pre-emphasis [-0.97, 1]; power STFT; Kaldi mel; "
+            "(log(x + 1e-5) + 3.7) / 3.1",
+        },
+        "counts": {split: counts.get(split, 0) for split in ("train", "valid", "test")},
+        "published_counts": index.published_counts,
+        "padded_clips": sum(1 for s in statuses if s.get("padded")),
+        "min_fraction": min_fraction,
+        "shard_size": shard_size,
+        "skipped": skipped,
+        "source_md5": index.source_md5,
+        "teachers": {},
+    }
+
+
+def summary(meta: dict[str, Any]) -> str:
+    """Counts per split (next to the published ones) and skips grouped by reason."""
+    published = meta.get("published_counts") or {}
+    parts = [
+        f"{split} {n}" + (f" (published {published[split]})" if split in published else "")
+        for split, n in meta["counts"].items()
+    ]
+    lines = [f"{meta['dataset']}: " + ", ".join(parts)]
+    reasons = Counter(s["reason"].split(":")[0] for s in meta["skipped"])
+    if reasons:
+        lines.append(
+            f"skipped {len(meta['skipped'])} clips: "
+            + ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+        )
+    if meta.get("padded_clips"):
+        lines.append(f"padded {meta['padded_clips']} slightly short clips (reflect)")
+    return "\n".join(lines)
