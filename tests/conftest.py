@@ -1,5 +1,9 @@
-"""Shared test fixtures: the optional `../shared/data` folder beside the checkout."""
+"""Shared test fixtures: `../shared/data` when present, a local Ray, a prepared dataset."""
 
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,3 +17,32 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the whole session (2 CPUs, loopback only)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _prepared_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.release_fixtures import prepared_openmic
+
+    return prepared_openmic(tmp_path_factory.mktemp("openmic"))
+
+
+@pytest.fixture
+def prepared(_prepared_once: Path, tmp_path: Path) -> Path:
+    """A private copy of a small prepared OpenMIC-layout dataset (24 clips, 4 skipped)."""
+    release = _prepared_once.parent / "openmic-2018"
+    shutil.copytree(release, tmp_path / "openmic-2018")
+    copy = tmp_path / "prepared"
+    shutil.copytree(_prepared_once, copy)
+    meta = (copy / "meta.json").read_text().replace(str(release), str(tmp_path / "openmic-2018"))
+    (copy / "meta.json").write_text(meta)
+    return copy

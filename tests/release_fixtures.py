@@ -55,6 +55,7 @@ def write_openmic(root: Path, n: int = 24, seed: int = 0) -> OpenmicFixture:
     relevance = np.where(
         rng.random((n, c)) < 0.5, rng.uniform(0.0, 0.49, (n, c)), rng.uniform(0.51, 1.0, (n, c))
     )
+    relevance[:, 0] = np.where(np.arange(n) % 2 == 0, 0.9, 0.1)  # both classes of label 0
     y_true = np.where(y_mask, relevance, 0.5)
     x = rng.integers(0, 256, size=(n, 10, 128), dtype=np.int64)
     np.savez(
@@ -94,6 +95,24 @@ def write_openmic(root: Path, n: int = 24, seed: int = 0) -> OpenmicFixture:
             seconds = 0.5 if reason.startswith("too short") else (0.97 if i == 6 else 1.2)
             sf.write(path, tone(seconds, 44100, 2, i), 44100, format="OGG", subtype="VORBIS")
     return OpenmicFixture(root, keys, y_true, y_mask, train, test, bad)
+
+
+def prepared_openmic(tmp: Path, n: int = 24, valid_fraction: float = 0.3) -> Path:
+    """A prepared (Parquet) copy of `write_openmic`'s release, built in-process."""
+    from east_ray.data.openmic import read_openmic
+    from east_ray.data.prepare import build_shard, prepare
+
+    fx = write_openmic(tmp / "openmic-2018", n=n)
+    out = tmp / "prepared"
+    index = read_openmic(fx.root, valid_fraction=valid_fraction)
+    prepare(
+        index,
+        TEST_FEATURES,
+        out,
+        shard_size=8,
+        runner=lambda jobs: [build_shard(j) for j in jobs] and None,
+    )
+    return out
 
 
 def write_mtat(root: Path, clips: list[tuple[str, str, list[str]]]) -> None:

@@ -250,14 +250,9 @@ def test_prepare_is_idempotent_and_resumes_partial_output(tmp_path: Path) -> Non
         prepare(index, other, out, shard_size=5, runner=counting)
 
 
-def test_prepare_runs_on_ray(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+def test_prepare_runs_on_ray(tmp_path: Path, ray_local: None) -> None:
     fx = write_openmic(tmp_path / "openmic-2018", n=12)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        meta = prepare(read_openmic(fx.root), TEST_FEATURES, tmp_path / "out", shard_size=4)
-    finally:
-        ray.shutdown()
+    meta = prepare(read_openmic(fx.root), TEST_FEATURES, tmp_path / "out", shard_size=4)
     n_ok = len(fx.keys) - len([k for k in fx.bad if k in fx.keys])
     assert sum(meta["counts"].values()) == n_ok
     assert len(list((tmp_path / "out" / "clips").glob("part-*.parquet"))) == 3

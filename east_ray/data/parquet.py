@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,32 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
             "prepare the dataset again"
         )
     return meta
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Every prepared clip's id, split, group, labels `(N, C)` and mask `(N, C)`; no audio."""
+
+    clip_ids: list[str]
+    split: np.ndarray
+    group: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of `split`."""
+        return np.flatnonzero(self.split == split)
+
+
+def read_labels(data_dir: Path) -> LabelTable:
+    """The label columns of `clips/` (Parquet is columnar: the spectrograms are not read)."""
+    table = pq.read_table(
+        Path(data_dir) / "clips", columns=["clip_id", "split", "group", "labels", "label_mask"]
+    )
+    return LabelTable(
+        clip_ids=table["clip_id"].to_pylist(),
+        split=np.asarray(table["split"].to_pylist()),
+        group=np.asarray(table["group"].to_pylist()),
+        labels=column_numpy(table["labels"]).astype(np.float32),
+        mask=column_numpy(table["label_mask"]).astype(bool),
+    )

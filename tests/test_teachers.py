@@ -1,0 +1,167 @@
+"""Teacher registry, the handcrafted teacher, extraction to Parquet, Teacher_LR, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from east_ray.data.parquet import read_labels, read_meta
+from east_ray.teachers import TEACHERS, get_teacher, load_extractor
+from east_ray.teachers.__main__ import main as teachers_main
+from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher, load_embeddings
+from east_ray.teachers.handcrafted import handcrafted_embedding, n_frames
+from east_ray.teachers.teacher_lr import fit_teacher_lr, load_teacher_logits
+
+
+def _in_process(jobs: list[EmbedJob]) -> None:
+    extractor = load_extractor(jobs[0].teacher)
+    for job in jobs:
+        embed_shard(job, extractor)
+
+
+def test_registry_facts_and_unknown_name() -> None:
+    assert set(TEACHERS) == {"vggish", "openl3", "passt", "panns", "musicnn", "handcrafted"}
+    assert get_teacher("panns").hop_seconds is None  # clip-level
+    assert get_teacher("musicnn").hop_seconds == pytest.approx(2.992)
+    with pytest.raises(KeyError, match="known teachers: handcrafted, musicnn, openl3"):
+        get_teacher("wav2vec")
+    for info in TEACHERS.values():
+        module = info.loader.split(":")[0]
+        assert importlib.util.find_spec(module) is not None or module.endswith("pretrained")
+
+
+@pytest.mark.parametrize("seconds", [10.0, 29.1])
+def test_handcrafted_contract(seconds: float) -> None:
+    audio = 0.1 * torch.randn(2, round(seconds * 16000), generator=torch.Generator().manual_seed(0))
+    out = load_extractor("handcrafted")(audio)
+    assert out.shape == (2, n_frames(seconds), 48) == (2, int(seconds / 0.96), 48)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_handcrafted_centroid_follows_pitch() -> None:
+    t = torch.arange(16000) / 16000
+    low, high = torch.sin(2 * torch.pi * 200 * t), torch.sin(2 * torch.pi * 3000 * t)
+    out = handcrafted_embedding(torch.stack([low, high]))
+    log_centroid_mean = out[:, 0, 20]  # after 20 MFCC means
+    assert log_centroid_mean[1] > log_centroid_mean[0] + 1.0
+
+
+def test_extract_writes_parquet_meta_and_is_idempotent(prepared: Path) -> None:
+    record = extract_teacher(prepared, "handcrafted", runner=_in_process)
+    assert record["complete"] and (record["frames"], record["dim"]) == (1, 48)
+    assert read_meta(prepared)["teachers"]["handcrafted"] == record
+    table = pq.read_table(prepared / "teachers" / "handcrafted")
+    labels = read_labels(prepared)
+    assert sorted(table["clip_id"].to_pylist()) == sorted(labels.clip_ids)
+    calls: list[int] = []
+    again = extract_teacher(prepared, "handcrafted", runner=lambda jobs: calls.append(len(jobs)))
+    assert again == record and calls == []
+    spectrogram_files = sorted((prepared / "clips").iterdir())
+    assert all(p.stat().st_mtime > 0 for p in spectrogram_files)  # untouched, still there
+
+
+def test_extract_resumes_a_partial_teacher(prepared: Path) -> None:
+    shards = sorted(pq.read_table(prepared / "manifest.parquet")["shard"].to_pylist())
+    done: list[int] = []
+
+    def fail_after_one(jobs: list[EmbedJob]) -> None:
+        _in_process(jobs[:1])
+        done.append(jobs[0].shard)
+        raise KeyboardInterrupt  # the run dies after one shard
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_teacher(prepared, "handcrafted", runner=fail_after_one)
+    assert "handcrafted" not in read_meta(prepared)["teachers"]
+    seen: list[int] = []
+
+    def resume(jobs: list[EmbedJob]) -> None:
+        seen.extend(j.shard for j in jobs)
+        _in_process(jobs)
+
+    extract_teacher(prepared, "handcrafted", runner=resume)
+    assert done[0] not in seen and sorted(set(shards) - {done[0]}) == sorted(seen)
+
+
+def test_load_embeddings_order_standardisation_and_errors(prepared: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="teacher 'handcrafted' not extracted"):
+        load_embeddings(prepared, "handcrafted", [])
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    labels = read_labels(prepared)
+    ids = list(reversed(labels.clip_ids))
+    emb = load_embeddings(prepared, "handcrafted", ids)
+    assert emb.shape == (len(ids), 1, 48)
+    train = [
+        ids.index(c) for c, s in zip(labels.clip_ids, labels.split, strict=True) if s == "train"
+    ]
+    assert np.abs(emb[train].mean(axis=(0, 1))).max() < 1e-4  # z-scored on the train split
+    with pytest.raises(ValueError, match="no embedding for 1 clips"):
+        load_embeddings(prepared, "handcrafted", ["nope"])
+    shard = sorted((prepared / "teachers" / "handcrafted").glob("part-*.parquet"))[0]
+    table = pq.read_table(shard)
+    from east_ray.data.parquet import column_numpy, tensor_array
+
+    values = column_numpy(table["embedding"]).copy()
+    values[0, 0, 3] = np.nan
+    pq.write_table(table.set_column(1, "embedding", tensor_array(values)), shard)
+    with pytest.raises(
+        ValueError, match=f"NaN or Inf in the embedding of clip {table['clip_id'][0]}"
+    ):
+        load_embeddings(prepared, "handcrafted", labels.clip_ids)
+
+
+def test_vggish_is_imported_from_the_release(prepared: Path) -> None:
+    record = extract_teacher(prepared, "vggish", runner=lambda jobs: pytest.fail("no network"))
+    assert record["source"].startswith("release X") and (record["frames"], record["dim"]) == (
+        10,
+        128,
+    )
+    release = Path(read_meta(prepared)["release_root"])
+    with np.load(release / "openmic-2018.npz", allow_pickle=True) as npz:  # our own fixture
+        x, keys = npz["X"], list(npz["sample_key"])
+    labels = read_labels(prepared)
+    emb = load_embeddings(prepared, "vggish", labels.clip_ids)
+    for i, clip in enumerate(labels.clip_ids):
+        assert np.array_equal(emb[i], (x[keys.index(clip)] - 128) / 256)
+
+
+def test_extraction_on_ray_actors(prepared: Path, ray_local: None) -> None:
+    record = extract_teacher(prepared, "handcrafted")
+    assert record["clips"] == len(read_labels(prepared).clip_ids)
+
+
+def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    record = fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5, max_epochs=30)
+    assert 1 <= record["best_epoch"] <= record["epochs"] <= 30
+    assert {"mAP", "ROC-AUC", "F1", "F1_pos", "n_classes"} <= set(record["test"])
+    assert json.loads(Path(record["logits"]).with_suffix(".json").read_text()) == record
+    assert fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5) == record
+    labels = read_labels(prepared)
+    logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
+    assert logits.shape == (len(labels.clip_ids), 20) and np.isfinite(logits).all()
+    with pytest.raises(FileNotFoundError, match="is not fitted yet"):
+        load_teacher_logits(prepared, "handcrafted", 0.5, 5, labels.clip_ids)
+
+
+def test_embed_cli_writes_t_by_d(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from tests.release_fixtures import tone
+
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, tone(3.0, 22050, 2, 0), 22050)
+    out = tmp_path / "emb.npy"
+    assert teachers_main(["embed", "--teacher", "handcrafted", str(audio), "--out", str(out)]) == 0
+    assert np.load(out).shape == (3, 48)
+    assert (
+        teachers_main(
+            ["embed", "--teacher", "handcrafted", str(tmp_path / "none.wav"), "--out", str(out)]
+        )
+        == 2
+    )
