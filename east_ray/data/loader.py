@@ -1,0 +1,181 @@
+"""What one trial reads: spectrogram stores, labels, subset rows, teacher arrays; batches.
+
+Memory model. The spectrograms are the only large array (OpenMIC: 20,000 × 128 × 1000
+float16 = 5.1 GB). Under Ray, the study reads the Parquet shards once with Ray Data and
+materialises them in the object store; every trial on a node then maps the same blocks
+zero-copy from shared memory (`BlockStore`), so N concurrent trials cost one copy per
+node plus their current batch. The trial itself runs no Ray Data tasks, which is what
+hangs when trials have reserved every CPU. Labels, subset rows and teacher arrays are
+small and reach trials the same way (`tune.with_parameters`). Without Ray (CLI, tests,
+benchmarks) `ArrayStore` holds the spectrograms in process memory.
+
+Batches: the training rows are permuted by a generator seeded with `(seed, epoch)`, so
+the order is reproducible and an interrupted run resumes on the same batches; a batch
+copies only its own rows out of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from east_ray.config import Cell
+from east_ray.data.parquet import LabelTable, column_numpy, read_labels
+from east_ray.data.subsets import training_subset
+from east_ray.teachers.embeddings import load_embeddings
+from east_ray.teachers.registry import get_teacher
+from east_ray.teachers.teacher_lr import load_teacher_logits
+
+
+class SpectrogramStore(Protocol):
+    """Row-addressable log-mel spectrograms `(N, F, T)` float16."""
+
+    @property
+    def clip_ids(self) -> list[str]: ...
+
+    def gather(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ArrayStore:
+    """Spectrograms in one array (process memory, or a zero-copy object-store view)."""
+
+    clip_ids: list[str]
+    values: np.ndarray
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.values[rows])
+
+
+class BlockStore:
+    """Spectrograms spread over Arrow blocks (e.g. Ray object-store blocks), not copied."""
+
+    def __init__(self, blocks: Sequence[pa.Table]) -> None:
+        self._arrays = [column_numpy(b["logmel"]) for b in blocks]
+        self._clip_ids = [c for b in blocks for c in b["clip_id"].to_pylist()]
+        sizes = [len(a) for a in self._arrays]
+        self._block = np.repeat(np.arange(len(sizes)), sizes)
+        self._offset = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, int)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return self._clip_ids
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        first = self._arrays[0]
+        out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+        for i, r in enumerate(rows):
+            out[i] = self._arrays[self._block[r]][self._offset[r]]
+        return out
+
+
+def read_spectrograms(data_dir: Path) -> ArrayStore:
+    """All spectrograms of a prepared dataset into process memory (no Ray)."""
+    table = pq.read_table(Path(data_dir) / "clips", columns=["clip_id", "logmel"])
+    return ArrayStore(table["clip_id"].to_pylist(), column_numpy(table["logmel"]))
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """Arrays of one trial, all in the row order of `labels` (the clip table)."""
+
+    labels: LabelTable
+    store: SpectrogramStore
+    store_rows: np.ndarray  # label row → store row
+    train_rows: np.ndarray  # after the data-fraction subset
+    valid_rows: np.ndarray
+    test_rows: np.ndarray
+    teacher_seq: np.ndarray | None  # (N, T', D)
+    teacher_hop: float | None
+    teacher_logits: np.ndarray | None  # (N, C)
+
+
+def load_trial_data(
+    data_dir: Path,
+    cell: Cell,
+    store: SpectrogramStore | None = None,
+    labels: LabelTable | None = None,
+) -> TrialData:
+    """Everything `cell` trains and evaluates on. Teacher arrays only where it needs them."""
+    labels = labels if labels is not None else read_labels(data_dir)
+    if store is None:
+        store = read_spectrograms(data_dir)
+    position = {c: i for i, c in enumerate(store.clip_ids)}
+    missing = [c for c in labels.clip_ids if c not in position]
+    if missing:
+        raise ValueError(f"store: no spectrogram for {len(missing)} clips, e.g. {missing[:3]}")
+    train = labels.rows("train")
+    chosen = training_subset(
+        [labels.clip_ids[i] for i in train],
+        labels.labels[train],
+        labels.mask[train],
+        fraction=cell.fraction,
+        seed=cell.seed,
+        groups=list(labels.group[train]),
+    )
+    needs_seq = cell.regularizer in ("cos_diff", "dcor", "dcor_kd")
+    needs_logits = cell.regularizer in ("kd", "dcor_kd")
+    teacher = cell.teacher
+    return TrialData(
+        labels=labels,
+        store=store,
+        store_rows=np.array([position[c] for c in labels.clip_ids], dtype=np.int64),
+        train_rows=train[chosen],
+        valid_rows=labels.rows("valid"),
+        test_rows=labels.rows("test"),
+        teacher_seq=load_embeddings(data_dir, teacher, labels.clip_ids)
+        if needs_seq and teacher
+        else None,
+        teacher_hop=get_teacher(teacher).hop_seconds if teacher else None,
+        teacher_logits=load_teacher_logits(
+            data_dir, teacher, cell.fraction, cell.seed, labels.clip_ids
+        )
+        if needs_logits and teacher
+        else None,
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """numpy arrays of one batch; `rows` are label-table rows."""
+
+    rows: np.ndarray
+    logmel: np.ndarray  # (B, F, T) float16
+    labels: np.ndarray  # (B, C)
+    mask: np.ndarray  # (B, C) bool
+    teacher_seq: np.ndarray | None
+    teacher_logits: np.ndarray | None
+
+
+def make_batch(data: TrialData, rows: np.ndarray) -> Batch:
+    return Batch(
+        rows=rows,
+        logmel=data.store.gather(data.store_rows[rows]),
+        labels=data.labels.labels[rows],
+        mask=data.labels.mask[rows],
+        teacher_seq=None if data.teacher_seq is None else data.teacher_seq[rows],
+        teacher_logits=None if data.teacher_logits is None else data.teacher_logits[rows],
+    )
+
+
+def epoch_batches(
+    data: TrialData, batch_size: int, seed: int, epoch: int, start: int = 0
+) -> Iterator[Batch]:
+    """Shuffled training batches of `epoch` (reproducible from seed and epoch), from batch
+    index `start` on; the last incomplete batch is dropped (the losses compare rows)."""
+    order = np.random.default_rng([seed, epoch]).permutation(data.train_rows)
+    n_batches = len(order) // batch_size
+    for b in range(start, n_batches):
+        yield make_batch(data, order[b * batch_size : (b + 1) * batch_size])
+
+
+def eval_batches(data: TrialData, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:
+    """`rows` in order, in batches (the last one may be smaller)."""
+    for start in range(0, len(rows), batch_size):
+        yield make_batch(data, rows[start : start + batch_size])

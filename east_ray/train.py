@@ -1,0 +1,59 @@
+"""`python -m east_ray.train`: train one cell of a study outside Ray Tune (for debugging)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from east_ray.config import SpecError, expand_cells, load_study
+from east_ray.data.loader import load_trial_data
+from east_ray.data.parquet import read_meta
+from east_ray.trainer import TrialSpec, train
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m east_ray.train", description=__doc__)
+    parser.add_argument("--study", required=True, help="study name or .toml path")
+    parser.add_argument("--cell", required=True, help="a cell id (see `east_ray.study --dry-run`)")
+    parser.add_argument("--data", required=True, help="the prepared dataset folder")
+    parser.add_argument("--out", default="runs", help="run folder parent (default: runs/)")
+    parser.add_argument("--max-epochs", type=int, help="stop after this many epochs")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_study(args.study)
+        cells = {c.cell_id: c for c in expand_cells(spec)}
+        if args.cell not in cells:
+            near = [c for c in cells if c.startswith(args.cell.split("-")[0])][:5]
+            raise ValueError(
+                f"--cell: {args.cell!r} is not a cell of study {spec.name!r}; "
+                f"e.g. {', '.join(near or list(cells)[:5])}"
+            )
+        cell = cells[args.cell]
+        meta = read_meta(Path(args.data))
+        trial = TrialSpec(
+            cell,
+            spec.recipe,
+            spec.features,
+            len(meta["classes"]),
+            dict(spec.student_options),
+            max_epochs=args.max_epochs,
+        )
+        data = load_trial_data(Path(args.data), cell)
+        result = train(
+            trial,
+            data,
+            Path(args.out) / spec.name / cell.cell_id,
+            report=lambda m, _: print(json.dumps(m), flush=True),
+        )
+    except (SpecError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

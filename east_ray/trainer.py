@@ -1,0 +1,384 @@
+"""The one shared EAsT trainer: one cell, one run, the authors' recipe. Knows nothing of Ray.
+
+`train(spec, data, run_dir)` trains the student of `spec.cell` on `data` (a `TrialData`):
+Adam with weight decay, gradient clipping, mixup (log-mel, labels, OR-ed masks, teacher
+sequences and logits) and SpecAugment as the recipe says, the composite loss
+`(1 - λ)·L_pred + λ·L_reg`; after each epoch it validates, steps ReduceLROnPlateau and
+early stopping on the combined validation loss, keeps the weights of the best validation
+mAP, and writes a checkpoint (model, optimiser, scheduler, early-stopping state, RNG
+states, step). At the end the kept weights are evaluated on the test split.
+
+Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
+the final metrics equal those of an uninterrupted run. Per-step losses
+(`loss/total`, `loss/pred`, `loss/reg`) and per-epoch metrics go to TensorBoard under
+`run_dir/tb`; the per-epoch metrics, always with the same keys, also go to `report`
+(the study turns them into `tune.report`). A non-finite loss stops the run with an error
+naming the step and every loss term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from torch.utils.tensorboard import SummaryWriter
+
+from east_ray.config import Cell, Features, Recipe
+from east_ray.data.loader import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.losses import LossSpec, LossTerms, east_loss
+from east_ray.metrics import evaluate
+from east_ray.models import Student, build_student
+
+CHECKPOINT = "checkpoint.pt"
+METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
+
+Report = Callable[[dict[str, float], Path], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; the message names the step and each term."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """Everything that defines one training run (a study cell plus the study's settings)."""
+
+    cell: Cell
+    recipe: Recipe
+    features: Features
+    num_classes: int
+    student_options: dict[str, int | float | str | bool] = dataclasses.field(default_factory=dict)
+    max_epochs: int | None = None  # a cap on top of recipe.max_steps (tests, smoke runs)
+    gpu_fraction: float = 1.0  # this process's share of the GPU memory
+
+    def loss_spec(self) -> LossSpec:
+        return LossSpec(
+            self.cell.regularizer,
+            self.cell.stage,
+            self.cell.lam,
+            self.recipe.kd_temperature,
+            self.recipe.kd_weight_in_dcor_kd,
+        )
+
+
+@dataclasses.dataclass
+class _State:
+    """What a checkpoint holds besides the torch objects."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0
+    best_val_loss: float = math.inf
+    epochs_since_best_loss: int = 0
+    best_map: float = -math.inf
+    best_epoch: int = 0
+    best_val: dict[str, float] = dataclasses.field(default_factory=dict)
+    wall_seconds: float = 0.0
+    stopped: str = ""
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _tensor(x: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    if x is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True).float()
+
+
+@dataclasses.dataclass
+class _Inputs:
+    x: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+    teacher_seq: torch.Tensor | None
+    teacher_logits: torch.Tensor | None
+
+
+def _inputs(batch: Batch, device: torch.device) -> _Inputs:
+    x = _tensor(batch.logmel, device)
+    labels = _tensor(batch.labels, device)
+    assert x is not None and labels is not None
+    return _Inputs(
+        x,
+        labels,
+        torch.from_numpy(batch.mask).to(device),
+        _tensor(batch.teacher_seq, device),
+        _tensor(batch.teacher_logits, device),
+    )
+
+
+def mixup(inp: _Inputs, alpha: float) -> _Inputs:
+    """Mix each example with a random partner: λ ~ Beta(α, α), λ = max(λ, 1 − λ) per example;
+    log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
+    b = inp.x.shape[0]
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(inp.x.device)
+    lam = torch.maximum(lam, 1 - lam)
+    partner = torch.randperm(b).to(inp.x.device)
+
+    def mix(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        w = lam.view(-1, *([1] * (t.ndim - 1)))
+        return w * t + (1 - w) * t[partner]
+
+    x, labels = mix(inp.x), mix(inp.labels)
+    assert x is not None and labels is not None
+    return _Inputs(
+        x, labels, inp.mask | inp.mask[partner], mix(inp.teacher_seq), mix(inp.teacher_logits)
+    )
+
+
+def spec_augment(x: torch.Tensor, freq: int, time_: int) -> torch.Tensor:
+    """One frequency and one time mask per example, widths up to `freq` / `time_` bins."""
+    y = x.unsqueeze(1)
+    if freq > 0:
+        y = AF.mask_along_axis_iid(y, freq, 0.0, 2)
+    if time_ > 0:
+        y = AF.mask_along_axis_iid(y, time_, 0.0, 3)
+    return y.squeeze(1)
+
+
+class _Run:
+    """One training run's objects; methods are the recipe's steps."""
+
+    def __init__(
+        self, spec: TrialSpec, data: TrialData, run_dir: Path, device: torch.device
+    ) -> None:
+        self.spec, self.data, self.device = spec, data, device
+        r = spec.recipe
+        self.model: Student = build_student(
+            spec.cell.student, spec.num_classes, seed=spec.cell.seed, **spec.student_options
+        )
+        self.model.to(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, factor=r.plateau_factor, patience=r.plateau_patience
+        )
+        self.loss_spec = spec.loss_spec()
+        hop = spec.features.hop_seconds
+        self.stage_hops = [s * hop for s in self.model.time_strides]
+        self.state = _State()
+        self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def loss(self, inp: _Inputs) -> LossTerms:
+        with self.autocast():
+            out = self.model(inp.x)
+        return east_loss(
+            out,
+            inp.labels,
+            inp.mask,
+            self.loss_spec,
+            stage_hops=self.stage_hops,
+            teacher_seq=inp.teacher_seq,
+            teacher_hop=self.data.teacher_hop,
+            teacher_logits=inp.teacher_logits,
+        )
+
+    def train_step(self, batch: Batch) -> LossTerms:
+        r = self.spec.recipe
+        inp = _inputs(batch, self.device)
+        if r.mixup_alpha > 0:
+            inp = mixup(inp, r.mixup_alpha)
+        if r.specaug_freq > 0 or r.specaug_time > 0:
+            inp.x = spec_augment(inp.x, r.specaug_freq, r.specaug_time)
+        terms = self.loss(inp)
+        self.state.step += 1
+        if not torch.isfinite(terms.total):
+            raise NonFiniteLossError(
+                f"cell {self.spec.cell.cell_id}, step {self.state.step}: non-finite loss "
+                f"(loss/total={terms.total.item()}, loss/pred={terms.pred.item()}, "
+                f"loss/reg={terms.reg.item()})"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
+        self.opt.step()
+        for name, value in zip(("total", "pred", "reg"), terms, strict=True):
+            self.writer.add_scalar(f"loss/{name}", value.item(), self.state.step)
+        return terms
+
+    def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float]]:
+        """Combined loss (mean over batches) and metrics of `rows`, no augmentation."""
+        self.model.eval()
+        scores, losses, sizes = [], [], []
+        with torch.no_grad():
+            for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size):
+                inp = _inputs(batch, self.device)
+                with self.autocast():
+                    out = self.model(inp.x)
+                terms = east_loss(
+                    out,
+                    inp.labels,
+                    inp.mask,
+                    self.loss_spec,
+                    stage_hops=self.stage_hops,
+                    teacher_seq=inp.teacher_seq,
+                    teacher_hop=self.data.teacher_hop,
+                    teacher_logits=inp.teacher_logits,
+                )
+                losses.append(terms.total.item())
+                sizes.append(len(batch.rows))
+                scores.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+        self.model.train()
+        metrics = evaluate(
+            np.concatenate(scores),
+            self.data.labels.labels[rows],
+            self.data.labels.mask[rows],
+            self.spec.recipe.f1_threshold,
+        )
+        return float(np.average(losses, weights=sizes)), metrics
+
+    def checkpoint(self) -> Path:
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "best_weights": self.best_weights,
+            "state": dataclasses.asdict(self.state),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cell_id": self.spec.cell.cell_id,
+        }
+        path = self.run_dir / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def restore(self, path: Path) -> None:
+        payload = torch.load(path, map_location=self.device, weights_only=True)
+        if payload["cell_id"] != self.spec.cell.cell_id:
+            raise ValueError(
+                f"{path}: checkpoint of cell {payload['cell_id']}, expected "
+                f"{self.spec.cell.cell_id}"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.opt.load_state_dict(payload["optimizer"])
+        self.plateau.load_state_dict(payload["plateau"])
+        self.best_weights = payload["best_weights"]
+        self.state = _State(**payload["state"])
+        torch.set_rng_state(payload["rng_torch"].cpu())
+        if payload["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng_cuda"]])
+
+
+def _epochs(run: _Run) -> Iterator[int]:
+    epoch = run.state.epoch
+    while not run.state.stopped:
+        epoch += 1
+        if run.spec.max_epochs is not None and epoch > run.spec.max_epochs:
+            run.state.stopped = "max_epochs"
+            return
+        yield epoch
+
+
+def train(
+    spec: TrialSpec,
+    data: TrialData,
+    run_dir: Path,
+    *,
+    report: Report | None = None,
+    resume_from: Path | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Train, select on validation, test. Returns the run's result row (see module doc)."""
+    device = device or pick_device()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda" and spec.gpu_fraction < 1.0:
+        torch.cuda.set_per_process_memory_fraction(spec.gpu_fraction, device)
+    r = spec.recipe
+    if len(data.train_rows) < r.batch_size:
+        raise ValueError(
+            f"cell {spec.cell.cell_id}: {len(data.train_rows)} training clips, "
+            f"fewer than batch_size {r.batch_size}"
+        )
+    torch.manual_seed(spec.cell.seed)
+    run = _Run(spec, data, run_dir, device)
+    resume_from = resume_from or (
+        run_dir / CHECKPOINT if (run_dir / CHECKPOINT).is_file() else None
+    )
+    if resume_from is not None:
+        run.restore(resume_from)
+    run.model.train()
+    try:
+        for epoch in _epochs(run):
+            started = time.perf_counter()
+            totals = np.zeros(3)
+            n = 0
+            for batch in epoch_batches(data, r.batch_size, spec.cell.seed, epoch):
+                totals += [t.item() for t in run.train_step(batch)]
+                n += 1
+                if run.state.step >= r.max_steps:
+                    run.state.stopped = "max_steps"
+                    break
+            val_loss, val = run.evaluate_rows(data.valid_rows)
+            run.plateau.step(val_loss)
+            s = run.state
+            s.epoch = epoch
+            if val["mAP"] > s.best_map:
+                s.best_map, s.best_epoch, s.best_val = val["mAP"], epoch, dict(val)
+                s.best_val["loss"] = val_loss
+                run.best_weights = {
+                    k: v.detach().clone() for k, v in run.model.state_dict().items()
+                }
+            if val_loss < s.best_val_loss:
+                s.best_val_loss, s.epochs_since_best_loss = val_loss, 0
+            else:
+                s.epochs_since_best_loss += 1
+                if s.epochs_since_best_loss >= r.early_stop_patience:
+                    s.stopped = s.stopped or "early_stop"
+            s.wall_seconds += time.perf_counter() - started
+            metrics = {
+                "epoch": float(epoch),
+                "step": float(s.step),
+                "lr": run.opt.param_groups[0]["lr"],
+                "train_loss": totals[0] / max(n, 1),
+                "train_loss_pred": totals[1] / max(n, 1),
+                "train_loss_reg": totals[2] / max(n, 1),
+                "val_loss": val_loss,
+                **{f"val_{k}": val[k] for k in METRIC_KEYS},
+                "best_val_mAP": s.best_map,
+                "best_epoch": float(s.best_epoch),
+            }
+            for key, value in metrics.items():
+                run.writer.add_scalar(f"epoch/{key}", value, epoch)
+            path = run.checkpoint()
+            if report is not None:
+                report(metrics, path)
+        run.model.load_state_dict(run.best_weights)
+        _, test = run.evaluate_rows(data.test_rows)
+    finally:
+        run.writer.close()
+    s = run.state
+    return {
+        "cell_id": spec.cell.cell_id,
+        **{k: v for k, v in dataclasses.asdict(spec.cell).items()},
+        "epochs": s.epoch,
+        "steps": s.step,
+        "best_epoch": s.best_epoch,
+        "stopped": s.stopped,
+        "train_clips": len(data.train_rows),
+        **{f"val_{k}": s.best_val.get(k, math.nan) for k in (*METRIC_KEYS, "loss")},
+        **{f"test_{k}": test[k] for k in METRIC_KEYS},
+        "wall_seconds": s.wall_seconds,
+        "device": device.type,
+    }

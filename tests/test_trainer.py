@@ -1,0 +1,209 @@
+"""The shared trainer: every system learns, exact resume, curves, errors, mixup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from east_ray.config import Cell, Recipe
+from east_ray.data.loader import TrialData, load_trial_data, make_batch
+from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
+from east_ray.teachers.registry import load_extractor
+from east_ray.teachers.teacher_lr import fit_teacher_lr
+from east_ray.trainer import NonFiniteLossError, TrialSpec, _inputs, _Run, mixup, train
+from tests.release_fixtures import TEST_FEATURES
+
+RECIPE = Recipe(
+    batch_size=4,
+    max_steps=10_000,
+    mixup_alpha=0.3,
+    specaug_freq=4,
+    specaug_time=8,
+    plateau_patience=1,
+    early_stop_patience=3,
+)
+SYSTEMS = [
+    ("none", None),
+    ("kd", None),
+    ("cos_diff", "final"),
+    ("cos_diff", "all"),
+    ("dcor", "final"),
+    ("dcor", "all"),
+    ("dcor_kd", "final"),
+    ("dcor_kd", "all"),
+]
+
+
+def _with_teacher(prepared: Path, seed: int = 0) -> Path:
+    def run(jobs: list[EmbedJob]) -> None:
+        extractor = load_extractor("handcrafted")
+        for job in jobs:
+            embed_shard(job, extractor)
+
+    extract_teacher(prepared, "handcrafted", runner=run)
+    fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=seed, max_epochs=5)
+    return prepared
+
+
+def _spec(regularizer: str, stage: str | None, seed: int = 0, **recipe: float) -> TrialSpec:
+    lam = 0.0 if regularizer == "none" else 0.5
+    teacher = None if regularizer == "none" else "handcrafted"
+    cell = Cell("synthmic", "cp_resnet", regularizer, teacher, stage, lam, 1.0, seed)
+    return TrialSpec(
+        cell, Recipe(**{**RECIPE.__dict__, **recipe}), TEST_FEATURES, 20, {"base_channels": 8}
+    )
+
+
+def _data(prepared: Path, spec: TrialSpec) -> TrialData:
+    return load_trial_data(prepared, spec.cell)
+
+
+@pytest.mark.parametrize(("regularizer", "stage"), SYSTEMS)
+def test_each_system_overfits_a_fixed_batch(
+    prepared: Path, regularizer: str, stage: str | None, tmp_path: Path
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec(regularizer, stage, mixup_alpha=0.0, specaug_freq=0, specaug_time=0, lr=3e-3)
+    data = _data(prepared, spec)
+    torch.manual_seed(0)
+    run = _Run(spec, data, tmp_path, torch.device("cpu"))
+    batch = make_batch(data, data.train_rows[:8])
+    losses = [run.train_step(batch).total.item() for _ in range(25)]
+    run.writer.close()
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_train_reports_same_keys_each_epoch_and_writes_curves(
+    prepared: Path, tmp_path: Path
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor", "all")
+    spec = TrialSpec(**{**spec.__dict__, "max_epochs": 3})
+    reports: list[dict[str, float]] = []
+    result = train(
+        spec,
+        _data(prepared, spec),
+        tmp_path / "run",
+        report=lambda m, ckpt: reports.append(m) or None,
+    )
+    assert len(reports) == result["epochs"] == 3
+    assert all(r.keys() == reports[0].keys() for r in reports)
+    assert {"val_mAP", "val_loss", "train_loss", "lr", "best_val_mAP"} <= set(reports[0])
+    for key in ("test_mAP", "test_F1", "val_mAP", "best_epoch", "steps", "wall_seconds"):
+        assert np.isfinite(result[key]), key
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/total", "loss/pred", "loss/reg", "epoch/val_mAP"} <= tags
+    assert len(events.Scalars("loss/total")) == result["steps"]
+
+
+class _InterruptError(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("regularizer", "stage"), [("dcor_kd", "final")])
+def test_kill_and_resume_gives_the_same_final_metrics(
+    prepared: Path, tmp_path: Path, regularizer: str, stage: str
+) -> None:
+    _with_teacher(prepared)
+    spec = TrialSpec(**{**_spec(regularizer, stage).__dict__, "max_epochs": 5})
+    data = _data(prepared, spec)
+    whole = train(spec, data, tmp_path / "whole")
+
+    def die_after_epoch_2(metrics: dict[str, float], _: Path) -> None:
+        if metrics["epoch"] == 2:
+            raise _InterruptError
+
+    with pytest.raises(_InterruptError):
+        train(spec, data, tmp_path / "resumed", report=die_after_epoch_2)
+    epochs_run: list[float] = []
+    resumed = train(
+        spec, data, tmp_path / "resumed", report=lambda m, _: epochs_run.append(m["epoch"]) or None
+    )
+    # it continued after epoch 2, it did not start over
+    assert epochs_run == [float(e) for e in range(3, whole["epochs"] + 1)] and whole["epochs"] > 2
+    for key in whole:
+        if key != "wall_seconds":
+            assert resumed[key] == whole[key], key
+
+
+def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor", "final", mixup_alpha=0.0)
+    data = _data(prepared, spec)
+    run = _Run(spec, data, tmp_path, torch.device("cpu"))
+    batch = make_batch(data, data.train_rows[:4])
+    batch.logmel[0, 0, 0] = np.inf
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"step 1: non-finite loss \(loss/total=nan, "
+        r"loss/pred=nan, loss/reg=",
+    ):
+        run.train_step(batch)
+    run.writer.close()
+
+
+def test_mixup_mixes_labels_and_teacher_and_ors_masks(prepared: Path) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor_kd", "final")
+    data = _data(prepared, spec)
+    batch = make_batch(data, data.train_rows[:6])
+    inp = _inputs(batch, torch.device("cpu"))
+    torch.manual_seed(3)
+    mixed = mixup(inp, 0.3)
+    torch.manual_seed(3)
+    lam = torch.distributions.Beta(0.3, 0.3).sample((6,))
+    lam = torch.maximum(lam, 1 - lam)
+    partner = torch.randperm(6)
+    assert (lam >= 0.5).all()
+    expect = lam[:, None, None] * inp.x + (1 - lam[:, None, None]) * inp.x[partner]
+    assert torch.allclose(mixed.x, expect)
+    assert torch.equal(mixed.mask, inp.mask | inp.mask[partner])
+    assert inp.teacher_seq is not None and mixed.teacher_seq is not None
+    assert torch.allclose(
+        mixed.teacher_seq,
+        lam[:, None, None] * inp.teacher_seq + (1 - lam[:, None, None]) * inp.teacher_seq[partner],
+    )
+    assert mixed.teacher_logits is not None
+    assert torch.allclose(
+        mixed.labels, lam[:, None] * inp.labels + (1 - lam[:, None]) * inp.labels[partner]
+    )
+
+
+def test_train_cli_runs_one_cell(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from east_ray.train import main
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(
+        'name = "tiny"\ndataset = "openmic"\nstudent = "cp_resnet"\n'
+        "[student_options]\nbase_channels = 8\n"
+        "[features]\nsample_rate = 16000\nn_mels = 32\nf_max = 8000.0\nclip_seconds = 1.0\n"
+        "[recipe]\nbatch_size = 4\n"
+        '[grid]\nregularizers = ["none"]\nseeds = [0]\n'
+    )
+    args = [
+        "--study",
+        str(study),
+        "--data",
+        str(prepared),
+        "--out",
+        str(tmp_path / "runs"),
+        "--max-epochs",
+        "1",
+    ]
+    assert main([*args, "--cell", "nope"]) == 2
+    assert "is not a cell of study 'tiny'" in capsys.readouterr().err
+    from east_ray.config import expand_cells, load_study
+
+    (cell,) = expand_cells(load_study(study))
+    assert main([*args, "--cell", cell.cell_id]) == 0
+    assert '"test_mAP"' in capsys.readouterr().out
