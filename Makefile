@@ -15,12 +15,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,teachers]'
 	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $@
 
 demo: install
-	$(BIN)/python -m east_ray.study demo --dry-run
+	$(BIN)/python -m east_ray.study demo
 
 lint: install
 	$(BIN)/ruff check east_ray tests

@@ -47,8 +47,15 @@ def librosa_logmel(wave: np.ndarray, f: Features) -> np.ndarray:
 
     x = wave[1:] - 0.97 * wave[:-1]
     window = scipy.signal.get_window("hann", f.win_length, fftbins=False)
-    spec = librosa.stft(x, n_fft=f.n_fft, hop_length=f.hop_length, win_length=f.win_length,
-                        window=window, center=True, pad_mode="reflect")
+    spec = librosa.stft(
+        x,
+        n_fft=f.n_fft,
+        hop_length=f.hop_length,
+        win_length=f.win_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+    )
     mel = _mel_basis(f).numpy() @ (np.abs(spec) ** 2)
     out: np.ndarray = (np.log(mel + 1e-5) + 3.7) / 3.1
     return out[:, : len(wave) // f.hop_length]
@@ -92,8 +99,10 @@ def run(study: str, n_clips: int, batch: int = 16) -> dict[str, Any]:
         def ours_full() -> None:
             with torch.inference_mode():
                 for i in range(0, n_clips, batch):
-                    fitted = [fit_length(resample(*_decoded(p), f.sample_rate), n_samples, 0.9)[0]
-                              for p in paths[i : i + batch]]
+                    fitted = [
+                        fit_length(resample(*_decoded(p), f.sample_rate), n_samples, 0.9)[0]
+                        for p in paths[i : i + batch]
+                    ]
                     logmel(torch.stack(fitted), f)
 
         def theirs_full() -> None:

@@ -72,3 +72,15 @@ def test_bad_inputs_are_named() -> None:
         evaluate(scores[:, :3], labels, mask)
     with pytest.raises(ValueError, match="labels, mask: none of the 6 classes"):
         evaluate(scores, np.zeros_like(labels), mask)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ap_and_auc_with_ties_equal_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.2
+    y[0], y[1] = True, False
+    s = np.round(rng.random(300), 1)  # many ties
+    from east_ray.metrics import average_precision, roc_auc
+
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)

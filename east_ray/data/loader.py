@@ -96,16 +96,14 @@ class TrialData:
     teacher_logits: np.ndarray | None  # (N, C)
 
 
-def load_trial_data(
-    data_dir: Path,
+def build_trial_data(
     cell: Cell,
-    store: SpectrogramStore | None = None,
-    labels: LabelTable | None = None,
+    labels: LabelTable,
+    store: SpectrogramStore,
+    teacher_seq: np.ndarray | None = None,
+    teacher_logits: np.ndarray | None = None,
 ) -> TrialData:
-    """Everything `cell` trains and evaluates on. Teacher arrays only where it needs them."""
-    labels = labels if labels is not None else read_labels(data_dir)
-    if store is None:
-        store = read_spectrograms(data_dir)
+    """Assemble a trial's arrays (all in `labels` row order) and its training subset."""
     position = {c: i for i, c in enumerate(store.clip_ids)}
     missing = [c for c in labels.clip_ids if c not in position]
     if missing:
@@ -119,9 +117,6 @@ def load_trial_data(
         seed=cell.seed,
         groups=list(labels.group[train]),
     )
-    needs_seq = cell.regularizer in ("cos_diff", "dcor", "dcor_kd")
-    needs_logits = cell.regularizer in ("kd", "dcor_kd")
-    teacher = cell.teacher
     return TrialData(
         labels=labels,
         store=store,
@@ -129,16 +124,31 @@ def load_trial_data(
         train_rows=train[chosen],
         valid_rows=labels.rows("valid"),
         test_rows=labels.rows("test"),
-        teacher_seq=load_embeddings(data_dir, teacher, labels.clip_ids)
-        if needs_seq and teacher
-        else None,
-        teacher_hop=get_teacher(teacher).hop_seconds if teacher else None,
-        teacher_logits=load_teacher_logits(
-            data_dir, teacher, cell.fraction, cell.seed, labels.clip_ids
-        )
-        if needs_logits and teacher
-        else None,
+        teacher_seq=teacher_seq,
+        teacher_hop=get_teacher(cell.teacher).hop_seconds if cell.teacher else None,
+        teacher_logits=teacher_logits,
     )
+
+
+def needs_teacher_seq(cell: Cell) -> bool:
+    return cell.regularizer in ("cos_diff", "dcor", "dcor_kd")
+
+
+def needs_teacher_logits(cell: Cell) -> bool:
+    return cell.regularizer in ("kd", "dcor_kd")
+
+
+def load_trial_data(data_dir: Path, cell: Cell) -> TrialData:
+    """Everything `cell` trains and evaluates on, read from disk (no Ray)."""
+    labels = read_labels(data_dir)
+    seq = logits = None
+    if cell.teacher and needs_teacher_seq(cell):
+        seq = load_embeddings(data_dir, cell.teacher, labels.clip_ids)
+    if cell.teacher and needs_teacher_logits(cell):
+        logits = load_teacher_logits(
+            data_dir, cell.teacher, cell.fraction, cell.seed, labels.clip_ids
+        )
+    return build_trial_data(cell, labels, read_spectrograms(data_dir), seq, logits)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ def vector_array(values: np.ndarray) -> pa.FixedSizeListArray:
 
 def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A tensor or fixed-size-list column → one stacked numpy array `(N, ...)`."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = column
+    if isinstance(column, pa.ChunkedArray):  # one chunk: a view, never a copy
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if isinstance(array.type, pa.FixedShapeTensorType):
         return np.asarray(array.to_numpy_ndarray())
     if isinstance(array.type, pa.FixedSizeListType):

@@ -61,6 +61,24 @@ def fit_teacher_lr(
     threshold: float = 0.4,
 ) -> dict[str, Any]:
     """Fit (or read back) Teacher_LR; returns its record (metrics, epochs, logits path)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a linear model: more threads only spin
+    try:
+        return _fit(
+            data_dir,
+            teacher,
+            fraction=fraction,
+            seed=seed,
+            max_epochs=max_epochs,
+            threshold=threshold,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    data_dir: Path, teacher: str, *, fraction: float, seed: int, max_epochs: int, threshold: float
+) -> dict[str, Any]:
     logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
     if logits_path.is_file() and record_path.is_file():
         stored: dict[str, Any] = json.loads(record_path.read_text())

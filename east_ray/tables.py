@@ -1,0 +1,216 @@
+"""Results → the paper's tables and limited-data figure, as DataFrame → DataFrame functions.
+
+A result frame has one row per finished run (`results.parquet`): the cell's axes
+(`regularizer`, `teacher`, `stage`, `lam`, `fraction`, `seed`), `val_<metric>` and
+`test_<metric>`. Teacher_LR fits appear as rows with `regularizer = "teacher_lr"`.
+
+- `add_system` names each row's system as the paper does (Baseline, Teacher_LR, KD,
+  EAsT_Cos-Diff, EAsT_Final, EAsT_All, EAsT_KD; other stage choices get a suffix).
+- `choose_lambda` keeps, per (system, teacher, fraction), the λ with the best mean
+  *validation* mAP over seeds; test numbers never choose anything.
+- `summarise` gives mean and 95% confidence half-width (Student t) over seeds.
+- `paper_table` joins against the expected (system, teacher) pairs, so a missing cell is
+  a NaN row, not a dropped one; `format_table` pivots it to the paper's layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
+_NAMES = {
+    ("none", None): "Baseline",
+    ("teacher_lr", None): "Teacher_LR",
+    ("kd", None): "KD",
+    ("cos_diff", "final"): "EAsT_Cos-Diff",
+    ("dcor", "final"): "EAsT_Final",
+    ("dcor", "all"): "EAsT_All",
+    ("dcor_kd", "final"): "EAsT_KD",
+}
+_BASE_NAMES = {"cos_diff": "EAsT_Cos-Diff", "dcor": "EAsT", "dcor_kd": "EAsT_KD"}
+TABLE_METRICS = {
+    "openmic": ("mAP", "F1"),
+    "synthmic": ("mAP", "F1"),
+    "magnatagatune": ("mAP", "ROC-AUC"),
+}
+
+
+def system_name(regularizer: str, stage: str | None) -> str:
+    """The paper's name of a (regularizer, stage) system."""
+    stage = None if pd.isna(stage) else stage
+    if (regularizer, stage) in _NAMES:
+        return _NAMES[(regularizer, stage)]
+    if regularizer in _BASE_NAMES:
+        return f"{_BASE_NAMES[regularizer]} ({stage})"
+    raise ValueError(
+        f"regularizer: got {regularizer!r}, expected one of {sorted({r for r, _ in _NAMES})}"
+    )
+
+
+def add_system(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with a `system` column."""
+    out = results.copy()
+    out["system"] = [
+        system_name(r, s) for r, s in zip(out["regularizer"], out["stage"], strict=True)
+    ]
+    return out
+
+
+def choose_lambda(results: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
+    """Rows at the λ with the best mean validation `metric` per (system, teacher, fraction)."""
+    frame = add_system(results) if "system" not in results else results.copy()
+    keys = ["system", "teacher", "fraction"]
+    frame["_teacher"] = frame["teacher"].fillna("")
+    means = (
+        frame.groupby(["system", "_teacher", "fraction", "lam"], dropna=False)[f"val_{metric}"]
+        .mean()
+        .reset_index()
+    )
+    best = means.loc[means.groupby(["system", "_teacher", "fraction"])[f"val_{metric}"].idxmax()]
+    chosen = frame.merge(
+        best[["system", "_teacher", "fraction", "lam"]],
+        on=["system", "_teacher", "fraction", "lam"],
+    )
+    return chosen.drop(columns="_teacher").sort_values(
+        [*keys, "seed"], na_position="first", ignore_index=True
+    )
+
+
+def ci95(values: pd.Series) -> float:
+    """Half-width of the 95% Student-t confidence interval of the mean (NaN for n < 2)."""
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def summarise(results: pd.DataFrame, metrics: tuple[str, ...], split: str = "test") -> pd.DataFrame:
+    """Mean, CI and seed count per (system, teacher, fraction) and metric; tidy."""
+    frame = add_system(results) if "system" not in results else results
+    frame = frame.assign(teacher=frame["teacher"].fillna("-"))
+    rows = []
+    for (system, teacher, fraction), group in frame.groupby(["system", "teacher", "fraction"]):
+        for metric in metrics:
+            column = group[f"{split}_{metric}"]
+            rows.append(
+                {
+                    "system": system,
+                    "teacher": teacher,
+                    "fraction": fraction,
+                    "metric": metric,
+                    "mean": float(column.mean()),
+                    "ci95": ci95(column),
+                    "n": int(column.notna().sum()),
+                    "lam": float(group["lam"].iloc[0]),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["system", "teacher", "fraction", "metric", "mean", "ci95", "n", "lam"]
+    )
+
+
+def expected_pairs(
+    regularizers: tuple[str, ...], stages: tuple[str, ...], teachers: tuple[str, ...]
+) -> pd.DataFrame:
+    """Every (system, teacher) the study should fill: baseline and Teacher_LR included."""
+    rows = [("Baseline", t) for t in teachers]
+    rows += [("Teacher_LR", t) for t in teachers]
+    for reg in regularizers:
+        if reg == "none":
+            continue
+        for stage in (None,) if reg == "kd" else stages:
+            rows += [(system_name(reg, stage), t) for t in teachers]
+    return pd.DataFrame(list(dict.fromkeys(rows)), columns=["system", "teacher"])
+
+
+def paper_table(
+    results: pd.DataFrame, expected: pd.DataFrame, metrics: tuple[str, ...], fraction: float = 1.0
+) -> pd.DataFrame:
+    """Tidy table at `fraction`: one row per expected (system, teacher, metric).
+
+    λ is chosen on validation; the baseline (no teacher) is repeated under each teacher.
+    Missing runs are NaN rows.
+    """
+    chosen = choose_lambda(results)
+    summary = summarise(chosen[chosen["fraction"] == fraction], metrics)
+    baseline = summary[summary["system"] == "Baseline"].drop(columns="teacher")
+    grid = expected.merge(pd.DataFrame({"metric": metrics}), how="cross")
+    with_teacher = grid.merge(
+        summary[summary["system"] != "Baseline"], on=["system", "teacher", "metric"], how="left"
+    )
+    is_base = with_teacher["system"] == "Baseline"
+    base_rows = with_teacher.loc[is_base, ["system", "teacher", "metric"]].merge(
+        baseline, on=["system", "metric"], how="left"
+    )
+    table = pd.concat([with_teacher[~is_base], base_rows], ignore_index=True)
+    table["fraction"] = fraction
+    # Order: the paper's systems, then the spec's teacher order, then the metric order.
+    ranks = {
+        "system": {s: i for i, s in enumerate(SYSTEMS)},
+        "teacher": {t: i for i, t in enumerate(dict.fromkeys(expected["teacher"]))},
+        "metric": {m: i for i, m in enumerate(metrics)},
+    }
+    keys = []
+    for column, rank in ranks.items():
+        table[f"_{column}"] = [rank.get(v, len(rank)) for v in table[column]]
+        keys += [f"_{column}", column]
+    return table.sort_values(keys).drop(columns=[f"_{c}" for c in ranks]).reset_index(drop=True)
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 ± 0.004"."""
+
+    def cell(row: pd.Series) -> str:
+        if pd.isna(row["mean"]):
+            return "missing"
+        if pd.isna(row["ci95"]):
+            return f"{row['mean']:.3f}"
+        return f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+
+    text = table.assign(value=table.apply(cell, axis=1))
+    wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
+    systems = [s for s in SYSTEMS if s in wide.index] + sorted(set(wide.index) - set(SYSTEMS))
+    columns = list(dict.fromkeys(zip(table["teacher"], table["metric"], strict=True)))
+    return wide.loc[systems, columns]
+
+
+def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Test `metric` vs training fraction per system (one panel per teacher), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(choose_lambda(results), (metric,))
+    baseline = summary[summary["system"] == "Baseline"]
+    teachers = sorted(t for t in summary["teacher"].unique() if t != "-") or ["-"]
+    fig, axes = plt.subplots(
+        1, len(teachers), figsize=(4.5 * len(teachers), 3.6), sharey=True, squeeze=False
+    )
+    for ax, teacher in zip(axes[0], teachers, strict=True):
+        panel = pd.concat([baseline, summary[summary["teacher"] == teacher]])
+        for system, group in panel.groupby("system", sort=False):
+            rows = group.sort_values("fraction")
+            ax.errorbar(
+                rows["fraction"],
+                rows["mean"],
+                yerr=rows["ci95"].fillna(0.0),
+                marker="o",
+                capsize=3,
+                label=system,
+            )
+        ax.set_xscale("log")
+        ax.set_title(f"teacher: {teacher}")
+        ax.set_xlabel("training data fraction")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"test {metric}")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,122 @@
+"""`python -m east_ray.study` end to end on a tiny prepared dataset with local Ray Tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from east_ray import study
+
+SPEC = """
+name = "tiny"
+dataset = "openmic"
+student = "cp_resnet"
+
+[student_options]
+base_channels = 8
+
+[features]
+sample_rate = 16000
+n_mels = 32
+f_max = 8000.0
+clip_seconds = 1.0
+
+[recipe]
+batch_size = 4
+max_steps = 12
+mixup_alpha = 0.0
+
+[resources]
+cpus_per_trial = 1
+
+[grid]
+regularizers = ["none", "kd", "dcor"]
+teachers = ["handcrafted"]
+stages = ["final"]
+lams = [LAMS]
+seeds = [0]
+"""
+
+
+def _write(path: Path, lams: str) -> Path:
+    path.write_text(SPEC.replace("LAMS", lams))
+    return path
+
+
+def _result_times(storage: Path) -> dict[str, float]:
+    return {
+        p.parent.name: p.stat().st_mtime_ns
+        for p in (storage / "tiny" / "cells").glob("*/result.json")
+    }
+
+
+@pytest.mark.slow
+def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
+    prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _write(tmp_path / "tiny.toml", "0.5")
+    storage = tmp_path / "results"
+    args = [str(spec), "--data", str(prepared), "--storage", str(storage)]
+    assert study.main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 cells in study 'tiny'" in out and "3 to run" in out
+    assert f"tensorboard --logdir {storage / 'tiny' / 'cells'}" in out
+    results = pd.read_parquet(storage / "tiny" / "results.parquet")
+    assert sorted(results["regularizer"]) == ["dcor", "kd", "none", "teacher_lr"]
+    assert results["test_mAP"].notna().all()
+    for name in ("tables.md", "tables.tex"):
+        assert "EAsT_Final" in (storage / "tiny" / name).read_text()
+    events = list((storage / "tiny" / "cells").glob("*/tb/events.out.tfevents.*"))
+    assert len(events) == 3
+    first = _result_times(storage)
+
+    assert study.main(args) == 0  # finished: nothing runs, tables print again
+    out = capsys.readouterr().out
+    assert "3 cells already done, 0 to run" in out and "EAsT_Final" in out
+    assert _result_times(storage) == first
+
+    _write(spec, "0.5, 0.8")  # two more cells (kd and dcor at λ 0.8)
+    assert study.main(args) == 0
+    assert "3 cells already done, 2 to run" in capsys.readouterr().out
+    now = _result_times(storage)
+    assert len(now) == 5 and all(now[c] == t for c, t in first.items())
+
+    assert study.main([*args, "--tables-only"]) == 0
+    assert "EAsT_Final" in capsys.readouterr().out
+
+    spec.write_text(spec.read_text().replace("max_steps = 12", "max_steps = 13"))
+    assert study.main(args) == 2
+    err = capsys.readouterr().err
+    assert "recipe: the results in" in err and "use another --storage folder" in err
+
+
+@pytest.mark.slow
+def test_tpe_search_tunes_lambda_per_cell_within_budget(
+    prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _write(tmp_path / "tiny.toml", "0.5")
+    storage = tmp_path / "results"
+    args = [
+        str(spec),
+        "--data",
+        str(prepared),
+        "--storage",
+        str(storage),
+        "--search",
+        "tpe",
+        "--budget",
+        "2",
+        "--max-epochs",
+        "1",
+    ]
+    assert study.main(args) == 0
+    assert "5 trials to run for 3 cells" in capsys.readouterr().out
+    results = pd.read_parquet(storage / "tiny" / "results.parquet")
+    runs = results[results["regularizer"] != "teacher_lr"]
+    assert sorted(runs["regularizer"]) == ["dcor", "dcor", "kd", "kd", "none"]
+    tuned = runs[runs["regularizer"] != "none"]["lam"]
+    assert tuned.between(0.05, 0.95).all() and tuned.nunique() == 4
+    assert study.main(args) == 0  # budget spent: nothing more runs
+    assert "0 trials to run for 0 cells" in capsys.readouterr().out

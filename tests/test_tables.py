@@ -1,0 +1,117 @@
+"""Result frame → paper tables: λ on validation only, CIs, missing cells kept, figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from east_ray.tables import (
+    choose_lambda,
+    ci95,
+    expected_pairs,
+    format_table,
+    limited_data_figure,
+    paper_table,
+    system_name,
+)
+
+
+def _row(
+    reg: str,
+    teacher: str | None,
+    stage: str | None,
+    lam: float,
+    seed: int,
+    val: float,
+    test: float,
+    fraction: float = 1.0,
+) -> dict[str, object]:
+    return {
+        "regularizer": reg,
+        "teacher": teacher,
+        "stage": stage,
+        "lam": lam,
+        "fraction": fraction,
+        "seed": seed,
+        "val_mAP": val,
+        "test_mAP": test,
+        "val_F1": val,
+        "test_F1": test - 0.1,
+    }
+
+
+def _results() -> pd.DataFrame:
+    rows = []
+    for seed, noise in zip((1, 2, 3), (0.0, 0.01, -0.01), strict=True):
+        rows.append(_row("none", None, None, 0.0, seed, 0.50 + noise, 0.40 + noise))
+        rows.append(_row("teacher_lr", "vggish", None, 0.0, seed, 0.55, 0.45 + noise))
+        # λ=0.8 is better on validation, λ=0.5 better on test: the table must take 0.8
+        rows.append(_row("dcor", "vggish", "final", 0.8, seed, 0.60 + noise, 0.41 + noise))
+        rows.append(_row("dcor", "vggish", "final", 0.5, seed, 0.52 + noise, 0.70 + noise))
+        rows.append(
+            _row("dcor", "vggish", "final", 0.8, seed, 0.58 + noise, 0.38 + noise, fraction=0.1)
+        )
+    return pd.DataFrame(rows)
+
+
+def test_system_names_follow_the_paper() -> None:
+    assert [
+        system_name(r, s)
+        for r, s in [
+            ("none", None),
+            ("teacher_lr", None),
+            ("kd", None),
+            ("cos_diff", "final"),
+            ("dcor", "final"),
+            ("dcor", "all"),
+            ("dcor_kd", "final"),
+        ]
+    ] == ["Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD"]
+    assert system_name("dcor_kd", "all") == "EAsT_KD (all)"
+    with pytest.raises(ValueError, match="regularizer: got 'l2'"):
+        system_name("l2", None)
+
+
+def test_lambda_is_chosen_on_validation_never_on_test() -> None:
+    chosen = choose_lambda(_results())
+    east = chosen[(chosen["system"] == "EAsT_Final") & (chosen["fraction"] == 1.0)]
+    assert set(east["lam"]) == {0.8} and len(east) == 3
+
+
+def test_ci95_is_the_student_t_interval() -> None:
+    values = pd.Series([0.40, 0.41, 0.39, 0.43])
+    expected = stats.t.ppf(0.975, 3) * values.std(ddof=1) / np.sqrt(4)
+    assert ci95(values) == pytest.approx(expected)
+    assert np.isnan(ci95(pd.Series([0.4])))
+
+
+def test_paper_table_keeps_missing_cells_and_repeats_baseline() -> None:
+    expected = expected_pairs(("none", "kd", "dcor"), ("final",), ("vggish", "openl3"))
+    table = paper_table(_results(), expected, ("mAP", "F1"))
+    assert len(table) == len(expected) * 2  # every expected pair, for both metrics
+    kd = table[(table["system"] == "KD") & (table["teacher"] == "vggish")]
+    assert kd["mean"].isna().all()  # never ran: shown as missing, not dropped
+    base = table[(table["system"] == "Baseline") & (table["metric"] == "mAP")]
+    assert list(base["teacher"]) == ["vggish", "openl3"]
+    assert base["mean"].tolist() == pytest.approx([0.40, 0.40])
+    east = table[
+        (table["system"] == "EAsT_Final")
+        & (table["teacher"] == "vggish")
+        & (table["metric"] == "mAP")
+    ].iloc[0]
+    assert east["mean"] == pytest.approx(0.41) and east["n"] == 3 and east["lam"] == 0.8
+    wide = format_table(table)
+    assert list(wide.index) == ["Baseline", "Teacher_LR", "KD", "EAsT_Final"]
+    assert wide.loc["KD", ("vggish", "mAP")] == "missing"
+    assert wide.loc["EAsT_Final", ("vggish", "mAP")].startswith("0.410 ± ")
+    assert list(wide.columns)[:2] == [("vggish", "mAP"), ("vggish", "F1")]
+    assert "EAsT_Final" in wide.to_markdown() and "tabular" in wide.to_latex()
+
+
+def test_limited_data_figure_is_a_png(tmp_path: Path) -> None:
+    path = limited_data_figure(_results(), "mAP", tmp_path / "fig.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
