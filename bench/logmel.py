@@ -141,7 +141,10 @@ def main() -> None:
     parser.add_argument("--study", default="openmic")
     parser.add_argument("--clips", type=int, default=32)
     args = parser.parse_args()
-    result = run(args.study, args.clips)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # numpy's BLAS too: both sides on exactly one core
+        result = run(args.study, args.clips)
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{result['date']}-{result['host']}-logmel.json").write_text(json.dumps(result))

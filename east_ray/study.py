@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -202,6 +203,13 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     run_dir = cell_dir(Path(shared.study_dir), cell)
     if (run_dir / RESULT).is_file():
         return  # finished in an earlier run: never train a cell twice
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = (run_dir / "lock").open("w")
+    try:  # a trial orphaned by a killed driver may still hold it: fail, Tune retries later
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RuntimeError(f"cell {cell.cell_id} is being trained by another process") from None
     teacher = cell.teacher or ""
     data = build_trial_data(
         cell,
@@ -222,13 +230,23 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         max_epochs=shared.max_epochs,
         gpu_fraction=gpu_fraction,
     )
-    result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
-    result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
-    write_json_atomic(result, run_dir / RESULT)
+    try:
+        result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
+        result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
+        result["node_id"] = ray.get_runtime_context().get_node_id()
+        result["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
+        write_json_atomic(result, run_dir / RESULT)
+    finally:
+        lock.close()
 
 
-def _slots(spec: StudySpec) -> int:
+def _slots(spec: StudySpec, max_concurrent: int | None) -> int:
+    """Concurrent trials: `--max-concurrent`, else what the cluster holds right now (an
+    autoscaling cluster that starts with no workers needs `--max-concurrent`)."""
     import ray
+
+    if max_concurrent is not None:
+        return max_concurrent
 
     available: dict[str, float] = ray.cluster_resources()
     r = spec.resources
@@ -289,6 +307,7 @@ def run_tune(
     *,
     retries: int,
     schedule: list[str] | None = None,
+    max_concurrent: int | None = None,
 ) -> None:
     """Run `pending` grid cells (or, with `schedule`, TPE trials per group) on Ray Tune."""
     from ray import tune
@@ -300,7 +319,7 @@ def run_tune(
         tune.with_parameters(run_trial, shared=shared),
         {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
     )
-    slots = _slots(spec)
+    slots = _slots(spec, max_concurrent)
     print(f"running {n_trials} trials, {min(slots, n_trials)} at a time", flush=True)
     tuner = tune.Tuner(
         trainable,
@@ -529,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, help="override resources.gpus_per_trial")
     parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (smoke runs)")
     parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="concurrent trials (default: what the cluster holds at start; "
+        "set it on an autoscaling cluster so pending trials scale it up)",
+    )
+    parser.add_argument(
         "--search",
         choices=["grid", "tpe"],
         default="grid",
@@ -596,7 +621,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"TensorBoard: tensorboard --logdir {study_dir / 'cells'}", flush=True)
     if pending:
         shared = shared_inputs(spec, pending, data_dir, study_dir, args.max_epochs)
-        run_tune(spec, pending, shared, study_dir, retries=args.retries, schedule=schedule)
+        run_tune(
+            spec,
+            pending,
+            shared,
+            study_dir,
+            retries=args.retries,
+            schedule=schedule,
+            max_concurrent=args.max_concurrent,
+        )
     results = collect_results(study_dir, cells, teacher_lr, spec, tpe)
     if tpe:
         missing = [g for g in tpe_schedule(cells, study_dir, args.budget)[1]]
@@ -616,6 +649,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except (SpecError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable or full storage: say where, lose nothing written
+        print(
+            f"error: cannot write {exc.filename or args.storage}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -359,9 +359,10 @@ def train(
                 "best_val_mAP": s.best_map,
                 "best_epoch": float(s.best_epoch),
             }
+            path = run.checkpoint()  # before logging: a resumed run never logs an epoch twice
             for key, value in metrics.items():
                 run.writer.add_scalar(f"epoch/{key}", value, epoch)
-            path = run.checkpoint()
+            run.writer.flush()
             if report is not None:
                 report(metrics, path)
         run.model.load_state_dict(run.best_weights)

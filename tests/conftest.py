@@ -19,14 +19,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local() -> Iterator[None]:
-    """One local Ray for the whole session (2 CPUs, loopback only)."""
+    """A local Ray (2 CPUs, loopback only), started once and kept for the tests after."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
+        )
     yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,211 @@
+"""Faults survived: a killed driver, a killed trial process, unwritable or full storage."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from east_ray import study
+from east_ray.data import parquet
+
+SPEC = """
+name = "faults"
+dataset = "openmic"
+student = "cp_resnet"
+[student_options]
+base_channels = 8
+[features]
+sample_rate = 16000
+n_mels = 32
+f_max = 8000.0
+clip_seconds = 1.0
+[recipe]
+batch_size = 4
+max_steps = 60
+early_stop_patience = 100
+mixup_alpha = 0.0
+[resources]
+cpus_per_trial = 1
+[grid]
+regularizers = ["none", "kd", "dcor"]
+teachers = ["handcrafted"]
+stages = ["final"]
+lams = [0.5]
+seeds = [0]
+"""
+
+
+def _start(spec: Path, data: Path, storage: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "east_ray.study",
+            str(spec),
+            "--data",
+            str(data),
+            "--storage",
+            str(storage),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def _wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 240
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"study exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def _cells(storage: Path) -> Path:
+    return storage / "faults" / "cells"
+
+
+def _epochs_logged(cell: Path) -> list[int]:
+    """Every epoch step in all of a cell's TensorBoard event files (one per writer)."""
+    steps = []
+    for events in sorted((cell / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if "epoch/val_mAP" in acc.Tags()["scalars"]:
+            steps += [e.step for e in acc.Scalars("epoch/val_mAP")]
+    return steps
+
+
+def _check_complete_once(storage: Path, before: dict[str, int]) -> None:
+    results = pd.read_parquet(storage / "faults" / "results.parquet")
+    runs = results[results["regularizer"] != "teacher_lr"]
+    assert sorted(runs["regularizer"]) == ["dcor", "kd", "none"]
+    for cell in _cells(storage).iterdir():
+        if cell.name in before:  # finished before the fault: untouched
+            assert (cell / "result.json").stat().st_mtime_ns == before[cell.name]
+        epochs = _epochs_logged(cell)
+        assert len(epochs) == len(set(epochs)), (cell.name, epochs)  # resumed, not restarted
+
+
+def _finished(storage: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in _cells(storage).glob("*/result.json")}
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_rerun_completes_every_cell_once(
+    prepared: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    storage = tmp_path / "results"
+    proc = _start(spec, prepared, storage)
+
+    def one_done_one_midway() -> bool:
+        done = set(_finished(storage))
+        midway = (
+            [p for p in _cells(storage).glob("*/checkpoint.pt") if p.parent.name not in done]
+            if _cells(storage).is_dir()
+            else []
+        )
+        return bool(done) and bool(midway)
+
+    _wait_for(one_done_one_midway, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    before = _finished(storage)
+    assert 1 <= len(before) < 3
+    rerun = _start(spec, prepared, storage)
+    assert rerun.wait(timeout=300) == 0
+    _check_complete_once(storage, before)
+
+
+def _trial_processes() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ImplicitFunc" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_trial_process_is_retried_from_its_checkpoint(
+    prepared: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    storage = tmp_path / "results"
+    proc = _start(spec, prepared, storage, "--retries", "2")
+
+    def trial_midway() -> bool:
+        return (
+            _cells(storage).is_dir()
+            and any(
+                p.parent.name not in _finished(storage)
+                for p in _cells(storage).glob("*/checkpoint.pt")
+            )
+            and bool(_trial_processes())
+        )
+
+    _wait_for(trial_midway, proc)
+    before = _finished(storage)
+    for pid in _trial_processes():
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0
+    _check_complete_once(storage, before)
+    writers = [
+        len(list((c / "tb").glob("events.out.tfevents.*"))) for c in _cells(storage).iterdir()
+    ]
+    assert max(writers) >= 2  # some cell was resumed by a second trial process
+
+
+def test_storage_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the results folder should go")
+    assert study.main([str(spec), "--storage", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write" in err and str(blocker) in err
+
+
+def test_a_full_disk_never_corrupts_the_results_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "results.parquet"
+    good = pa.table({"cell_id": ["a", "b"], "test_mAP": [0.5, 0.6]})
+    parquet.write_table_atomic(good, path)
+
+    def disk_full(table: pa.Table, where: str) -> None:
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device", where)
+
+    monkeypatch.setattr(parquet.pq, "write_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        parquet.write_table_atomic(pa.table({"cell_id": ["c"], "test_mAP": [0.7]}), path)
+    monkeypatch.undo()
+    assert pq.read_table(path).equals(good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
