@@ -29,7 +29,6 @@ import dataclasses
 import fcntl
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -48,6 +47,7 @@ from east_ray.data.parquet import (
     write_json_atomic,
     write_table_atomic,
 )
+from east_ray.ray_session import init_ray
 from east_ray.tables import (
     TABLE_METRICS,
     expected_pairs,
@@ -401,19 +401,6 @@ def shared_inputs(
         logits,
         max_epochs,
     )
-
-
-def init_ray(address: str | None) -> None:
-    """Connect to `address` (or $RAY_ADDRESS); otherwise start local Ray on 127.0.0.1."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from east_ray.data.parquet import (
     write_table_atomic,
 )
 from east_ray.data.release import ReleaseIndex
+from east_ray.ray_session import init_ray
 
 MANIFEST = "manifest.parquet"
 PROGRESS = "prepare.json"
@@ -157,8 +158,7 @@ def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] |
     if runner is not None:
         runner(jobs)
         return
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=False)
+    init_ray()
     template = jobs[0]
     items = [{"shard": job.shard} for job in jobs]
     ds = ray.data.from_items(items, override_num_blocks=len(items))

@@ -41,6 +41,7 @@ from east_ray.data.parquet import (
     write_json_atomic,
     write_table_atomic,
 )
+from east_ray.ray_session import init_ray
 from east_ray.teachers.registry import Extractor, get_teacher, load_extractor
 
 
@@ -125,8 +126,7 @@ class _ShardEmbedder:
 
 
 def _run_on_ray(jobs: list[EmbedJob], checkpoint: Path | None, pretrained: bool) -> None:
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=False)
+    init_ray()
     available: dict[str, float] = ray.cluster_resources()
     gpus, cpus = available.get("GPU", 0.0), available.get("CPU", 1.0)
     actors = max(1, min(len(jobs), int(4 * gpus) if gpus else int(cpus)))
