@@ -120,3 +120,15 @@ def test_tpe_search_tunes_lambda_per_cell_within_budget(
     assert tuned.between(0.05, 0.95).all() and tuned.nunique() == 4
     assert study.main(args) == 0  # budget spent: nothing more runs
     assert "0 trials to run for 0 cells" in capsys.readouterr().out
+
+
+def test_dataset_prepared_with_other_mel_settings_is_refused(
+    prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _write(tmp_path / "tiny.toml", "0.5")
+    spec.write_text(spec.read_text().replace("n_mels = 32", "n_mels = 40"))
+    args = [str(spec), "--data", str(prepared), "--storage", str(tmp_path / "results")]
+    assert study.main(args) == 2
+    err = capsys.readouterr().err
+    assert "features: the dataset was prepared with" in err and "'n_mels': 32" in err
+    assert "'n_mels': 40" in err
