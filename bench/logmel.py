@@ -26,6 +26,7 @@ import torch
 
 from east_ray.config import Features, load_study
 from east_ray.data.audio import _mel_basis, decode, fit_length, logmel, resample
+from east_ray.data.prepare import LOGMEL_BATCH
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -73,7 +74,7 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def run(study: str, n_clips: int, batch: int = 16) -> dict[str, Any]:
+def run(study: str, n_clips: int, batch: int = LOGMEL_BATCH) -> dict[str, Any]:
     torch.set_num_threads(1)
     f = load_study(study).features
     waves = _clips(n_clips, f.clip_seconds, f.sample_rate)
