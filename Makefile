@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 NO_DEPS := musicnn==0.1.0 tinysoundfont==0.3.7
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install demo test lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

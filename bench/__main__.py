@@ -1,0 +1,82 @@
+"""`python -m bench` (or `make bench`): every benchmark in one run on this machine.
+
+Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
+a ratio of two things measured side by side in the same run: trainer full path vs bare
+loop, regularizer vs baseline step, log-mel vs librosa, study runner vs in-process, and
+training FLOP/s vs this machine's matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import ray
+from threadpoolctl import threadpool_limits
+
+from bench import flops, logmel, study_overhead, trainer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def summary(result: dict[str, Any]) -> str:
+    t, lm, st, fl = result["trainer"], result["logmel"], result["study"], result["flops"]
+    lines = [
+        f"# Benchmarks {result['date']} on {result['host']} ({result['seconds']:.0f} s)",
+        "",
+        "| measurement | ratio or value | target |",
+        "|---|---|---|",
+        f"| trainer full path / bare loop ({t['student']}) | "
+        f"{t['full_path_vs_bare']['ratio']:.2f} | ≤ 1.05 |",
+    ]
+    for name, cost in t["regularizer_cost"].items():
+        if name != "none":
+            lines.append(f"| {name} step / baseline step | {cost['ratio']:.2f} | ≤ 1.05 (dcor) |")
+    lines += [
+        f"| log-mel clips/s/core east_ray / librosa | {lm['features_ratio']:.2f} | ≥ 3 |",
+        f"| decode+resample+log-mel / librosa | {lm['full_path_ratio']:.2f} | |",
+        f"| study runner overhead per trial ({st['trials']} trials) | "
+        f"{st['overhead_per_trial_s']:.2f} s | ≤ 0.3 s |",
+    ]
+    for slots, row in st["concurrency_fake_gpus"].items():
+        lines.append(
+            f"| {slots} trial(s) at once on fake GPUs | {row['trials_per_s']:.2f} trials/s | |"
+        )
+    for name, row in fl["students"].items():
+        lines.append(f"| {name} training FLOP/s / matmul peak | {row['fraction_of_peak']:.2f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=64, help="study-overhead trials")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    ray.init(
+        num_cpus=2,
+        num_gpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    result: dict[str, Any] = {"host": platform.node(), "date": date.today().isoformat()}
+    with threadpool_limits(1):
+        result["logmel"] = logmel.run("openmic", 32)
+    result["trainer"] = trainer.run(steps=3, base_channels=32, clips=40)
+    result["flops"] = flops.run(steps=2)
+    result["study"] = study_overhead.run(args.trials)
+    result["seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{result['date']}-{result['host']}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(summary(result))
+    print(summary(result))
+
+
+if __name__ == "__main__":
+    main()
