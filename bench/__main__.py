@@ -40,6 +40,8 @@ def summary(result: dict[str, Any]) -> str:
     lines += [
         f"| log-mel clips/s/core east_ray / librosa | {lm['features_ratio']:.2f} | ≥ 3 |",
         f"| decode+resample+log-mel / librosa | {lm['full_path_ratio']:.2f} | |",
+        f"| musicnn extraction, 10 s clips, 1 thread | {result['musicnn']['clips_per_s']:.2f} "
+        "clips/s | |",
         f"| study runner overhead per trial ({st['trials']} trials) | "
         f"{st['overhead_per_trial_s']:.2f} s | ≤ 0.3 s |",
     ]
@@ -67,6 +69,7 @@ def main() -> None:
     result: dict[str, Any] = {"host": platform.node(), "date": date.today().isoformat()}
     with threadpool_limits(1):
         result["logmel"] = logmel.run("openmic", 32)
+        result["musicnn"] = logmel.musicnn_throughput()
     result["trainer"] = trainer.run(steps=3, base_channels=32, clips=40)
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)

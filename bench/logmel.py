@@ -133,6 +133,24 @@ def run(study: str, n_clips: int, batch: int = LOGMEL_BATCH) -> dict[str, Any]:
     }
 
 
+def musicnn_throughput(n_clips: int = 8, seconds: float = 10.0) -> dict[str, Any]:
+    """musicnn teacher extraction, clips per second on this process's threads."""
+    from east_ray.teachers import load_extractor
+
+    extract = load_extractor("musicnn")
+    audio = torch.from_numpy(_clips(n_clips, seconds, 16000))
+    extract(audio[:1])  # warm-up
+    start = time.perf_counter()
+    extract(audio)
+    elapsed = time.perf_counter() - start
+    return {
+        "clips": n_clips,
+        "clip_seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "clips_per_s": n_clips / elapsed,
+    }
+
+
 def _decoded(path: Path) -> tuple[np.ndarray, int]:
     return decode(path)
 
