@@ -36,7 +36,7 @@ from east_ray.config import Cell, Features, Recipe
 from east_ray.data.loader import Batch, TrialData, epoch_batches, eval_batches
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
-from east_ray.models import Student, build_student
+from east_ray.models import Student, StudentOutput, build_student
 
 CHECKPOINT = "checkpoint.pt"
 METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
@@ -179,10 +179,11 @@ class _Run:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def loss(self, inp: _Inputs) -> LossTerms:
+    def loss(self, inp: _Inputs) -> tuple[StudentOutput, LossTerms]:
+        """Forward pass (autocast on CUDA) and the composite loss, in float32."""
         with self.autocast():
             out = self.model(inp.x)
-        return east_loss(
+        return out, east_loss(
             out,
             inp.labels,
             inp.mask,
@@ -200,7 +201,7 @@ class _Run:
             inp = mixup(inp, r.mixup_alpha)
         if r.specaug_freq > 0 or r.specaug_time > 0:
             inp.x = spec_augment(inp.x, r.specaug_freq, r.specaug_time)
-        terms = self.loss(inp)
+        _, terms = self.loss(inp)
         self.state.step += 1
         if not torch.isfinite(terms.total):
             raise NonFiniteLossError(
@@ -222,19 +223,7 @@ class _Run:
         scores, losses, sizes = [], [], []
         with torch.no_grad():
             for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size):
-                inp = _inputs(batch, self.device)
-                with self.autocast():
-                    out = self.model(inp.x)
-                terms = east_loss(
-                    out,
-                    inp.labels,
-                    inp.mask,
-                    self.loss_spec,
-                    stage_hops=self.stage_hops,
-                    teacher_seq=inp.teacher_seq,
-                    teacher_hop=self.data.teacher_hop,
-                    teacher_logits=inp.teacher_logits,
-                )
+                out, terms = self.loss(_inputs(batch, self.device))
                 losses.append(terms.total.item())
                 sizes.append(len(batch.rows))
                 scores.append(torch.sigmoid(out.logits.float()).cpu().numpy())

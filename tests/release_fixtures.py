@@ -132,3 +132,38 @@ def write_mtat_audio(root: Path, path: str, seconds: float, seed: int) -> None:
     target = root / path
     target.parent.mkdir(parents=True, exist_ok=True)
     sf.write(target, tone(seconds, 16000, 1, seed)[:, 0], 16000, format="MP3")
+
+
+def tiny_study(
+    name: str,
+    *,
+    recipe: str = "",
+    resources: str = "cpus_per_trial = 1",
+    regularizers: str = '["none", "kd", "dcor"]',
+    stages: str = '["final"]',
+    lams: str = "0.5",
+) -> str:
+    """A study TOML for `prepared_openmic` data: 8-channel CP-ResNet, handcrafted teacher."""
+    return f"""name = "{name}"
+dataset = "openmic"
+student = "cp_resnet"
+[student_options]
+base_channels = 8
+[features]
+sample_rate = 16000
+n_mels = 32
+f_max = 8000.0
+clip_seconds = 1.0
+[recipe]
+batch_size = 4
+mixup_alpha = 0.0
+{recipe}
+[resources]
+{resources}
+[grid]
+regularizers = {regularizers}
+teachers = ["handcrafted"]
+stages = {stages}
+lams = [{lams}]
+seeds = [0]
+"""

@@ -19,32 +19,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from east_ray import study
 from east_ray.data import parquet
+from tests.release_fixtures import tiny_study
 
-SPEC = """
-name = "faults"
-dataset = "openmic"
-student = "cp_resnet"
-[student_options]
-base_channels = 8
-[features]
-sample_rate = 16000
-n_mels = 32
-f_max = 8000.0
-clip_seconds = 1.0
-[recipe]
-batch_size = 4
-max_steps = 60
-early_stop_patience = 100
-mixup_alpha = 0.0
-[resources]
-cpus_per_trial = 1
-[grid]
-regularizers = ["none", "kd", "dcor"]
-teachers = ["handcrafted"]
-stages = ["final"]
-lams = [0.5]
-seeds = [0]
-"""
+SPEC = tiny_study("faults", recipe="max_steps = 60\nearly_stop_patience = 100")
 
 
 def _start(spec: Path, data: Path, storage: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -13,33 +13,7 @@ import pandas as pd
 import pytest
 
 from east_ray import study
-
-SPEC = """
-name = "multi"
-dataset = "openmic"
-student = "cp_resnet"
-[student_options]
-base_channels = 8
-[features]
-sample_rate = 16000
-n_mels = 32
-f_max = 8000.0
-clip_seconds = 1.0
-[recipe]
-batch_size = 4
-max_steps = MAX_STEPS
-early_stop_patience = 100
-mixup_alpha = 0.0
-[resources]
-cpus_per_trial = 0.5
-gpus_per_trial = 0.5
-[grid]
-regularizers = ["none", "kd", "dcor", "cos_diff"]
-teachers = ["handcrafted"]
-stages = ["final", "all"]
-lams = [0.5]
-seeds = [0]
-"""
+from tests.release_fixtures import tiny_study
 
 
 @pytest.fixture
@@ -63,7 +37,15 @@ def two_gpu_nodes() -> Iterator[tuple[Any, list[Any]]]:
 
 def _run(tmp_path: Path, prepared: Path, max_steps: int, *extra: str) -> int:
     spec = tmp_path / "multi.toml"
-    spec.write_text(SPEC.replace("MAX_STEPS", str(max_steps)))
+    spec.write_text(
+        tiny_study(
+            "multi",
+            recipe=f"max_steps = {max_steps}\nearly_stop_patience = 100",
+            resources="cpus_per_trial = 0.5\ngpus_per_trial = 0.5",
+            regularizers='["none", "kd", "dcor", "cos_diff"]',
+            stages='["final", "all"]',
+        )
+    )
     return study.main(
         [str(spec), "--data", str(prepared), "--storage", str(tmp_path / "results"), *extra]
     )

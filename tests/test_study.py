@@ -8,40 +8,11 @@ import pandas as pd
 import pytest
 
 from east_ray import study
-
-SPEC = """
-name = "tiny"
-dataset = "openmic"
-student = "cp_resnet"
-
-[student_options]
-base_channels = 8
-
-[features]
-sample_rate = 16000
-n_mels = 32
-f_max = 8000.0
-clip_seconds = 1.0
-
-[recipe]
-batch_size = 4
-max_steps = 12
-mixup_alpha = 0.0
-
-[resources]
-cpus_per_trial = 1
-
-[grid]
-regularizers = ["none", "kd", "dcor"]
-teachers = ["handcrafted"]
-stages = ["final"]
-lams = [LAMS]
-seeds = [0]
-"""
+from tests.release_fixtures import tiny_study
 
 
 def _write(path: Path, lams: str) -> Path:
-    path.write_text(SPEC.replace("LAMS", lams))
+    path.write_text(tiny_study("tiny", recipe="max_steps = 12", lams=lams))
     return path
 
 
