@@ -16,10 +16,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import ray
 from threadpoolctl import threadpool_limits
 
-from bench import flops, logmel, study_overhead, trainer
+from bench import flops, local_ray, logmel, study_overhead, trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,13 +58,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64, help="study-overhead trials")
     args = parser.parse_args()
     started = time.perf_counter()
-    ray.init(
-        num_cpus=2,
-        num_gpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-    )
+    local_ray(num_gpus=4)  # fake GPUs: the concurrency-scaling measurement
     result: dict[str, Any] = {"host": platform.node(), "date": date.today().isoformat()}
     with threadpool_limits(1):
         result["logmel"] = logmel.run("openmic", 32)

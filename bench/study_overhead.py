@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 
+from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
 from east_ray.data.loader import load_trial_data
 from east_ray.data.openmic import read_openmic
@@ -86,13 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=64)
     args = parser.parse_args()
-    ray.init(
-        num_cpus=2,
-        num_gpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-    )
+    local_ray(num_gpus=4)  # fake GPUs: the concurrency-scaling measurement
     print(json.dumps(run(args.trials), indent=1))
 
 

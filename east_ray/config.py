@@ -32,9 +32,14 @@ DATASETS = ("openmic", "magnatagatune", "synthmic")
 STUDENTS = tuple(MODEL_REGISTRY)
 REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
 STAGES = ("final", "all")
+# What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
+SEQUENCE_REGULARIZERS = ("cos_diff", "dcor", "dcor_kd")
+LOGIT_REGULARIZERS = ("kd", "dcor_kd")
 # Which grid axes each regularizer uses; the others collapse.
-USES_TEACHER = {"none": False, "kd": True, "cos_diff": True, "dcor": True, "dcor_kd": True}
-USES_STAGE = {"none": False, "kd": False, "cos_diff": True, "dcor": True, "dcor_kd": True}
+USES_TEACHER = {r: r in SEQUENCE_REGULARIZERS + LOGIT_REGULARIZERS for r in REGULARIZERS}
+USES_STAGE = {r: r in SEQUENCE_REGULARIZERS for r in REGULARIZERS}
+# Every (regularizer, stage) system a grid can contain.
+SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] else (None,)))
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 

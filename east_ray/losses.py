@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from east_ray.config import LOGIT_REGULARIZERS, REGULARIZERS, SEQUENCE_REGULARIZERS, STAGES
 from east_ray.models.common import StudentOutput
-
-REGULARIZERS_WITH_TEACHER_SEQUENCE = ("cos_diff", "dcor", "dcor_kd")
-REGULARIZERS_WITH_TEACHER_LOGITS = ("kd", "dcor_kd")
 
 
 def _at_least_f32(x: Tensor) -> Tensor:
@@ -150,11 +148,12 @@ class LossSpec:
     kd_weight_in_dcor_kd: float = 0.3
 
     def __post_init__(self) -> None:
-        known = ("none", "kd", *REGULARIZERS_WITH_TEACHER_SEQUENCE)
-        if self.regularizer not in known:
-            raise ValueError(f"regularizer: got {self.regularizer!r}, expected one of {known}")
-        needs_stage = self.regularizer in REGULARIZERS_WITH_TEACHER_SEQUENCE
-        if needs_stage and self.stage not in ("final", "all"):
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(
+                f"regularizer: got {self.regularizer!r}, expected one of {REGULARIZERS}"
+            )
+        needs_stage = self.regularizer in SEQUENCE_REGULARIZERS
+        if needs_stage and self.stage not in STAGES:
             raise ValueError(
                 f"stage: got {self.stage!r} for regularizer {self.regularizer!r}, "
                 "expected 'final' or 'all'"
@@ -206,9 +205,9 @@ def east_loss(
     """
     pred = masked_bce(out.logits, labels, mask)
     reg_name = spec.regularizer
-    if reg_name in REGULARIZERS_WITH_TEACHER_LOGITS and teacher_logits is None:
+    if reg_name in LOGIT_REGULARIZERS and teacher_logits is None:
         raise ValueError(f"teacher_logits: required for regularizer {reg_name!r}, got None")
-    if reg_name in REGULARIZERS_WITH_TEACHER_SEQUENCE and teacher_seq is None:
+    if reg_name in SEQUENCE_REGULARIZERS and teacher_seq is None:
         raise ValueError(f"teacher_seq: required for regularizer {reg_name!r}, got None")
     if reg_name == "none":
         reg = torch.zeros((), device=pred.device)

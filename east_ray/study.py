@@ -373,6 +373,7 @@ def shared_inputs(
     """Read the arrays every trial needs, once, on the driver."""
     import ray
 
+    from east_ray.data.loader import needs_teacher_logits, needs_teacher_seq
     from east_ray.teachers.embeddings import load_embeddings
     from east_ray.teachers.teacher_lr import load_teacher_logits
 
@@ -381,14 +382,14 @@ def shared_inputs(
     block_refs = list(dataset.materialize().to_arrow_refs())
     seqs = {
         t: load_embeddings(data_dir, t, labels.clip_ids)
-        for t in sorted({c.teacher for c in cells if c.teacher and c.regularizer != "kd"})
+        for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
     }
     logits = {
         (c.teacher, c.fraction, c.seed): load_teacher_logits(
             data_dir, c.teacher, c.fraction, c.seed, labels.clip_ids
         )
         for c in cells
-        if c.teacher and c.regularizer in ("kd", "dcor_kd")
+        if c.teacher and needs_teacher_logits(c)
     }
     return Shared(
         spec,
@@ -619,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
         )
     results = collect_results(study_dir, cells, teacher_lr, spec, tpe)
     if tpe:
-        missing = [g for g in tpe_schedule(cells, study_dir, args.budget)[1]]
+        missing = tpe_schedule(cells, study_dir, args.budget)[1]
     else:
         missing = [c.cell_id for c in cells if not (cell_dir(study_dir, c) / RESULT).is_file()]
     print(render_tables(spec, results, study_dir))

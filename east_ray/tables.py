@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from east_ray.config import USES_STAGE
+
 SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
 _NAMES = {
     ("none", None): "Baseline",
@@ -122,7 +124,7 @@ def expected_pairs(
     for reg in regularizers:
         if reg == "none":
             continue
-        for stage in (None,) if reg == "kd" else stages:
+        for stage in stages if USES_STAGE[reg] else (None,):
             rows += [(system_name(reg, stage), t) for t in teachers]
     return pd.DataFrame(list(dict.fromkeys(rows)), columns=["system", "teacher"])
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from east_ray.config import Cell, Recipe
+from east_ray.config import SYSTEMS, Cell, Recipe
 from east_ray.data.loader import TrialData, load_trial_data, make_batch
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
@@ -26,16 +26,6 @@ RECIPE = Recipe(
     plateau_patience=1,
     early_stop_patience=3,
 )
-SYSTEMS = [
-    ("none", None),
-    ("kd", None),
-    ("cos_diff", "final"),
-    ("cos_diff", "all"),
-    ("dcor", "final"),
-    ("dcor", "all"),
-    ("dcor_kd", "final"),
-    ("dcor_kd", "all"),
-]
 
 
 def _with_teacher(prepared: Path, seed: int = 0) -> Path:

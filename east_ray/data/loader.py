@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from east_ray.config import Cell
+from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
 from east_ray.data.parquet import LabelTable, column_numpy, read_labels
 from east_ray.data.subsets import training_subset
 from east_ray.teachers.embeddings import load_embeddings
@@ -131,11 +131,11 @@ def build_trial_data(
 
 
 def needs_teacher_seq(cell: Cell) -> bool:
-    return cell.regularizer in ("cos_diff", "dcor", "dcor_kd")
+    return cell.regularizer in SEQUENCE_REGULARIZERS
 
 
 def needs_teacher_logits(cell: Cell) -> bool:
-    return cell.regularizer in ("kd", "dcor_kd")
+    return cell.regularizer in LOGIT_REGULARIZERS
 
 
 def load_trial_data(data_dir: Path, cell: Cell) -> TrialData:

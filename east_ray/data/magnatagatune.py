@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from east_ray.data.download import md5sum
-from east_ray.data.release import ReleaseIndex, Skipped, clips_frame, require_root
+from east_ray.data.release import CLIP_COLUMNS, ReleaseIndex, Skipped, clips_frame, require_root
 
 ANNOTATIONS = "annotations_final.csv"
 TOP50 = (
@@ -82,9 +82,7 @@ def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
     root = require_root(Path(root), "MagnaTagATune", ANNOTATIONS)
     table = read_annotations(root / ANNOTATIONS)
     labels = table[list(TOP50)].to_numpy(dtype=np.float32)
-    rows: dict[str, list[object]] = {
-        c: [] for c in ("clip_id", "split", "group", "labels", "label_mask", "audio_path")
-    }
+    rows: dict[str, list[object]] = {column: [] for column in CLIP_COLUMNS}
     skipped: list[Skipped] = []
     all_labelled = np.ones(len(TOP50), dtype=bool)
     for i, (clip_id, mp3_path) in enumerate(zip(table["clip_id"], table["mp3_path"], strict=True)):

@@ -29,6 +29,7 @@ import numpy as np
 
 from east_ray.data.download import md5sum
 from east_ray.data.release import (
+    CLIP_COLUMNS,
     ReleaseIndex,
     Skipped,
     clips_frame,
@@ -150,9 +151,7 @@ def read_openmic(
 
     row_of = {k: i for i, k in enumerate(keys)}
     groups = _groups(root, list(split_of))
-    rows: dict[str, list[object]] = {
-        col: [] for col in ("clip_id", "split", "group", "labels", "label_mask", "audio_path")
-    }
+    rows: dict[str, list[object]] = {column: [] for column in CLIP_COLUMNS}
     skipped = [Skipped(k, "sample_key in no partition") for k in keys if k not in split_of]
     for key, split in sorted(split_of.items()):
         if key not in row_of:

@@ -101,7 +101,8 @@ def _manifest(index: ReleaseIndex, shard_size: int) -> pa.Table:
     )
 
 
-def _shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
+def shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
+    """The spectrogram Parquet file and the status file of clip shard `shard`."""
     name = f"part-{shard:05d}"
     return out / "clips" / f"{name}.parquet", out / "status" / f"{name}.json"
 
@@ -146,7 +147,7 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
             "logmel": tensor_array(mels),
         }
     )
-    parquet_path, status_path = _shard_paths(out, job.shard)
+    parquet_path, status_path = shard_paths(out, job.shard)
     write_table_atomic(table, parquet_path)
     write_json_atomic(statuses, status_path)  # written last: its presence marks the shard done
     return {"shard": job.shard, "ok": len(kept), "skipped": len(statuses) - len(kept)}
@@ -217,7 +218,7 @@ def prepare(
     write_json_atomic({"fingerprint": fingerprint}, out / PROGRESS)
     write_table_atomic(manifest, out / MANIFEST)
     n_shards = int(manifest["shard"].to_numpy().max()) + 1 if len(manifest) else 0
-    todo = [s for s in range(n_shards) if not all(p.is_file() for p in _shard_paths(out, s))]
+    todo = [s for s in range(n_shards) if not all(p.is_file() for p in shard_paths(out, s))]
     print(
         f"{index.dataset}: {len(manifest)} clips in {n_shards} shards, "
         f"{n_shards - len(todo)} already written",
@@ -225,7 +226,7 @@ def prepare(
     )
     _run_shards([ShardJob(str(out), s, features, min_fraction) for s in todo], runner)
     statuses = [
-        st for s in range(n_shards) for st in json.loads(_shard_paths(out, s)[1].read_text())
+        st for s in range(n_shards) for st in json.loads(shard_paths(out, s)[1].read_text())
     ]
     meta = _meta(
         index=index,

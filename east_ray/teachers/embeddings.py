@@ -41,6 +41,7 @@ from east_ray.data.parquet import (
     write_json_atomic,
     write_table_atomic,
 )
+from east_ray.data.prepare import shard_paths
 from east_ray.ray_session import init_ray
 from east_ray.teachers.registry import Extractor, get_teacher, load_extractor
 
@@ -75,12 +76,22 @@ def _ok_clips(data_dir: Path) -> pa.Table:
     return manifest.filter(keep)
 
 
+def _shard_clips(data_dir: Path, shard: int) -> pa.Table:
+    """clip_id, audio_path of the clips of one shard that made it into the dataset
+    (reads that shard's files only: each actor handles many shards)."""
+    ok = pq.read_table(shard_paths(data_dir, shard)[0], columns=["clip_id"])
+    manifest = pq.read_table(
+        Path(data_dir) / "manifest.parquet",
+        columns=["clip_id", "audio_path"],
+        filters=[("shard", "=", shard)],
+    )
+    return manifest.filter(pc.is_in(manifest["clip_id"], value_set=ok["clip_id"]))
+
+
 def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
     """Embed every clip of one shard and write its Parquet file; returns the clip count."""
-    data_dir = Path(job.data_dir)
     info = get_teacher(job.teacher)
-    clips = _ok_clips(data_dir)
-    rows = clips.filter(pc.equal(clips["shard"], job.shard))
+    rows = _shard_clips(Path(job.data_dir), job.shard)
     n_samples = round(job.clip_seconds * info.sample_rate)
     ids, paths = rows["clip_id"].to_pylist(), rows["audio_path"].to_pylist()
     parts = []
@@ -102,7 +113,7 @@ def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
             f"{job.shard})"
         )
     table = pa.table({"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embeddings)})
-    write_table_atomic(table, _shard_path(data_dir, job.teacher, job.shard))
+    write_table_atomic(table, _shard_path(Path(job.data_dir), job.teacher, job.shard))
     return len(ids)
 
 
