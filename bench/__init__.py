@@ -1,10 +1,10 @@
 """Benchmarks: ratios measured side by side in one run (not timed tests)."""
 
-import ray
-
 
 def local_ray(num_gpus: int = 0) -> None:
     """The benchmarks' Ray: 2 CPUs (this machine's), optional fake GPUs, loopback only."""
+    import ray  # bench.gpu runs where Ray may not be installed
+
     ray.init(
         num_cpus=2,
         num_gpus=num_gpus,

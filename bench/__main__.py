@@ -30,7 +30,7 @@ def summary(result: dict[str, Any]) -> str:
         "",
         "| measurement | ratio or value | target |",
         "|---|---|---|",
-        f"| trainer full path / bare loop ({t['student']}) | "
+        f"| trainer full path in a Tune trial / bare loop ({t['student']}) | "
         f"{t['full_path_vs_bare']['ratio']:.2f} | ≤ 1.05 |",
     ]
     for name, cost in t["regularizer_cost"].items():

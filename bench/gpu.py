@@ -1,11 +1,16 @@
-"""One-GPU benchmark: the EAsT training step in fp32 vs bf16 autocast, and 1, 2 or 4
-trials packed on one GPU (aggregate samples/s, peak GPU memory per trial).
+"""One-GPU benchmark: the EAsT training step in fp32 vs bf16 autocast for both students,
+trials packed 1, 2 or 4 per GPU (aggregate samples/s, peak GPU memory per trial), the
+trainer's full step vs a bare loop on the device, and a real `train()` run with resume.
 
-The step is the trainer's: CP-ResNet forward, composite loss with the dcor regularizer on
-the final stage against a 10-frame teacher, backward, gradient clipping, Adam; channels_last
-on CUDA. Packed trials are separate processes, each capped at 1/k of the GPU memory, as
-`tune.with_resources(..., {"gpu": 1/k})` trials are. On a machine without CUDA it runs the
-same code on the CPU (a smoke check, not a measurement).
+The step is the trainer's: student forward, composite loss with the dcor regularizer on the
+final stage against a 10-frame teacher, backward, gradient clipping, Adam; channels_last on
+CUDA. Shapes, width and batch come from the shipped studies (`studies/openmic.toml`:
+CP-ResNet ρ=7, 128 base channels, 128×1000; `studies/magnatagatune.toml`: Mobile FCN,
+96×1456). Packed trials are separate processes, each capped at 1/k of the GPU memory as
+`tune.with_resources(..., {"gpu": 1/k})` trials are; they start timing together (a
+barrier) and the aggregate is all their samples over the wall time from the first start
+to the last finish. On a machine without CUDA the same code runs on the CPU at a small
+width: a smoke check, not a measurement.
 
     bench/gpu.sh OUT_DIR        # writes OUT_DIR/gpu.json
 """
@@ -15,119 +20,336 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import platform
 import resource
+import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from east_ray.losses import LossSpec, east_loss
+from east_ray.config import Cell, StudySpec, load_study
+from east_ray.data.loader import ArrayStore, TrialData, build_trial_data, make_batch
+from east_ray.data.parquet import LabelTable
+from east_ray.losses import LossSpec, east_loss, masked_bce
 from east_ray.models import build_student
+from east_ray.trainer import TrialSpec, _Run, limit_gpu_memory, train
 
-BATCH, CLASSES, MELS, FRAMES = 16, 20, 128, 1000
+TEACHER_FRAMES, TEACHER_DIM, TEACHER_HOP = 10, 128, 0.96  # VGGish on a 10 s clip
+CLASSES = 20
+PACK_TIMEOUT_S = 300.0  # a packed trial that never reports is a failure, not a hang
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the step."""
+
+    bf16: bool = True
+    channels_last: bool = True
+    cudnn_benchmark: bool = False
+    memory_fraction: float = 1.0
+
+
+def _shape(spec: StudySpec) -> tuple[int, int, int]:
+    """(batch, mels, frames) of a study's trials."""
+    return spec.recipe.batch_size, spec.features.n_mels, spec.features.frames
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def measure(
-    device_name: str, bf16: bool, steps: int, base_channels: int, memory_fraction: float = 1.0
+    spec: StudySpec,
+    device_name: str,
+    variant: Variant,
+    steps: int,
+    barrier: Any = None,
 ) -> dict[str, float]:
-    """Median step time and peak memory (GPU; on a CPU the process RSS) of `steps` steps."""
+    """Median step time, peak memory and the timed window of `steps` steps after 3
+    warm-up steps; with `barrier`, every packed process starts timing at once."""
     device = torch.device(device_name)
     cuda = device.type == "cuda"
-    if cuda and memory_fraction < 1.0:
-        torch.cuda.set_per_process_memory_fraction(memory_fraction, device)
-    model = build_student("cp_resnet", CLASSES, seed=0, base_channels=base_channels).to(device)
-    if cuda:
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
+    _reset_peak_memory(device)
+    limit_gpu_memory(variant.memory_fraction, device)
+    batch, mels, frames = _shape(spec)
+    model = build_student(spec.student, CLASSES, seed=0, **spec.student_options).to(device)
+    if cuda and variant.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    x = torch.randn(BATCH, MELS, FRAMES, device=device)
-    labels = (torch.rand(BATCH, CLASSES, device=device) > 0.8).float()
-    mask = torch.ones(BATCH, CLASSES, dtype=torch.bool, device=device)
-    teacher = torch.randn(BATCH, 10, 128, device=device)
-    spec = LossSpec("dcor", "final", 0.8)
-    hops = [s * 0.01 for s in model.time_strides]
+    x = torch.randn(batch, mels, frames, device=device)
+    labels = (torch.rand(batch, CLASSES, device=device) > 0.8).float()
+    mask = torch.ones(batch, CLASSES, dtype=torch.bool, device=device)
+    teacher = torch.randn(batch, TEACHER_FRAMES, TEACHER_DIM, device=device)
+    loss_spec = LossSpec("dcor", "final", 0.8)
+    hops = [s * spec.features.hop_seconds for s in model.time_strides]
 
     def step() -> None:
-        context = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        context = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if variant.bf16 else nullcontext()
+        )
         with context:
             out = model(x)
         terms = east_loss(
-            out, labels, mask, spec, stage_hops=hops, teacher_seq=teacher, teacher_hop=0.96
+            out,
+            labels,
+            mask,
+            loss_spec,
+            stage_hops=hops,
+            teacher_seq=teacher,
+            teacher_hop=TEACHER_HOP,
         )
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    times = []
-    for i in range(steps + 2):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    with FlopCounterMode(display=False) as counter:
         step()
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    times.sort()
-    median = times[len(times) // 2]
-    if cuda:
-        memory = torch.cuda.max_memory_allocated(device) / 2**30
-    else:  # the process's peak resident memory instead (KiB on Linux)
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"step_s": median, "samples_per_s": BATCH / median, "peak_memory_gib": memory}
+    for _ in range(2):
+        step()
+    _sync(device)
+    if barrier is not None:
+        barrier.wait()
+    times = []
+    start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    end = time.perf_counter()
+    median = statistics.median(times)
+    return {
+        "step_s": median,
+        "samples_per_s": batch / median,
+        "peak_memory_gib": _peak_memory_gib(device),
+        "start": start,
+        "end": end,
+        "samples": float(batch * steps),
+        "tflop_per_s": counter.get_total_flops() / median / 1e12,
+    }
 
 
-def _worker(args: tuple[str, bool, int, int, float], queue: Any) -> None:
-    queue.put(measure(*args))
+def _worker(args: tuple[StudySpec, str, Variant, int], barrier: Any, queue: Any) -> None:
+    try:
+        queue.put(measure(*args, barrier=barrier))
+    except BaseException as error:
+        barrier.abort()  # the others would wait for this one forever
+        queue.put({"error": repr(error)})
+        raise
 
 
-def packed(device: str, k: int, steps: int, base_channels: int) -> dict[str, Any]:
-    """k trials on one device at once, each in its own process with 1/k of the memory."""
+def packed(spec: StudySpec, device: str, k: int, steps: int) -> dict[str, Any]:
+    """k trials on one device at once, each its own process with 1/k of the memory."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, barrier = ctx.Queue(), ctx.Barrier(k, timeout=PACK_TIMEOUT_S)
+    variant = Variant(memory_fraction=1 / k)
     procs = [
-        ctx.Process(target=_worker, args=((device, True, steps, base_channels, 1 / k), queue))
+        ctx.Process(target=_worker, args=((spec, device, variant, steps), barrier, queue))
         for _ in range(k)
     ]
     for p in procs:
         p.start()
-    rows = [queue.get() for _ in procs]
+    rows = [queue.get(timeout=PACK_TIMEOUT_S) for _ in procs]
     for p in procs:
         p.join()
+    errors = [r["error"] for r in rows if "error" in r]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {k} packed trials failed: {errors[0]}")
+    wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
     return {
         "trials": k,
-        "aggregate_samples_per_s": sum(r["samples_per_s"] for r in rows),
+        "aggregate_samples_per_s": sum(r["samples"] for r in rows) / wall,
         "peak_memory_gib_per_trial": max(r["peak_memory_gib"] for r in rows),
-        "per_trial": rows,
+        "per_trial_step_s": [r["step_s"] for r in rows],
     }
+
+
+def synthetic_trial_data(spec: StudySpec, cell: Cell, clips: int) -> TrialData:
+    """Random spectrograms (float16, in process memory), labels and teacher arrays."""
+    rng = np.random.default_rng(0)
+    _, mels, frames = _shape(spec)
+    ids = [f"clip{i:05d}" for i in range(clips)]
+    split = np.array(["train"] * (clips - 2 * (clips // 8)) + ["valid", "test"] * (clips // 8))
+    labels = LabelTable(
+        clip_ids=ids,
+        split=split,
+        group=np.arange(clips).astype(str),
+        labels=(rng.random((clips, CLASSES)) > 0.8).astype(np.float32),
+        mask=rng.random((clips, CLASSES)) > 0.2,
+    )
+    store = ArrayStore(ids, rng.standard_normal((clips, mels, frames)).astype(np.float16))
+    seq = rng.standard_normal((clips, TEACHER_FRAMES, TEACHER_DIM)).astype(np.float32)
+    logits = rng.standard_normal((clips, CLASSES)).astype(np.float32)
+    return build_trial_data(cell, labels, store, seq, logits)
+
+
+def _cell(spec: StudySpec, regularizer: str = "dcor") -> Cell:
+    return Cell(spec.dataset, spec.student, regularizer, "vggish", "final", 0.8, 1.0, 0)
+
+
+def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) -> dict[str, float]:
+    """The trainer's step (batch gathered from the store, copied to the device, loss terms
+    logged) against a bare loop on tensors already on the device; baseline system, same
+    model and batches, steps alternating."""
+    device = torch.device(device_name)
+    cell = _cell(spec, "none")
+    cell = replace(cell, teacher=None, stage=None, lam=0.0)
+    data = synthetic_trial_data(spec, cell, clips=8 * spec.recipe.batch_size)
+    trial = TrialSpec(cell, spec.recipe, spec.features, CLASSES, dict(spec.student_options))
+    run = _Run(trial, data, tmp / "vs_bare", device)
+    b = spec.recipe.batch_size
+    rows = [data.train_rows[i * b : (i + 1) * b] for i in range(len(data.train_rows) // b)]
+    resident = [
+        (
+            torch.from_numpy(data.store.gather(data.store_rows[r])).float().to(device),
+            torch.from_numpy(data.labels.labels[r]).to(device),
+            torch.from_numpy(data.labels.mask[r]).to(device),
+        )
+        for r in rows
+    ]
+    model, opt = run.model, run.opt
+
+    def bare(i: int) -> None:
+        x, y, m = resident[i % len(resident)]
+        with run.autocast():
+            logits = model(x).logits
+        opt.zero_grad(set_to_none=True)
+        masked_bce(logits.float(), y, m).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.recipe.grad_clip)
+        opt.step()
+        _sync(device)
+
+    def full(i: int) -> None:
+        run.train_step(make_batch(data, rows[i % len(rows)]))
+        _sync(device)
+
+    def timed(fn: Callable[[int], None], i: int) -> float:
+        start = time.perf_counter()
+        fn(i)
+        return time.perf_counter() - start
+
+    for i in range(3):
+        bare(i)
+        full(i)
+    bare_t, full_t = [], []
+    for i in range(steps):
+        bare_t.append(timed(bare, i))
+        full_t.append(timed(full, i))
+    run.writer.close()
+    bare_s, full_s = statistics.median(bare_t), statistics.median(full_t)
+    return {"bare_step_s": bare_s, "full_step_s": full_s, "ratio": full_s / bare_s}
+
+
+def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> dict[str, Any]:
+    """`train()` on the device as a quarter-GPU trial (dcor, final stage), stopped after
+    `epochs - 1` epochs and resumed to `epochs` from its checkpoint."""
+    cell = _cell(spec)
+    data = synthetic_trial_data(spec, cell, clips=16 * spec.recipe.batch_size)
+    trial = TrialSpec(
+        cell, spec.recipe, spec.features, CLASSES, dict(spec.student_options), gpu_fraction=0.25
+    )
+    device = torch.device(device_name)
+    _reset_peak_memory(device)
+    started = time.perf_counter()
+    first = train(replace(trial, max_epochs=epochs - 1), data, tmp / "smoke", device=device)
+    resumed = train(replace(trial, max_epochs=epochs), data, tmp / "smoke", device=device)
+    return {
+        "device": resumed["device"],
+        "epochs_first": first["epochs"],
+        "epochs_after_resume": resumed["epochs"],
+        "steps": resumed["steps"],
+        "test_mAP": resumed["test_mAP"],
+        "finite": bool(np.isfinite([resumed[k] for k in ("test_mAP", "val_loss")]).all()),
+        "seconds": time.perf_counter() - started,
+        "peak_memory_gib": _peak_memory_gib(device),
+    }
+
+
+def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
+    """Every GPU measurement; `smoke_width` shrinks the students (CPU smoke check)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    specs = {name: load_study(name) for name in ("openmic", "magnatagatune")}
+    if smoke_width is not None:
+        specs["openmic"] = replace(
+            specs["openmic"], student_options={"rho": 5, "base_channels": smoke_width}
+        )
+    openmic = specs["openmic"]
+    tmp = Path(tempfile.mkdtemp(prefix="east_ray_gpu_"))
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke check)",
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "steps": steps,
+        "students": {},
+    }
+    for name, spec in specs.items():
+        batch, mels, frames = _shape(spec)
+        rows = {
+            "fp32": measure(spec, device, Variant(bf16=False), steps),
+            "bf16": measure(spec, device, Variant(), steps),
+            "bf16_cudnn_benchmark": measure(spec, device, Variant(cudnn_benchmark=True), steps),
+            "bf16_no_channels_last": measure(spec, device, Variant(channels_last=False), steps),
+        }
+        result["students"][name] = {
+            "student": f"{spec.student} {spec.student_options}, batch {batch}, "
+            f"input {mels}x{frames}",
+            **{
+                k: {m: v[m] for m in ("step_s", "samples_per_s", "tflop_per_s", "peak_memory_gib")}
+                for k, v in rows.items()
+            },
+            "bf16_speedup": rows["fp32"]["step_s"] / rows["bf16"]["step_s"],
+        }
+        print(json.dumps({name: result["students"][name]}, indent=1), flush=True)
+    result["packing"] = [packed(openmic, device, k, steps) for k in (1, 2, 4)]
+    result["trainer_vs_bare"] = trainer_vs_bare(openmic, device, steps, tmp)
+    result["train_smoke"] = train_smoke(openmic, device, tmp, epochs=3)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu.json")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--base-channels", type=int, default=128)
+    parser.add_argument(
+        "--smoke-width",
+        type=int,
+        default=None,
+        help="CP-ResNet base channels for a quick CPU check (default: the study's)",
+    )
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke check)",
-        "student": f"cp_resnet rho 7, {args.base_channels} base channels, batch {BATCH}, "
-        f"input {MELS}x{FRAMES}",
-        "fp32": measure(device, False, args.steps, args.base_channels),
-        "bf16": measure(device, True, args.steps, args.base_channels),
-    }
-    result["bf16_speedup"] = result["fp32"]["step_s"] / result["bf16"]["step_s"]
-    result["packing"] = [packed(device, k, args.steps, args.base_channels) for k in (1, 2, 4)]
+    result = run(args.steps, args.smoke_width)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "packing"}, indent=1))
     for row in result["packing"]:
         print(
             f"{row['trials']} per GPU: {row['aggregate_samples_per_s']:.1f} samples/s, "
             f"{row['peak_memory_gib_per_trial']:.2f} GiB per trial"
         )
+    print("trainer full step / bare loop:", json.dumps(result["trainer_vs_bare"]))
+    print("train() smoke:", json.dumps(result["train_smoke"]))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ class Features:
         """Seconds between two log-mel frames."""
         return self.hop_length / self.sample_rate
 
+    @property
+    def frames(self) -> int:
+        """Log-mel frames of a clip (the centred STFT's last frame dropped)."""
+        return round(self.clip_seconds * self.sample_rate) // self.hop_length
+
 
 @dataclass(frozen=True)
 class Recipe:

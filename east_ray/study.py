@@ -374,7 +374,7 @@ def shared_inputs(
     import ray
 
     from east_ray.data.loader import needs_teacher_logits, needs_teacher_seq
-    from east_ray.teachers.embeddings import load_embeddings
+    from east_ray.teachers.stored import load_embeddings
     from east_ray.teachers.teacher_lr import load_teacher_logits
 
     labels = read_labels(data_dir)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -70,6 +70,14 @@ class TrialSpec:
         )
 
 
+class StepLoss(NamedTuple):
+    """A training step's loss terms, on the host."""
+
+    total: float
+    pred: float
+    reg: float
+
+
 @dataclasses.dataclass
 class _State:
     """What a checkpoint holds besides the torch objects."""
@@ -87,6 +95,16 @@ class _State:
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def limit_gpu_memory(fraction: float, device: torch.device) -> None:
+    """Cap this process's CUDA allocations at `fraction` of the device (a fractional-GPU
+    trial); nothing on a CPU or for a whole GPU."""
+    if device.type != "cuda" or fraction >= 1.0:
+        return
+    # torch refuses a bare "cuda" device here: it needs the index.
+    index = torch.cuda.current_device() if device.index is None else device.index
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
 def _tensor(x: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
@@ -194,7 +212,7 @@ class _Run:
             teacher_logits=inp.teacher_logits,
         )
 
-    def train_step(self, batch: Batch) -> LossTerms:
+    def train_step(self, batch: Batch) -> StepLoss:
         r = self.spec.recipe
         inp = _inputs(batch, self.device)
         if r.mixup_alpha > 0:
@@ -203,19 +221,20 @@ class _Run:
             inp.x = spec_augment(inp.x, r.specaug_freq, r.specaug_time)
         _, terms = self.loss(inp)
         self.state.step += 1
-        if not torch.isfinite(terms.total):
+        # One device→host copy per step: on a GPU each `.item()` is a full synchronisation.
+        loss = StepLoss(*torch.stack([t.detach() for t in terms]).tolist())
+        if not all(math.isfinite(v) for v in loss):
             raise NonFiniteLossError(
                 f"cell {self.spec.cell.cell_id}, step {self.state.step}: non-finite loss "
-                f"(loss/total={terms.total.item()}, loss/pred={terms.pred.item()}, "
-                f"loss/reg={terms.reg.item()})"
+                f"(loss/total={loss.total}, loss/pred={loss.pred}, loss/reg={loss.reg})"
             )
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
-        for name, value in zip(("total", "pred", "reg"), terms, strict=True):
-            self.writer.add_scalar(f"loss/{name}", value.item(), self.state.step)
-        return terms
+        for name, value in loss._asdict().items():
+            self.writer.add_scalar(f"loss/{name}", value, self.state.step)
+        return loss
 
     def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float]]:
         """Combined loss (mean over batches) and metrics of `rows`, no augmentation."""
@@ -292,8 +311,7 @@ def train(
     """Train, select on validation, test. Returns the run's result row (see module doc)."""
     device = device or pick_device()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if device.type == "cuda" and spec.gpu_fraction < 1.0:
-        torch.cuda.set_per_process_memory_fraction(spec.gpu_fraction, device)
+    limit_gpu_memory(spec.gpu_fraction, device)
     r = spec.recipe
     if len(data.train_rows) < r.batch_size:
         raise ValueError(
@@ -314,7 +332,7 @@ def train(
             totals = np.zeros(3)
             n = 0
             for batch in epoch_batches(data, r.batch_size, spec.cell.seed, epoch):
-                totals += [t.item() for t in run.train_step(batch)]
+                totals += run.train_step(batch)
                 n += 1
                 if run.state.step >= r.max_steps:
                     run.state.stopped = "max_steps"

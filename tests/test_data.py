@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from east_ray.data.audio import AudioError, decode, fit_length, logmel, n_frames, resample
+from east_ray.data.audio import AudioError, decode, fit_length, logmel, resample
 from east_ray.data.magnatagatune import FOLDER_SPLIT, KNOWN_BAD, TOP50, read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import column_numpy, read_meta
@@ -176,7 +176,7 @@ def test_logmel_shape_hop_and_errors(tmp_path: Path) -> None:
     f = TEST_FEATURES
     wave = torch.randn(3, round(f.clip_seconds * f.sample_rate))
     out = logmel(wave, f)
-    assert out.shape == (3, f.n_mels, n_frames(f)) == (3, 32, 50)
+    assert out.shape == (3, f.n_mels, f.frames) == (3, 32, 50)
     assert f.hop_seconds == pytest.approx(0.02)
     # a tone concentrates its energy in the mel bands around its frequency
     t = torch.arange(16000) / 16000

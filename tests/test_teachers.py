@@ -14,8 +14,9 @@ import torch
 from east_ray.data.parquet import read_labels, read_meta
 from east_ray.teachers import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.__main__ import main as teachers_main
-from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher, load_embeddings
+from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.handcrafted import handcrafted_embedding, n_frames
+from east_ray.teachers.stored import load_embeddings
 from east_ray.teachers.teacher_lr import fit_teacher_lr, load_teacher_logits
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,7 @@ def test_each_system_overfits_a_fixed_batch(
     torch.manual_seed(0)
     run = _Run(spec, data, tmp_path, torch.device("cpu"))
     batch = make_batch(data, data.train_rows[:8])
-    losses = [run.train_step(batch).total.item() for _ in range(25)]
+    losses = [run.train_step(batch).total for _ in range(25)]
     run.writer.close()
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
@@ -197,3 +199,10 @@ def test_train_cli_runs_one_cell(
     (cell,) = expand_cells(load_study(study))
     assert main([*args, "--cell", cell.cell_id]) == 0
     assert '"test_mAP"' in capsys.readouterr().out
+
+
+def test_trainer_imports_no_ray() -> None:
+    """The trainer (and everything it reads with) must run where Ray is absent."""
+    code = "import sys, east_ray.trainer; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -101,11 +101,6 @@ def _mel_basis(features: Features) -> torch.Tensor:
     return torch.nn.functional.pad(banks, (0, 1))
 
 
-def n_frames(features: Features) -> int:
-    """Frames of a clip of `features.clip_seconds` (the centred STFT's last frame dropped)."""
-    return round(features.clip_seconds * features.sample_rate) // features.hop_length
-
-
 def logmel(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
     """Waveforms `(B, N)` at `features.sample_rate` → normalised log-mel `(B, n_mels, frames)`.
 

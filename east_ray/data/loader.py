@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
 from east_ray.data.parquet import LabelTable, column_numpy, read_labels
 from east_ray.data.subsets import training_subset
-from east_ray.teachers.embeddings import load_embeddings
 from east_ray.teachers.registry import get_teacher
+from east_ray.teachers.stored import load_embeddings
 from east_ray.teachers.teacher_lr import load_teacher_logits
 
 

@@ -33,7 +33,7 @@ import ray
 import torch
 
 from east_ray.config import Features
-from east_ray.data.audio import AudioError, decode, fit_length, logmel, n_frames, resample
+from east_ray.data.audio import AudioError, decode, fit_length, logmel, resample
 from east_ray.data.parquet import (
     META,
     META_VERSION,
@@ -130,7 +130,7 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
         waveforms.append(wave)
         kept.append(i)
         statuses.append({"clip_id": clip_id, "status": "ok", "padded": padded})
-    frames = n_frames(job.features)
+    frames = job.features.frames
     mels = np.empty((len(kept), job.features.n_mels, frames), dtype=np.float16)
     with torch.inference_mode():
         for start in range(0, len(kept), LOGMEL_BATCH):
@@ -268,7 +268,7 @@ def _meta(
         "classes": list(index.classes),
         "features": dataclasses.asdict(features),
         "logmel": {
-            "shape": [features.n_mels, n_frames(features)],
+            "shape": [features.n_mels, features.frames],
             "hop_seconds": features.hop_seconds,
             "normalisation": "pre-emphasis [-0.97, 1]; power STFT; Kaldi mel; "
             "(log(x + 1e-5) + 3.7) / 3.1",

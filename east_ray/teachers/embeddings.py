@@ -11,9 +11,7 @@ never rewritten.
 VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz, 8-bit PCA
 output), imported and dequantised as `(x - 128) / 256`.
 
-`load_embeddings(data_dir, name, clip_ids)` reads them back in the requested clip order,
-z-scored with training-split statistics for teachers marked `standardise`, refusing
-missing clips and non-finite values.
+Reading them back is `east_ray.teachers.stored.load_embeddings`, which needs no Ray.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from east_ray.data.audio import decode, fit_length, resample
 from east_ray.data.openmic import NPZ, read_string_array
 from east_ray.data.parquet import (
     META,
-    column_numpy,
     read_meta,
     tensor_array,
     write_json_atomic,
@@ -44,6 +41,7 @@ from east_ray.data.parquet import (
 from east_ray.data.prepare import shard_paths
 from east_ray.ray_session import init_ray
 from east_ray.teachers.registry import Extractor, get_teacher, load_extractor
+from east_ray.teachers.stored import teacher_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +56,8 @@ class EmbedJob:
     batch_size: int = 8
 
 
-def _teacher_dir(data_dir: Path, name: str) -> Path:
-    return Path(data_dir) / "teachers" / name
-
-
 def _shard_path(data_dir: Path, name: str, shard: int) -> Path:
-    return _teacher_dir(data_dir, name) / f"part-{shard:05d}.parquet"
+    return teacher_dir(data_dir, name) / f"part-{shard:05d}.parquet"
 
 
 def _ok_clips(data_dir: Path) -> pa.Table:
@@ -245,40 +239,3 @@ def extract_teacher(
     write_json_atomic(meta, data_dir / META)
     print(f"teacher {name}: {len(clips)} clips, embedding {shape[0]}x{shape[1]} ({source})")
     return record
-
-
-def load_embeddings(data_dir: Path, name: str, clip_ids: list[str]) -> np.ndarray:
-    """Embeddings `(N, T, D)` float32 of `clip_ids`, in that order."""
-    meta = read_meta(data_dir)
-    record = meta.get("teachers", {}).get(name)
-    if not record or not record.get("complete"):
-        raise FileNotFoundError(
-            f"{data_dir}: teacher {name!r} not extracted; extracted: "
-            f"{sorted(meta.get('teachers', {})) or 'none'} (run `python -m east_ray.teachers "
-            f"extract --teacher {name} --data {data_dir}`)"
-        )
-    table = pq.read_table(_teacher_dir(data_dir, name))
-    row_of = {c: i for i, c in enumerate(table["clip_id"].to_pylist())}
-    missing = [c for c in clip_ids if c not in row_of]
-    if missing:
-        raise ValueError(
-            f"teacher {name}: no embedding for {len(missing)} clips, e.g. {missing[:3]}"
-        )
-    values = column_numpy(table["embedding"]).astype(np.float32)
-    embeddings = values[[row_of[c] for c in clip_ids]]
-    bad = ~np.isfinite(embeddings).all(axis=(1, 2))
-    if bad.any():
-        first = clip_ids[int(np.flatnonzero(bad)[0])]
-        raise ValueError(
-            f"teacher {name}: NaN or Inf in the embedding of clip {first} ({int(bad.sum())} clips)"
-        )
-    if record.get("standardise"):
-        clips = pq.read_table(Path(data_dir) / "clips", columns=["clip_id", "split"])
-        train = [
-            row_of[c]
-            for c, s in zip(clips["clip_id"].to_pylist(), clips["split"].to_pylist(), strict=True)
-            if s == "train" and c in row_of
-        ]
-        flat = values[train].reshape(-1, values.shape[-1])
-        embeddings = (embeddings - flat.mean(0)) / (flat.std(0) + 1e-8)
-    return embeddings.astype(np.float32)

@@ -33,7 +33,7 @@ from east_ray.data.parquet import (
 from east_ray.data.subsets import training_subset
 from east_ray.losses import masked_bce
 from east_ray.metrics import evaluate
-from east_ray.teachers.embeddings import load_embeddings
+from east_ray.teachers.stored import load_embeddings
 
 LR, BATCH, PLATEAU_FACTOR, PLATEAU_PATIENCE, EARLY_STOP = 0.1, 16, 0.1, 1, 3
 
