@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.flops import matmul_peak
 from east_ray.config import Cell, StudySpec, load_study
 from east_ray.data.loader import ArrayStore, TrialData, build_trial_data, make_batch
 from east_ray.data.parquet import LabelTable
@@ -211,9 +212,11 @@ def _cell(spec: StudySpec, regularizer: str = "dcor") -> Cell:
 
 
 def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) -> dict[str, float]:
-    """The trainer's step (batch gathered from the store, copied to the device, loss terms
-    logged) against a bare loop on tensors already on the device; baseline system, same
-    model and batches, steps alternating."""
+    """The trainer's steps (`_Run.train_batches`: batches gathered from the store, copied to
+    the device, loss terms read back one step late and logged) against a bare loop on
+    tensors already on the device; baseline system, same model and batches. Each variant
+    runs `steps` consecutive steps as training does (no sync between them); blocks
+    alternate, 5 of each, and the median block is reported per step."""
     device = torch.device(device_name)
     cell = _cell(spec, "none")
     cell = replace(cell, teacher=None, stage=None, lam=0.0)
@@ -232,32 +235,32 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
     ]
     model, opt = run.model, run.opt
 
-    def bare(i: int) -> None:
-        x, y, m = resident[i % len(resident)]
-        with run.autocast():
-            logits = model(x).logits
-        opt.zero_grad(set_to_none=True)
-        masked_bce(logits.float(), y, m).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.recipe.grad_clip)
-        opt.step()
+    def bare(n: int) -> None:
+        for i in range(n):
+            x, y, m = resident[i % len(resident)]
+            with run.autocast():
+                logits = model(x).logits
+            opt.zero_grad(set_to_none=True)
+            masked_bce(logits.float(), y, m).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.recipe.grad_clip)
+            opt.step()
         _sync(device)
 
-    def full(i: int) -> None:
-        run.train_step(make_batch(data, rows[i % len(rows)]))
+    def full(n: int) -> None:
+        run.train_batches(make_batch(data, rows[i % len(rows)]) for i in range(n))
         _sync(device)
 
-    def timed(fn: Callable[[int], None], i: int) -> float:
+    def timed(fn: Callable[[int], None], n: int) -> float:
         start = time.perf_counter()
-        fn(i)
-        return time.perf_counter() - start
+        fn(n)
+        return (time.perf_counter() - start) / n
 
-    for i in range(3):
-        bare(i)
-        full(i)
+    bare(3)
+    full(3)
     bare_t, full_t = [], []
-    for i in range(steps):
-        bare_t.append(timed(bare, i))
-        full_t.append(timed(full, i))
+    for _ in range(5):
+        bare_t.append(timed(bare, steps))
+        full_t.append(timed(full, steps))
     run.writer.close()
     bare_s, full_s = statistics.median(bare_t), statistics.median(full_t)
     return {"bare_step_s": bare_s, "full_step_s": full_s, "ratio": full_s / bare_s}
@@ -305,6 +308,12 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
         "steps": steps,
         "students": {},
     }
+    size = 8192 if device == "cuda" else 1024
+    peaks = {
+        "fp32": matmul_peak(size, 10, device, torch.float32),
+        "bf16": matmul_peak(size, 10, device, torch.bfloat16),
+    }
+    result["matmul_peak_tflop_per_s"] = {k: v / 1e12 for k, v in peaks.items()}
     for name, spec in specs.items():
         batch, mels, frames = _shape(spec)
         rows = {
@@ -321,6 +330,10 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
                 for k, v in rows.items()
             },
             "bf16_speedup": rows["fp32"]["step_s"] / rows["bf16"]["step_s"],
+            "fraction_of_matmul_peak": {
+                k: v["tflop_per_s"] * 1e12 / peaks["bf16" if k.startswith("bf16") else "fp32"]
+                for k, v in rows.items()
+            },
         }
         print(json.dumps({name: result["students"][name]}, indent=1), flush=True)
     result["packing"] = [packed(openmic, device, k, steps) for k in (1, 2, 4)]

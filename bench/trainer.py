@@ -110,7 +110,7 @@ def overhead_trial(config: dict[str, Any], inputs: Inputs) -> None:
         bare_opt.step()
 
     def full_step(i: int) -> None:  # gathers its batch from the object-store blocks
-        run_full.train_step(make_batch(data, batches[i % len(batches)].rows))
+        run_full.train_batches([make_batch(data, batches[i % len(batches)].rows)])
 
     bare_step(0)
     full_step(0)  # warm-up
@@ -155,11 +155,11 @@ def regularizer_cost(inputs: Inputs, store: BlockStore, steps: int) -> dict[str,
     batches = list(epoch_batches(runs["none"].data, inputs.recipe.batch_size, 0, 1))[:steps]
     times: dict[str, list[float]] = {k: [] for k in runs}
     for r in runs.values():
-        r.train_step(make_batch(r.data, batches[0].rows))  # warm-up
+        r.train_batches([make_batch(r.data, batches[0].rows)])  # warm-up
     for i in range(steps):
         for name, r in runs.items():
             batch = make_batch(r.data, batches[i % len(batches)].rows)
-            times[name].append(_timed(r.train_step, batch))
+            times[name].append(_timed(r.train_batches, [batch]))
     for r in runs.values():
         r.writer.close()
     base = statistics.median(times["none"])

@@ -14,6 +14,10 @@ the final metrics equal those of an uninterrupted run. Per-step losses
 `run_dir/tb`; the per-epoch metrics, always with the same keys, also go to `report`
 (the study turns them into `tune.report`). A non-finite loss stops the run with an error
 naming the step and every loss term.
+
+On a GPU the host runs one step ahead: batches are copied from pinned memory without
+waiting for the device, and a step's losses are read back (the step's only
+synchronisation) after the next step is queued.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -107,10 +111,18 @@ def limit_gpu_memory(fraction: float, device: torch.device) -> None:
     torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → device without waiting for the device to go idle: a copy from pageable memory
+    first waits for the stream to drain, one from pinned memory is queued behind it."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def _tensor(x: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
     if x is None:
         return None
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True).float()
+    return _to_device(torch.from_numpy(np.ascontiguousarray(x)), device).float()
 
 
 @dataclasses.dataclass
@@ -129,7 +141,7 @@ def _inputs(batch: Batch, device: torch.device) -> _Inputs:
     return _Inputs(
         x,
         labels,
-        torch.from_numpy(batch.mask).to(device),
+        _to_device(torch.from_numpy(batch.mask), device),
         _tensor(batch.teacher_seq, device),
         _tensor(batch.teacher_logits, device),
     )
@@ -139,9 +151,9 @@ def mixup(inp: _Inputs, alpha: float) -> _Inputs:
     """Mix each example with a random partner: λ ~ Beta(α, α), λ = max(λ, 1 − λ) per example;
     log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
     b = inp.x.shape[0]
-    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(inp.x.device)
+    lam = _to_device(torch.distributions.Beta(alpha, alpha).sample((b,)), inp.x.device)
     lam = torch.maximum(lam, 1 - lam)
-    partner = torch.randperm(b).to(inp.x.device)
+    partner = _to_device(torch.randperm(b), inp.x.device)
 
     def mix(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -212,7 +224,8 @@ class _Run:
             teacher_logits=inp.teacher_logits,
         )
 
-    def train_step(self, batch: Batch) -> StepLoss:
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        """One optimiser step; returns (total, pred, reg) still on the device (no sync)."""
         r = self.spec.recipe
         inp = _inputs(batch, self.device)
         if r.mixup_alpha > 0:
@@ -221,20 +234,43 @@ class _Run:
             inp.x = spec_augment(inp.x, r.specaug_freq, r.specaug_time)
         _, terms = self.loss(inp)
         self.state.step += 1
-        # One device→host copy per step: on a GPU each `.item()` is a full synchronisation.
-        loss = StepLoss(*torch.stack([t.detach() for t in terms]).tolist())
-        if not all(math.isfinite(v) for v in loss):
-            raise NonFiniteLossError(
-                f"cell {self.spec.cell.cell_id}, step {self.state.step}: non-finite loss "
-                f"(loss/total={loss.total}, loss/pred={loss.pred}, loss/reg={loss.reg})"
-            )
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
+        return torch.stack([t.detach() for t in terms])
+
+    def record(self, step: int, losses: torch.Tensor) -> StepLoss:
+        """Step `step`'s losses on the host (its one device→host copy), checked and logged."""
+        loss = StepLoss(*losses.tolist())
+        if not all(math.isfinite(v) for v in loss):
+            raise NonFiniteLossError(
+                f"cell {self.spec.cell.cell_id}, step {step}: non-finite loss "
+                f"(loss/total={loss.total}, loss/pred={loss.pred}, loss/reg={loss.reg})"
+            )
         for name, value in loss._asdict().items():
-            self.writer.add_scalar(f"loss/{name}", value, self.state.step)
+            self.writer.add_scalar(f"loss/{name}", value, step)
         return loss
+
+    def train_batches(self, batches: Iterable[Batch]) -> tuple[np.ndarray, int]:
+        """Train on `batches` until they or `max_steps` run out; summed (total, pred, reg)
+        and the number of steps. Step k's losses are read after step k+1 is queued, so the
+        host gathers the next batch while the device computes and never waits on an idle
+        device; a non-finite loss stops the run one step later than it happened."""
+        totals, n = np.zeros(3), 0
+        pending: tuple[int, torch.Tensor] | None = None
+        for batch in batches:
+            losses = self.train_step(batch)
+            if pending is not None:
+                totals += self.record(*pending)
+            pending = (self.state.step, losses)
+            n += 1
+            if self.state.step >= self.spec.recipe.max_steps:
+                self.state.stopped = "max_steps"
+                break
+        if pending is not None:
+            totals += self.record(*pending)
+        return totals, n
 
     def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float]]:
         """Combined loss (mean over batches) and metrics of `rows`, no augmentation."""
@@ -329,14 +365,7 @@ def train(
     try:
         for epoch in _epochs(run):
             started = time.perf_counter()
-            totals = np.zeros(3)
-            n = 0
-            for batch in epoch_batches(data, r.batch_size, spec.cell.seed, epoch):
-                totals += run.train_step(batch)
-                n += 1
-                if run.state.step >= r.max_steps:
-                    run.state.stopped = "max_steps"
-                    break
+            totals, n = run.train_batches(epoch_batches(data, r.batch_size, spec.cell.seed, epoch))
             val_loss, val = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state

@@ -16,7 +16,15 @@ from east_ray.data.loader import TrialData, load_trial_data, make_batch
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.teachers.teacher_lr import fit_teacher_lr
-from east_ray.trainer import NonFiniteLossError, TrialSpec, _inputs, _Run, mixup, train
+from east_ray.trainer import (
+    NonFiniteLossError,
+    TrialSpec,
+    _inputs,
+    _Run,
+    limit_gpu_memory,
+    mixup,
+    train,
+)
 from tests.release_fixtures import TEST_FEATURES
 
 RECIPE = Recipe(
@@ -64,7 +72,7 @@ def test_each_system_overfits_a_fixed_batch(
     torch.manual_seed(0)
     run = _Run(spec, data, tmp_path, torch.device("cpu"))
     batch = make_batch(data, data.train_rows[:8])
-    losses = [run.train_step(batch).total for _ in range(25)]
+    losses = [run.train_step(batch)[0].item() for _ in range(25)]
     run.writer.close()
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
@@ -138,7 +146,7 @@ def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) ->
         match=r"step 1: non-finite loss \(loss/total=nan, "
         r"loss/pred=nan, loss/reg=",
     ):
-        run.train_step(batch)
+        run.train_batches([batch])
     run.writer.close()
 
 
@@ -206,3 +214,18 @@ def test_trainer_imports_no_ray() -> None:
     code = "import sys, east_ray.trainer; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_gpu_memory_cap_passes_a_device_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch refuses a bare "cuda" device in set_per_process_memory_fraction (seen on an
+    H100): the cap must name the current device's index."""
+    calls: list[tuple[float, object]] = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d))
+    )
+    limit_gpu_memory(0.25, torch.device("cuda"))
+    limit_gpu_memory(0.5, torch.device("cuda", 1))
+    limit_gpu_memory(1.0, torch.device("cuda"))  # a whole GPU: no cap
+    limit_gpu_memory(0.25, torch.device("cpu"))
+    assert calls == [(0.25, 3), (0.5, 1)]

@@ -49,7 +49,9 @@ from east_ray.ray_session import init_ray
 
 MANIFEST = "manifest.parquet"
 PROGRESS = "prepare.json"
-LOGMEL_BATCH = 4  # small batches stay in cache: 2x faster per clip than 16 on one core
+# One clip at a time stays in cache; per clip on one core (bench.logmel, 2026-11-27):
+# 10 s OpenMIC 6.6 ms at 1, 7.5 at 4, 8.9 at 8; 29.1 s MTAT 7.0 ms at 1, 11.4 at 4, 19.8 at 8.
+LOGMEL_BATCH = 1
 
 
 @dataclasses.dataclass(frozen=True)
