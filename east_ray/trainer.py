@@ -276,20 +276,22 @@ class _Run:
         """Combined loss (mean over batches) and metrics of `rows`, no augmentation."""
         self.model.eval()
         scores, losses, sizes = [], [], []
-        with torch.no_grad():
+        with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
             for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size):
                 out, terms = self.loss(_inputs(batch, self.device))
-                losses.append(terms.total.item())
+                losses.append(terms.total.detach())
                 sizes.append(len(batch.rows))
-                scores.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+                scores.append(torch.sigmoid(out.logits.float()))
+            losses_host = torch.stack(losses).tolist()
+            scores_host = torch.cat(scores).cpu().numpy()
         self.model.train()
         metrics = evaluate(
-            np.concatenate(scores),
+            scores_host,
             self.data.labels.labels[rows],
             self.data.labels.mask[rows],
             self.spec.recipe.f1_threshold,
         )
-        return float(np.average(losses, weights=sizes)), metrics
+        return float(np.average(losses_host, weights=sizes)), metrics
 
     def checkpoint(self) -> Path:
         payload = {

@@ -135,18 +135,20 @@ def test_kill_and_resume_gives_the_same_final_metrics(
 
 
 def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) -> None:
+    """Losses are read one step late: a NaN at step 2 stops the run during step 3, and
+    the error names step 2."""
     _with_teacher(prepared)
     spec = _spec("dcor", "final", mixup_alpha=0.0)
     data = _data(prepared, spec)
     run = _Run(spec, data, tmp_path, torch.device("cpu"))
-    batch = make_batch(data, data.train_rows[:4])
-    batch.logmel[0, 0, 0] = np.inf
+    batches = [make_batch(data, data.train_rows[i : i + 4]) for i in (0, 4, 8, 12)]
+    batches[1].logmel[0, 0, 0] = np.inf
     with pytest.raises(
         NonFiniteLossError,
-        match=r"step 1: non-finite loss \(loss/total=nan, "
-        r"loss/pred=nan, loss/reg=",
+        match=r"step 2: non-finite loss \(loss/total=nan, loss/pred=nan, loss/reg=",
     ):
-        run.train_batches([batch])
+        run.train_batches(batches)
+    assert run.state.step == 3
     run.writer.close()
 
 
