@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import timed
 from east_ray.losses import masked_bce
 from east_ray.models import build_student
 
@@ -44,14 +44,8 @@ def matmul_peak(
             torch.cuda.synchronize(a.device)
 
     mm()
-    best = min(_timed(mm) for _ in range(repeats))
+    best = min(timed(mm) for _ in range(repeats))
     return 2 * n**3 / best
-
-
-def _timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def student_efficiency(name: str, steps: int, peak: float) -> dict[str, Any]:
@@ -70,7 +64,7 @@ def student_efficiency(name: str, steps: int, peak: float) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    seconds = min(_timed(step) for _ in range(steps))
+    seconds = min(timed(step) for _ in range(steps))
     return {
         "flops_per_step": flops,
         "step_s": seconds,

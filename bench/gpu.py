@@ -25,7 +25,6 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,11 +34,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import bare_step, timed
 from bench.flops import matmul_peak
 from east_ray.config import Cell, StudySpec, load_study
 from east_ray.data.loader import ArrayStore, TrialData, build_trial_data, make_batch
 from east_ray.data.parquet import LabelTable
-from east_ray.losses import LossSpec, east_loss, masked_bce
+from east_ray.losses import LossSpec, east_loss
 from east_ray.models import build_student
 from east_ray.trainer import TrialSpec, _Run, limit_gpu_memory, train
 
@@ -218,8 +218,7 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
     runs `steps` consecutive steps as training does (no sync between them); blocks
     alternate, 5 of each, and the median block is reported per step."""
     device = torch.device(device_name)
-    cell = _cell(spec, "none")
-    cell = replace(cell, teacher=None, stage=None, lam=0.0)
+    cell = Cell(spec.dataset, spec.student, "none", None, None, 0.0, 1.0, 0)
     data = synthetic_trial_data(spec, cell, clips=8 * spec.recipe.batch_size)
     trial = TrialSpec(cell, spec.recipe, spec.features, CLASSES, dict(spec.student_options))
     run = _Run(trial, data, tmp / "vs_bare", device)
@@ -233,34 +232,23 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
         )
         for r in rows
     ]
-    model, opt = run.model, run.opt
+    grad_clip = spec.recipe.grad_clip
 
     def bare(n: int) -> None:
         for i in range(n):
-            x, y, m = resident[i % len(resident)]
-            with run.autocast():
-                logits = model(x).logits
-            opt.zero_grad(set_to_none=True)
-            masked_bce(logits.float(), y, m).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.recipe.grad_clip)
-            opt.step()
+            bare_step(run.model, run.opt, resident[i % len(resident)], grad_clip, run.autocast())
         _sync(device)
 
     def full(n: int) -> None:
         run.train_batches(make_batch(data, rows[i % len(rows)]) for i in range(n))
         _sync(device)
 
-    def timed(fn: Callable[[int], None], n: int) -> float:
-        start = time.perf_counter()
-        fn(n)
-        return (time.perf_counter() - start) / n
-
     bare(3)
     full(3)
     bare_t, full_t = [], []
     for _ in range(5):
-        bare_t.append(timed(bare, steps))
-        full_t.append(timed(full, steps))
+        bare_t.append(timed(bare, steps) / steps)
+        full_t.append(timed(full, steps) / steps)
     run.writer.close()
     bare_s, full_s = statistics.median(bare_t), statistics.median(full_t)
     return {"bare_step_s": bare_s, "full_step_s": full_s, "ratio": full_s / bare_s}

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from bench import timed
 from east_ray.config import Features, load_study
 from east_ray.data.audio import _mel_basis, decode, fit_length, logmel, resample
 from east_ray.data.prepare import LOGMEL_BATCH
@@ -64,14 +65,8 @@ def librosa_logmel(wave: np.ndarray, f: Features) -> np.ndarray:
 
 def _rate(fn: Callable[[], Any], n_clips: int, repeats: int = 3) -> float:
     fn()  # warm-up
-    best = min(_timed(fn) for _ in range(repeats))
+    best = min(timed(fn) for _ in range(repeats))
     return n_clips / best
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run(study: str, n_clips: int, batch: int = LOGMEL_BATCH) -> dict[str, Any]:

@@ -24,8 +24,6 @@ import json
 import platform
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -35,7 +33,7 @@ import numpy as np
 import ray
 import torch
 
-from bench import local_ray
+from bench import bare_step, local_ray, timed
 from east_ray.config import SYSTEMS, Cell, Features, Recipe
 from east_ray.data.loader import (
     BlockStore,
@@ -47,7 +45,6 @@ from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import LabelTable, read_labels
 from east_ray.data.prepare import prepare
 from east_ray.data.synth import synthesize
-from east_ray.losses import masked_bce
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.teachers.teacher_lr import fit_teacher_lr, load_teacher_logits
@@ -55,12 +52,6 @@ from east_ray.trainer import TrialSpec, _Run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -102,22 +93,18 @@ def overhead_trial(config: dict[str, Any], inputs: Inputs) -> None:
         for b in batches
     ]
 
-    def bare_step(i: int) -> None:
-        x, y, m = in_memory[i % len(in_memory)]
-        bare_opt.zero_grad(set_to_none=True)
-        masked_bce(bare_model(x).logits, y, m).backward()
-        torch.nn.utils.clip_grad_norm_(bare_model.parameters(), recipe.grad_clip)
-        bare_opt.step()
+    def bare(i: int) -> None:
+        bare_step(bare_model, bare_opt, in_memory[i % len(in_memory)], recipe.grad_clip)
 
     def full_step(i: int) -> None:  # gathers its batch from the object-store blocks
         run_full.train_batches([make_batch(data, batches[i % len(batches)].rows)])
 
-    bare_step(0)
+    bare(0)
     full_step(0)  # warm-up
     bare_t, full_t = [], []
     for i in range(config["steps"]):
-        bare_t.append(_timed(bare_step, i))
-        full_t.append(_timed(full_step, i))
+        bare_t.append(timed(bare, i))
+        full_t.append(timed(full_step, i))
     run_full.writer.close()
     tune.report(
         {
@@ -159,7 +146,7 @@ def regularizer_cost(inputs: Inputs, store: BlockStore, steps: int) -> dict[str,
     for i in range(steps):
         for name, r in runs.items():
             batch = make_batch(r.data, batches[i % len(batches)].rows)
-            times[name].append(_timed(r.train_batches, [batch]))
+            times[name].append(timed(r.train_batches, [batch]))
     for r in runs.values():
         r.writer.close()
     base = statistics.median(times["none"])
