@@ -1,39 +1,67 @@
 # Two entry points (see README): `make demo` installs and runs the main job on the
 # embedded default; `make test` installs and runs lint, type checks and the test suite.
+#
+# The environment is uv.lock, installed exactly: `uv sync --locked` refuses a lock that is
+# out of date with pyproject.toml, installs every locked version with its hash, and removes
+# anything else from .venv. uv itself is bootstrapped into .uv/ from PyPI at a pinned
+# version and hash, so only Python 3.11 and make are needed.
 PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+UV_SHA256 := d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19
+TOOLS := .uv
+UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
-# Packages whose declared dependencies cannot install here (tensorflow, pyaudio): we use
-# only their files (musicnn's TF1 checkpoints, tinysoundfont's synthesiser).
-NO_DEPS := musicnn==0.1.0 tinysoundfont==0.3.7
 STAMP := $(VENV)/.installed
+# Both extras (teachers, dev) and the default group (assets: musicnn, tinysoundfont).
+SYNC := $(UV) sync --locked --all-extras
+# uv uses this interpreter for .venv and never downloads one of its own.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install lock lockcheck demo test lint typecheck bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,teachers]'
-	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS)
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	echo 'uv==$(UV_VERSION) --hash=sha256:$(UV_SHA256)' > $(TOOLS)/requirements.txt
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r $(TOOLS)/requirements.txt
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	@$(UV) lock --check --offline 2>/dev/null || { \
+	  echo "error: uv.lock is out of date with pyproject.toml; run 'make lock' and commit uv.lock" >&2; \
+	  exit 1; }
+	$(SYNC)
+	$(BIN)/python -m east_ray.check_install
 	touch $@
+
+# Re-resolve uv.lock after editing pyproject.toml (keeps every pin that still fits);
+# `make lock LOCK_ARGS=--upgrade` moves every package to the newest allowed release.
+lock: $(UV)
+	$(UV) lock $(LOCK_ARGS)
+
+# The installed .venv is exactly uv.lock (nothing added, removed or swapped by hand).
+lockcheck: install
+	@$(SYNC) --check --quiet || { \
+	  echo "error: .venv does not match uv.lock (a package was installed or changed by hand); run '$(SYNC)'" >&2; \
+	  exit 1; }
 
 demo: install
 	$(BIN)/python -m east_ray.study demo
 
 lint: install
-	$(BIN)/ruff check east_ray tests
-	$(BIN)/ruff format --check east_ray tests
+	$(BIN)/ruff check east_ray tests bench
+	$(BIN)/ruff format --check east_ray tests bench
 
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lockcheck lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from east_ray.cli import run_command
 from east_ray.config import Cell, SpecError, StudySpec, expand_cells, load_study
 from east_ray.data.parquet import (
     LabelTable,
@@ -633,17 +634,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (SpecError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # unwritable or full storage: say where, lose nothing written
-        print(
-            f"error: cannot write {exc.filename or args.storage}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
+    return run_command(lambda: run(args), outputs=[args.storage])
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from east_ray.config import SpecError, expand_cells, load_study
+from east_ray.cli import run_command
+from east_ray.config import expand_cells, load_study
 from east_ray.data.loader import load_trial_data
 from east_ray.data.parquet import read_meta
-from east_ray.trainer import TrialSpec, train
+from east_ray.trainer import NonFiniteLossError, TrialSpec, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,35 +23,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="runs", help="run folder parent (default: runs/)")
     parser.add_argument("--max-epochs", type=int, help="stop after this many epochs")
     args = parser.parse_args(argv)
-    try:
-        spec = load_study(args.study)
-        cells = {c.cell_id: c for c in expand_cells(spec)}
-        if args.cell not in cells:
-            near = [c for c in cells if c.startswith(args.cell.split("-")[0])][:5]
-            raise ValueError(
-                f"--cell: {args.cell!r} is not a cell of study {spec.name!r}; "
-                f"e.g. {', '.join(near or list(cells)[:5])}"
-            )
-        cell = cells[args.cell]
-        meta = read_meta(Path(args.data))
-        trial = TrialSpec(
-            cell,
-            spec.recipe,
-            spec.features,
-            len(meta["classes"]),
-            dict(spec.student_options),
-            max_epochs=args.max_epochs,
+    return run_command(lambda: _train(args), outputs=[Path(args.out)], extra=(NonFiniteLossError,))
+
+
+def _train(args: argparse.Namespace) -> int:
+    spec = load_study(args.study)
+    cells = {c.cell_id: c for c in expand_cells(spec)}
+    if args.cell not in cells:
+        near = [c for c in cells if c.startswith(args.cell.split("-")[0])][:5]
+        raise ValueError(
+            f"--cell: {args.cell!r} is not a cell of study {spec.name!r}; "
+            f"e.g. {', '.join(near or list(cells)[:5])}"
         )
-        data = load_trial_data(Path(args.data), cell)
-        result = train(
-            trial,
-            data,
-            Path(args.out) / spec.name / cell.cell_id,
-            report=lambda m, _: print(json.dumps(m), flush=True),
-        )
-    except (SpecError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cell = cells[args.cell]
+    meta = read_meta(Path(args.data))
+    trial = TrialSpec(
+        cell,
+        spec.recipe,
+        spec.features,
+        len(meta["classes"]),
+        dict(spec.student_options),
+        max_epochs=args.max_epochs,
+    )
+    data = load_trial_data(Path(args.data), cell)
+    result = train(
+        trial,
+        data,
+        Path(args.out) / spec.name / cell.cell_id,
+        report=lambda m, _: print(json.dumps(m), flush=True),
+    )
     print(json.dumps(result, indent=1))
     return 0
 

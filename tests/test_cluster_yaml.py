@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import shutil
 import socket
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -268,23 +270,53 @@ def test_launcher_builds_the_expected_docker_run() -> None:
 # --- Install ------------------------------------------------------------------------------
 
 
-def test_setup_installs_this_checkout_like_the_makefile() -> None:
+def _uv() -> str:
+    local = ROOT / ".uv" / "bin" / "uv"  # what `make install` bootstraps
+    found = str(local) if local.is_file() else shutil.which("uv")
+    if found is None:
+        pytest.skip("uv is not installed (run `make install`)")
+    return found
+
+
+def test_setup_installs_exactly_the_lock_with_the_makefiles_uv() -> None:
     config = _load()
     assert config["file_mounts"]["/home/ray/east_ray"] == "."
     setup = config["setup_commands"]
-    assert 'pip install --quiet -e "/home/ray/east_ray[teachers]"' in setup
     makefile = (ROOT / "Makefile").read_text()
-    no_deps = re.search(r"^NO_DEPS := (.+)$", makefile, re.MULTILINE)
-    assert no_deps, "Makefile: NO_DEPS not found"
-    assert f"pip install --quiet --no-deps {no_deps[1].strip()}" in setup
+    pins = {
+        k: re.search(rf"^{k} := (\S+)$", makefile, re.MULTILINE)
+        for k in ("UV_VERSION", "UV_SHA256")
+    }
+    assert all(pins.values()), f"Makefile: {pins}"
+    version, sha = pins["UV_VERSION"][1], pins["UV_SHA256"][1]
+    assert any(f"uv=={version} --hash=sha256:{sha}" in c and "--require-hashes" in c for c in setup)
+    (install,) = [c for c in setup if "uv export" in c]
+    assert "uv pip install --system --quiet --no-deps --require-hashes -r" in install
+    assert setup[-1] == "python -m east_ray.check_install"
+
+    # Run the cluster's own export here: it must accept this uv.lock as up to date and pin
+    # every package it installs to one version and hash.
+    export = next(p for p in install.split(" && ") if p.startswith("uv export"))
+    words = shlex.split(export)
+    out = words.index("-o")
+    del words[out : out + 2]  # to stdout
+    listing = subprocess.run(
+        [_uv(), *words[1:]], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    entries = re.findall(
+        r"^([A-Za-z0-9_.\-]+)==(\S+) ;[^\n]*((?:\n\s+--hash=\S+[^\n]*)+)", listing, re.M
+    )
+    names = {name.lower(): version for name, version, _ in entries}
+    requirements = [line for line in listing.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
+    assert len(entries) == len(requirements) > 50  # every requirement is pinned and hashed
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "teachers" in project["optional-dependencies"]
-    check = next(c for c in setup if c.startswith("python -c") and "torchaudio" in c)
-    for package in ("torch", "torchaudio"):
-        pin = next(d for d in project["dependencies"] if d.startswith(f"{package}=="))
-        prefix = pin.removeprefix(f"{package}==").removesuffix("*")
-        assert f"{package}.__version__.startswith('{prefix}')" in check, pin
-    assert f"ray.__version__ == '{ray.__version__}'" in check
+    for pin in [*project["dependencies"], *project["optional-dependencies"]["teachers"]]:
+        match = re.fullmatch(r"(torch|torchaudio|torchvision)==(\S+)", pin)
+        if match:
+            assert names[match[1]] == match[2], pin
+    assert {"musicnn", "tinysoundfont", "hear21passt"} <= names.keys()
+    assert not {"tensorflow", "pyaudio", "pytest", "mypy"} & names.keys()
+    assert names["ray"] == ray.__version__
 
 
 def test_big_local_folders_are_not_uploaded() -> None:

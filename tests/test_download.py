@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from east_ray.data import __main__ as data_cli
 from east_ray.data import download
 from east_ray.data.download import (
     MARKER,
@@ -501,7 +502,9 @@ def test_cli_download_subcommand(
     defaults = parser.parse_args(["download", "magnatagatune"])
     assert defaults.out == Path("data/raw") and defaults.mirror is None
     assert defaults.keep_archives is False
-    bad = parser.parse_args(["download", "openmic", "--out", str(out), "--mirror", "ftp://x/"])
     (out / "openmic-2018" / MARKER).unlink()  # force it past the "already there" check
-    assert bad.func(bad) == 1
-    assert "mirror: got 'ftp://x/'" in capsys.readouterr().err
+    bad = ["download", "openmic", "--out", str(out), "--mirror", "ftp://x/"]
+    assert data_cli.main(bad) == 2  # the one CLI convention: user errors exit 2, one line
+    assert capsys.readouterr().err == (
+        "error: mirror: got 'ftp://x/', expected an http://, https:// or file:// base URL\n"
+    )

@@ -7,8 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from east_ray.config import SpecError, load_study
+from east_ray.cli import run_command
+from east_ray.config import load_study
 from east_ray.data import download, synth
+from east_ray.data.download import DownloadError
 from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
@@ -81,12 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except (FileNotFoundError, FileExistsError, SpecError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(
+        lambda: int(args.func(args)), outputs=[Path(args.out)], extra=(DownloadError,)
+    )
 
 
 if __name__ == "__main__":

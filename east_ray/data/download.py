@@ -751,11 +751,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    """The `download` subcommand: 0 on success, 1 with a message on stderr otherwise."""
-    try:
-        root = download_release(args.name, args.out, args.mirror, keep_archives=args.keep_archives)
-    except (DownloadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """The `download` subcommand (errors reach the CLI's one convention: exit 2)."""
+    root = download_release(args.name, args.out, args.mirror, keep_archives=args.keep_archives)
     print(root)
     return 0

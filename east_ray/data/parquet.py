@@ -67,8 +67,11 @@ def _atomic(path: Path, write: Any) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # pyarrow's write errors name no file; the CLI reports where a write failed
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

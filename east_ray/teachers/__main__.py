@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from east_ray.data.audio import AudioError, decode, resample
+from east_ray.cli import run_command
+from east_ray.data.audio import decode, resample
 from east_ray.teachers.embeddings import extract_teacher
+from east_ray.teachers.pretrained import WeightsUnavailableError
 from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
 
 
@@ -64,12 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, AudioError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    outputs = [Path(args.out)] if args.command == "embed" else [Path(args.data) / "teachers"]
+    return run_command(
+        lambda: int(args.func(args)), outputs=outputs, extra=(WeightsUnavailableError,)
+    )
 
 
 if __name__ == "__main__":
