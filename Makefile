@@ -14,7 +14,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Both extras (teachers, dev) and the default group (assets: musicnn, tinysoundfont).
-SYNC := $(UV) sync --locked --all-extras
+# Bytecode is compiled at install: uv does not by default, and where PYTHONDONTWRITEBYTECODE
+# is set (as on our CI machines) every Ray worker would recompile torch, Ray and pandas at
+# import (5.5 s instead of 2.3 s per process here).
+SYNC := $(UV) sync --locked --all-extras --compile-bytecode
 # uv uses this interpreter for .venv and never downloads one of its own.
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never

@@ -12,15 +12,9 @@ from east_ray.losses import masked_bce
 
 def local_ray(num_gpus: int = 0) -> None:
     """The benchmarks' Ray: 2 CPUs (this machine's), optional fake GPUs, loopback only."""
-    import ray  # bench.gpu runs where Ray may not be installed
+    from east_ray.ray_session import init_ray  # bench.gpu runs where Ray may not be installed
 
-    ray.init(
-        num_cpus=2,
-        num_gpus=num_gpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-    )
+    init_ray(num_cpus=2, num_gpus=num_gpus)
 
 
 def timed(fn: Callable[..., Any], *args: Any) -> float:

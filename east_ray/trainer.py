@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -38,6 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from east_ray.config import Cell, Features, Recipe
 from east_ray.data.loader import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.data.parquet import write_atomic
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
@@ -305,9 +305,7 @@ class _Run:
             "cell_id": self.spec.cell.cell_id,
         }
         path = self.run_dir / CHECKPOINT
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
         return path
 
     def restore(self, path: Path) -> None:

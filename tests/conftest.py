@@ -22,12 +22,9 @@ def shared_data() -> Path:
 @pytest.fixture
 def ray_local() -> Iterator[None]:
     """A local Ray (2 CPUs, loopback only), started once and kept for the tests after."""
-    import ray
+    from east_ray.ray_session import init_ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
-        )
+    init_ray(num_cpus=2)
     yield
 
 

@@ -291,7 +291,10 @@ def test_setup_installs_exactly_the_lock_with_the_makefiles_uv() -> None:
     version, sha = pins["UV_VERSION"][1], pins["UV_SHA256"][1]
     assert any(f"uv=={version} --hash=sha256:{sha}" in c and "--require-hashes" in c for c in setup)
     (install,) = [c for c in setup if "uv export" in c]
-    assert "uv pip install --system --quiet --no-deps --require-hashes -r" in install
+    assert (
+        "uv pip install --system --quiet --no-deps --require-hashes --compile-bytecode -r"
+        in install
+    )
     assert setup[-1] == "python -m east_ray.check_install"
 
     # Run the cluster's own export here: it must accept this uv.lock as up to date and pin

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -186,3 +187,19 @@ def test_a_full_disk_never_corrupts_the_results_file(
     monkeypatch.undo()
     assert pq.read_table(path).equals(good)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """results.parquet, spec.json, result.json and checkpoints go through these helpers:
+    colleagues on a shared results folder read them like any other file the study writes."""
+    old = os.umask(umask)
+    try:
+        parquet.write_table_atomic(pa.table({"x": [1]}), tmp_path / "results.parquet")
+        parquet.write_json_atomic({"x": 1}, tmp_path / "spec.json")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("any file")
+    finally:
+        os.umask(old)
+    for name in ("results.parquet", "spec.json", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from east_ray import study
+from east_ray.ray_session import use_loopback
 from tests.release_fixtures import tiny_study
 
 
@@ -23,13 +24,14 @@ def two_gpu_nodes() -> Iterator[tuple[Any, list[Any]]]:
 
     if ray.is_initialized():
         ray.shutdown()  # this test needs its own cluster, not the shared local Ray
-    # Ray's test cluster binds to this machine's own address; nothing leaves the machine.
+    use_loopback()  # every node of the test cluster on 127.0.0.1, as a local start is
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
     )
     nodes = [cluster.add_node(num_cpus=2, num_gpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     yield cluster, nodes
     ray.shutdown()
     cluster.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,24 @@ def test_gpu_memory_cap_passes_a_device_index(monkeypatch: pytest.MonkeyPatch) -
     limit_gpu_memory(1.0, torch.device("cuda"))  # a whole GPU: no cap
     limit_gpu_memory(0.25, torch.device("cpu"))
     assert calls == [(0.25, 3), (0.5, 1)]
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_no_temp_file(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor", "final")
+    run = _Run(spec, _data(prepared, spec), tmp_path, torch.device("cpu"))
+    path = run.checkpoint()
+    before = path.read_bytes()
+
+    def disk_full(payload: object, where: str) -> None:
+        Path(where).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left") as info:
+        run.checkpoint()
+    assert info.value.filename == str(path)  # the CLI can say where the write failed
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     raise TypeError(f"column: got Arrow type {array.type}, expected a tensor or fixed-size list")
 
 
-def _atomic(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """`write(tmp)` to a temporary name beside `path`, then rename it to `path`.
+
+    `path` never holds half a file, a failed write leaves no temporary file behind, and the
+    file gets the mode of any new file of this process (0o666 less the umask; `mkstemp`
+    would make it private to its owner, and the rename would keep that).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -77,7 +84,7 @@ def _atomic(path: Path, write: Any) -> None:
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so that it exists under `path` only when complete."""
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
@@ -90,7 +97,7 @@ def write_json_atomic(obj: Any, path: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def read_meta(data_dir: Path) -> dict[str, Any]:
