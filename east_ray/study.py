@@ -45,8 +45,10 @@ from east_ray.data.parquet import (
     LabelTable,
     read_labels,
     read_meta,
+    write_atomic,
     write_json_atomic,
     write_table_atomic,
+    write_text_atomic,
 )
 from east_ray.ray_session import init_ray
 from east_ray.tables import (
@@ -449,8 +451,9 @@ def collect_results(
     return frame
 
 
-def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path) -> str:
-    """Write tables.md, tables.tex, figure.png; return the terminal text."""
+def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None) -> str:
+    """The tables as terminal text; with `study_dir`, also (re)write tables.md, tables.tex
+    and figure.png there (each atomically)."""
     metrics = TABLE_METRICS[spec.dataset]
     teachers = spec.grid.teachers if spec.grid.teachers else ("-",)
     expected = expected_pairs(spec.grid.regularizers, spec.grid.stages, teachers)
@@ -464,10 +467,13 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path) -> st
         parts += [title, table.to_string(), ""]
         markdown += [f"### {title}", "", table.to_markdown(), ""]
         latex += [f"% {title}", table.to_latex(), ""]
-    (study_dir / "tables.md").write_text("\n".join(markdown))
-    (study_dir / "tables.tex").write_text("\n".join(latex))
+    if study_dir is None:
+        return "\n".join(parts)
+    write_text_atomic("\n".join(markdown), study_dir / "tables.md")
+    write_text_atomic("\n".join(latex), study_dir / "tables.tex")
     if len(spec.grid.fractions) > 1:
-        figure = limited_data_figure(results, metrics[0], study_dir / "figure.png")
+        figure = study_dir / "figure.png"
+        write_atomic(figure, lambda tmp: limited_data_figure(results, metrics[0], Path(tmp)))
         parts.append(f"figure: {figure}")
     parts.append(f"tables: {study_dir / 'tables.md'}, {study_dir / 'tables.tex'}")
     return "\n".join(parts)
@@ -481,8 +487,9 @@ def _result_defining(spec: StudySpec) -> dict[str, Any]:
     return content
 
 
-def check_study_dir(spec: StudySpec, study_dir: Path) -> None:
-    """Refuse a results folder written under another recipe, student or features."""
+def check_study_dir(spec: StudySpec, study_dir: Path, record: bool = True) -> None:
+    """Refuse a results folder written under another recipe, student or features; with
+    `record`, a folder without a `spec.json` gets one."""
     path = study_dir / "spec.json"
     current = json.loads(json.dumps(_result_defining(spec)))
     if path.is_file():
@@ -501,7 +508,8 @@ def check_study_dir(spec: StudySpec, study_dir: Path) -> None:
                 + [f"use another --storage folder, or remove {study_dir} to start over"],
             )
         return
-    write_json_atomic(current, path)
+    if record:
+        write_json_atomic(current, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -583,14 +591,15 @@ def run(args: argparse.Namespace) -> int:
     study_dir = Path(args.storage).resolve() / spec.name
     if str(args.storage).startswith("s3://"):
         raise ValueError("--storage: got an s3:// URL; this version needs a local or NFS path")
-    study_dir.mkdir(parents=True, exist_ok=True)
-    check_study_dir(spec, study_dir)
-    if args.tables_only:
+    if args.tables_only:  # read-only: prints, creates and rewrites nothing
         path = study_dir / "results.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no stored results; run the study first")
-        print(render_tables(spec, pd.read_parquet(path), study_dir))
+        check_study_dir(spec, study_dir, record=False)
+        print(render_tables(spec, pd.read_parquet(path), None))
         return 0
+    study_dir.mkdir(parents=True, exist_ok=True)
+    check_study_dir(spec, study_dir)
     data_dir = (args.data or Path("data") / spec.dataset).resolve()
     started = time.perf_counter()
     init_ray(args.address)

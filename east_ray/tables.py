@@ -213,6 +213,6 @@ def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")  # path may be a temporary name
     plt.close(fig)
     return path

@@ -23,6 +23,26 @@ def _result_times(storage: Path) -> dict[str, float]:
     }
 
 
+def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file and folder under `root` with its size, mode and modification time."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mode, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+    }
+
+
+def test_read_only_commands_on_empty_storage_create_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _write(tmp_path / "tiny.toml", "0.5")
+    storage = tmp_path / "results"
+    assert study.main([str(spec), "--storage", str(storage), "--dry-run"]) == 0
+    assert study.main([str(spec), "--storage", str(storage), "--tables-only"]) == 2
+    err = capsys.readouterr().err
+    assert f"{storage / 'tiny' / 'results.parquet'}: no stored results" in err
+    assert not storage.exists()
+
+
 @pytest.mark.slow
 def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
@@ -54,8 +74,11 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     now = _result_times(storage)
     assert len(now) == 5 and all(now[c] == t for c, t in first.items())
 
-    assert study.main([*args, "--tables-only"]) == 0
+    before = _tree(tmp_path)
+    assert study.main([*args, "--tables-only"]) == 0  # read-only: prints, writes nothing
     assert "EAsT_Final" in capsys.readouterr().out
+    assert study.main([*args, "--dry-run"]) == 0
+    assert _tree(tmp_path) == before
 
     spec.write_text(spec.read_text().replace("max_steps = 12", "max_steps = 13"))
     assert study.main(args) == 2

@@ -61,7 +61,7 @@ def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     raise TypeError(f"column: got Arrow type {array.type}, expected a tensor or fixed-size list")
 
 
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """`write(tmp)` to a temporary name beside `path`, then rename it to `path`.
 
     `path` never holds half a file, a failed write leaves no temporary file behind, and the
@@ -87,17 +87,21 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write JSON so that it exists under `path` only when complete."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write UTF-8 text so that it exists under `path` only when complete (and synced)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
 
     write_atomic(path, write)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write JSON so that it exists under `path` only when complete."""
+    write_text_atomic(json.dumps(obj, indent=1, sort_keys=True) + "\n", path)
 
 
 def read_meta(data_dir: Path) -> dict[str, Any]:
