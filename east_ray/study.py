@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import fcntl
 import json
+import logging
 import math
 import sys
 import time
@@ -43,6 +44,7 @@ from east_ray.cli import run_command
 from east_ray.config import Cell, SpecError, StudySpec, expand_cells, load_study
 from east_ray.data.parquet import (
     LabelTable,
+    move_aside,
     read_labels,
     read_meta,
     write_atomic,
@@ -60,6 +62,8 @@ from east_ray.tables import (
 )
 
 RESULT = "result.json"
+
+logger = logging.getLogger(__name__)
 
 
 def describe_cells(spec: StudySpec, cells: Sequence[Cell]) -> str:
@@ -204,7 +208,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     resources = shared.spec.resources
     torch.set_num_threads(max(1, int(resources.cpus_per_trial)))
     run_dir = cell_dir(Path(shared.study_dir), cell)
-    if (run_dir / RESULT).is_file():
+    if read_result(run_dir) is not None:
         return  # finished in an earlier run: never train a cell twice
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = (run_dir / "lock").open("w")
@@ -344,9 +348,30 @@ def run_tune(
     tuner.fit()
 
 
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's `result.json`, or None when it has none. One that cannot be read, or is
+    not this cell's, is moved aside (`result.json.corrupt-<time>`) with a warning: the cell
+    then runs again and resumes from its checkpoint, which re-evaluates a finished run."""
+    path = run_dir / RESULT
+    try:
+        row = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"not valid JSON ({exc})"
+    else:
+        if isinstance(row, dict) and row.get("cell_id") == run_dir.name:
+            return row
+        problem = f"not a result of cell {run_dir.name}"
+    aside = move_aside(path)
+    logger.warning("%s: %s; moved to %s, the cell runs again", path, problem, aside.name)
+    return None
+
+
 def finished(study_dir: Path) -> list[dict[str, Any]]:
-    """Every result.json under the study's cells folder."""
-    return [json.loads(p.read_text()) for p in sorted((study_dir / "cells").glob(f"*/{RESULT}"))]
+    """Every readable result.json under the study's cells folder."""
+    runs = sorted(p.parent for p in (study_dir / "cells").glob(f"*/{RESULT}"))
+    return [row for row in map(read_result, runs) if row is not None]
 
 
 def _cell_of(row: dict[str, Any]) -> Cell:
@@ -613,7 +638,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     else:
-        pending = [c for c in cells if not (cell_dir(study_dir, c) / RESULT).is_file()]
+        pending = [c for c in cells if read_result(cell_dir(study_dir, c)) is None]
         schedule = None
         print(f"{len(cells) - len(pending)} cells already done, {len(pending)} to run", flush=True)
     print(f"TensorBoard: tensorboard --logdir {study_dir / 'cells'}", flush=True)
@@ -632,7 +657,7 @@ def run(args: argparse.Namespace) -> int:
     if tpe:
         missing = tpe_schedule(cells, study_dir, args.budget)[1]
     else:
-        missing = [c.cell_id for c in cells if not (cell_dir(study_dir, c) / RESULT).is_file()]
+        missing = [c.cell_id for c in cells if read_result(cell_dir(study_dir, c)) is None]
     print(render_tables(spec, results, study_dir))
     print(
         f"results: {study_dir / 'results.parquet'} ({len(results)} rows); "

@@ -9,7 +9,10 @@ mAP, and writes a checkpoint (model, optimiser, scheduler, early-stopping state,
 states, step). At the end the kept weights are evaluated on the test split.
 
 Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
-the final metrics equal those of an uninterrupted run. Per-step losses
+the final metrics equal those of an uninterrupted run. The previous epoch's checkpoint is
+kept beside the current one: a checkpoint that cannot be read or is not this cell's is
+moved aside (`<name>.corrupt-<time>`, with a warning naming it) and the run resumes from
+the previous one, or starts over when neither is usable. Per-step losses
 (`loss/total`, `loss/pred`, `loss/reg`) and per-epoch metrics go to TensorBoard under
 `run_dir/tb`; the per-epoch metrics, always with the same keys, also go to `report`
 (the study turns them into `tune.report`). A non-finite loss stops the run with an error
@@ -23,7 +26,9 @@ synchronisation) after the next step is queued.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -37,12 +42,15 @@ from torch.utils.tensorboard import SummaryWriter
 
 from east_ray.config import Cell, Features, Recipe
 from east_ray.data.loader import Batch, TrialData, epoch_batches, eval_batches
-from east_ray.data.parquet import write_atomic
+from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
+
+logger = logging.getLogger(__name__)
 METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
 
 Report = Callable[[dict[str, float], Path], None]
@@ -305,15 +313,21 @@ class _Run:
             "cell_id": self.spec.cell.cell_id,
         }
         path = self.run_dir / CHECKPOINT
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+        def save(tmp: str) -> None:
+            torch.save(payload, tmp)
+            if path.is_file():  # once the new one is complete, keep the old one as PREVIOUS
+                os.replace(path, self.run_dir / PREVIOUS)
+
+        write_atomic(path, save)
         return path
 
     def restore(self, path: Path) -> None:
         payload = torch.load(path, map_location=self.device, weights_only=True)
-        if payload["cell_id"] != self.spec.cell.cell_id:
+        if not isinstance(payload, dict) or payload.get("cell_id") != self.spec.cell.cell_id:
+            found = payload.get("cell_id") if isinstance(payload, dict) else type(payload)
             raise ValueError(
-                f"{path}: checkpoint of cell {payload['cell_id']}, expected "
-                f"{self.spec.cell.cell_id}"
+                f"{path}: checkpoint of cell {found}, expected {self.spec.cell.cell_id}"
             )
         self.model.load_state_dict(payload["model"])
         self.opt.load_state_dict(payload["optimizer"])
@@ -323,6 +337,38 @@ class _Run:
         torch.set_rng_state(payload["rng_torch"].cpu())
         if payload["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng_cuda"]])
+
+
+def _fresh_run(spec: TrialSpec, data: TrialData, run_dir: Path, device: torch.device) -> _Run:
+    torch.manual_seed(spec.cell.seed)
+    return _Run(spec, data, run_dir, device)
+
+
+def _resumed_run(spec: TrialSpec, data: TrialData, run_dir: Path, device: torch.device) -> _Run:
+    """A run restored from the newest usable checkpoint generation in `run_dir`, else new."""
+    for name in (CHECKPOINT, PREVIOUS):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        run = _fresh_run(spec, data, run_dir, device)
+        try:
+            run.restore(path)
+            return run
+        except OSError:  # the disk, not the file: moving it aside could lose good work
+            run.writer.close()
+            raise
+        except Exception as exc:  # truncated, not a checkpoint, another cell's or format
+            run.writer.close()
+            aside = move_aside(path)
+            logger.warning(
+                "cell %s: checkpoint %s cannot be used (%s: %s); moved to %s",
+                spec.cell.cell_id,
+                path,
+                type(exc).__name__,
+                exc,
+                aside.name,
+            )
+    return _fresh_run(spec, data, run_dir, device)
 
 
 def _epochs(run: _Run) -> Iterator[int]:
@@ -354,13 +400,11 @@ def train(
             f"cell {spec.cell.cell_id}: {len(data.train_rows)} training clips, "
             f"fewer than batch_size {r.batch_size}"
         )
-    torch.manual_seed(spec.cell.seed)
-    run = _Run(spec, data, run_dir, device)
-    resume_from = resume_from or (
-        run_dir / CHECKPOINT if (run_dir / CHECKPOINT).is_file() else None
-    )
     if resume_from is not None:
+        run = _fresh_run(spec, data, run_dir, device)
         run.restore(resume_from)
+    else:
+        run = _resumed_run(spec, data, run_dir, device)
     run.model.train()
     try:
         for epoch in _epochs(run):

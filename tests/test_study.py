@@ -80,6 +80,18 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert study.main([*args, "--dry-run"]) == 0
     assert _tree(tmp_path) == before
 
+    # A damaged result.json: set aside, the cell re-evaluated from its last checkpoint.
+    rows = pd.read_parquet(storage / "tiny" / "results.parquet").set_index("cell_id")
+    damaged = next(iter(first))
+    result = storage / "tiny" / "cells" / damaged / "result.json"
+    result.write_text(result.read_text()[:40])
+    assert study.main(args) == 0
+    assert "4 cells already done, 1 to run" in capsys.readouterr().out
+    assert len(list(result.parent.glob("result.json.corrupt-*"))) == 1
+    again = pd.read_parquet(storage / "tiny" / "results.parquet").set_index("cell_id")
+    assert again.loc[damaged, "test_mAP"] == rows.loc[damaged, "test_mAP"]
+    assert again.loc[damaged, "epochs"] == rows.loc[damaged, "epochs"]  # no epoch trained
+
     spec.write_text(spec.read_text().replace("max_steps = 12", "max_steps = 13"))
     assert study.main(args) == 2
     err = capsys.readouterr().err

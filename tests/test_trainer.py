@@ -253,3 +253,40 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_no_temp_file(
     assert info.value.filename == str(path)  # the CLI can say where the write failed
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
+    prepared: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _with_teacher(prepared)
+    spec = TrialSpec(**{**_spec("dcor", "final").__dict__, "max_epochs": 4})
+    data = _data(prepared, spec)
+    whole = train(spec, data, tmp_path / "whole")
+
+    def die_after_epoch_3(metrics: dict[str, float], _: Path) -> None:
+        if metrics["epoch"] == 3:
+            raise _InterruptError
+
+    run_dir = tmp_path / "damaged"
+    with pytest.raises(_InterruptError):
+        train(spec, data, run_dir, report=die_after_epoch_3)
+    current = run_dir / "checkpoint.pt"
+    current.write_bytes(current.read_bytes()[:1000])  # a copy interrupted by hand
+    epochs_run: list[float] = []
+    with caplog.at_level("WARNING", logger="east_ray.trainer"):
+        resumed = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
+    assert epochs_run[0] == 3.0  # from epoch 2's checkpoint, not from scratch
+    assert [p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*")] == ["checkpoint.pt"]
+    assert "checkpoint.pt cannot be used" in caplog.text and "moved to checkpoint.pt" in caplog.text
+    for key in whole:
+        if key != "wall_seconds":
+            assert resumed[key] == whole[key], key
+
+    # Both generations unusable (garbage, another cell's): the cell starts over.
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    other = TrialSpec(**{**spec.__dict__, "cell": _spec("kd", "final").cell})
+    torch.save({"cell_id": other.cell.cell_id}, run_dir / "checkpoint.prev.pt")
+    epochs_run.clear()
+    again = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
+    assert epochs_run[0] == 1.0 and again["test_mAP"] == whole["test_mAP"]
+    assert len(list(run_dir.glob("*.corrupt-*"))) == 3

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,18 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
             # pyarrow's write errors name no file; the CLI reports where a write failed
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.corrupt-<time>[-n]` beside it (never deleting it)."""
+    stem = f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+    aside = path.with_name(stem)
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{stem}-{n}")
+    os.replace(path, aside)
+    return aside
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
