@@ -350,7 +350,7 @@ def run_tune(
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     """The cell's `result.json`, or None when it has none. One that cannot be read, or is
-    not this cell's, is moved aside (`result.json.corrupt-<time>`) with a warning: the cell
+    not this cell's, is moved aside (`_result.json.corrupt-<time>`) with a warning: the cell
     then runs again and resumes from its checkpoint, which re-evaluates a finished run."""
     path = run_dir / RESULT
     try:

@@ -11,7 +11,7 @@ states, step). At the end the kept weights are evaluated on the test split.
 Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
 the final metrics equal those of an uninterrupted run. The previous epoch's checkpoint is
 kept beside the current one: a checkpoint that cannot be read or is not this cell's is
-moved aside (`<name>.corrupt-<time>`, with a warning naming it) and the run resumes from
+moved aside (`_<name>.corrupt-<time>`, with a warning naming it) and the run resumes from
 the previous one, or starts over when neither is usable. Per-step losses
 (`loss/total`, `loss/pred`, `loss/reg`) and per-epoch metrics go to TensorBoard under
 `run_dir/tb`; the per-epoch metrics, always with the same keys, also go to `report`

@@ -87,7 +87,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     result.write_text(result.read_text()[:40])
     assert study.main(args) == 0
     assert "4 cells already done, 1 to run" in capsys.readouterr().out
-    assert len(list(result.parent.glob("result.json.corrupt-*"))) == 1
+    assert len(list(result.parent.glob("_result.json.corrupt-*"))) == 1
     again = pd.read_parquet(storage / "tiny" / "results.parquet").set_index("cell_id")
     assert again.loc[damaged, "test_mAP"] == rows.loc[damaged, "test_mAP"]
     assert again.loc[damaged, "epochs"] == rows.loc[damaged, "epochs"]  # no epoch trained

@@ -166,3 +166,29 @@ def test_embed_cli_writes_t_by_d(tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+def test_missing_or_damaged_shards_of_a_finished_teacher_are_extracted_again(
+    prepared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = extract_teacher(prepared, "handcrafted", runner=_in_process)
+    folder = prepared / "teachers" / "handcrafted"
+    original = pq.read_table(folder).sort_by("clip_id")
+    shards = sorted(folder.glob("part-*.parquet"))
+    assert len(shards) >= 2
+    shards[0].unlink()  # deleted by hand while meta.json still lists the teacher
+    shards[1].write_bytes(shards[1].read_bytes()[:100])  # truncated copy
+    redone: list[int] = []
+
+    def rerun(jobs: list[EmbedJob]) -> None:
+        redone.extend(j.shard for j in jobs)
+        _in_process(jobs)
+
+    with caplog.at_level("WARNING", logger="east_ray.teachers.embeddings"):
+        again = extract_teacher(prepared, "handcrafted", runner=rerun)
+    assert len(redone) == 2 and again == record
+    assert f"{shards[1]} cannot be read" in caplog.text
+    assert "lists teacher handcrafted as extracted, but 2 of its" in caplog.text
+    assert shards[0].name in caplog.text and shards[1].name in caplog.text
+    assert len(list(folder.glob("*.corrupt-*"))) == 1
+    assert pq.read_table(folder).sort_by("clip_id").equals(original)

@@ -276,8 +276,9 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
     with caplog.at_level("WARNING", logger="east_ray.trainer"):
         resumed = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
     assert epochs_run[0] == 3.0  # from epoch 2's checkpoint, not from scratch
-    assert [p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*")] == ["checkpoint.pt"]
-    assert "checkpoint.pt cannot be used" in caplog.text and "moved to checkpoint.pt" in caplog.text
+    assert [p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*")] == ["_checkpoint.pt"]
+    assert "checkpoint.pt cannot be used" in caplog.text
+    assert "moved to _checkpoint.pt" in caplog.text
     for key in whole:
         if key != "wall_seconds":
             assert resumed[key] == whole[key], key

@@ -84,8 +84,12 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
 
 
 def move_aside(path: Path) -> Path:
-    """Rename a damaged file to `<name>.corrupt-<time>[-n]` beside it (never deleting it)."""
-    stem = f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+    """Rename a damaged file to `_<name>.corrupt-<time>[-n]` beside it (never deleting it).
+
+    The leading underscore keeps it out of Arrow's dataset discovery, so a folder of
+    Parquet shards still reads as a dataset with the damaged file in it.
+    """
+    stem = f"_{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
     aside = path.with_name(stem)
     n = 1
     while aside.exists():

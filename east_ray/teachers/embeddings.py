@@ -5,8 +5,9 @@
 prepared dataset, then records the teacher in `meta.json` (hop, dim, frames). A pool of
 Ray actors loads the network once per actor and embeds whole shards, on a (fractional)
 GPU when the cluster has one, else on a CPU. Shards are written atomically, so an
-interrupted run resumes; a finished teacher is not extracted again; the spectrograms are
-never rewritten.
+interrupted run resumes; a finished teacher is not extracted again, except for shards
+that have gone missing or cannot be read (set aside, re-extracted, with a warning naming
+them); the spectrograms are never rewritten.
 
 VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz, 8-bit PCA
 output), imported and dequantised as `(x - 128) / 256`.
@@ -17,6 +18,7 @@ Reading them back is `east_ray.teachers.stored.load_embeddings`, which needs no 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ from east_ray.data.audio import decode, fit_length, resample
 from east_ray.data.openmic import NPZ, read_string_array
 from east_ray.data.parquet import (
     META,
+    move_aside,
     read_meta,
     tensor_array,
     write_json_atomic,
@@ -42,6 +45,8 @@ from east_ray.data.prepare import shard_paths
 from east_ray.ray_session import init_ray
 from east_ray.teachers.registry import Extractor, get_teacher, load_extractor
 from east_ray.teachers.stored import teacher_dir
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +155,20 @@ def _run_on_ray(jobs: list[EmbedJob], checkpoint: Path | None, pretrained: bool)
     ).materialize()
 
 
+def _readable_shard(path: Path) -> bool:
+    """Whether a teacher shard exists and its Parquet footer reads; a damaged one is moved
+    aside with a warning (extraction then writes it again)."""
+    if not path.is_file():
+        return False
+    try:
+        pq.read_metadata(path)
+        return True
+    except (pa.ArrowInvalid, OSError) as exc:
+        aside = move_aside(path)
+        logger.warning("%s cannot be read (%s); moved to %s", path, exc, aside.name)
+        return False
+
+
 def _import_release_vggish(data_dir: Path, meta: dict[str, Any], shards: list[int]) -> None:
     """Write the release's own VGGish (`X`) for OpenMIC-2018, dequantised."""
     npz = Path(meta["release_root"]) / NPZ
@@ -192,13 +211,24 @@ def extract_teacher(
     data_dir = Path(data_dir)
     info = get_teacher(name)
     meta = read_meta(data_dir)
-    done = meta.get("teachers", {}).get(name)
-    if done and done.get("complete"):
-        print(f"{data_dir}: teacher {name} already extracted ({done['clips']} clips)")
-        return dict(done)
     clips = _ok_clips(data_dir)
     shards = sorted(set(clips["shard"].to_pylist()))
-    todo = [s for s in shards if not _shard_path(data_dir, name, s).is_file()]
+    todo = [s for s in shards if not _readable_shard(_shard_path(data_dir, name, s))]
+    done = meta.get("teachers", {}).get(name)
+    if done and done.get("complete"):
+        if not todo:
+            print(f"{data_dir}: teacher {name} already extracted ({done['clips']} clips)")
+            return dict(done)
+        logger.warning(
+            "%s lists teacher %s as extracted, but %d of its %d shards in %s are missing or "
+            "unreadable (%s); extracting them again",
+            data_dir / META,
+            name,
+            len(todo),
+            len(shards),
+            teacher_dir(data_dir, name),
+            ", ".join(_shard_path(data_dir, name, s).name for s in todo),
+        )
     print(
         f"teacher {name}: {len(clips)} clips in {len(shards)} shards, "
         f"{len(shards) - len(todo)} already written",
