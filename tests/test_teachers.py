@@ -149,6 +149,16 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     with pytest.raises(FileNotFoundError, match="is not fitted yet"):
         load_teacher_logits(prepared, "handcrafted", 0.5, 5, labels.clip_ids)
 
+    # Damaged files (a truncated record, then truncated logits) are set aside and refitted.
+    stored = Path(record["logits"])
+    for damaged in (stored.with_suffix(".json"), stored):
+        damaged.write_bytes(damaged.read_bytes()[:20])
+        refit = fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5, max_epochs=30)
+        assert refit["test"] == record["test"] and refit["best_epoch"] == record["best_epoch"]
+    assert len(list(stored.parent.glob("_*.corrupt-*"))) == 4
+    again = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
+    assert np.array_equal(again, logits)
+
 
 def test_embed_cli_writes_t_by_d(tmp_path: Path) -> None:
     import soundfile as sf

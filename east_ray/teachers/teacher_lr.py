@@ -9,12 +9,14 @@ seed) on the same subset the students see, and its logits for every clip are sto
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.parquet   clip_id, logits float32[C]
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      validation and test metrics
 
-Fitting again with the same arguments returns the stored result.
+Fitting again with the same arguments returns the stored result; stored files that
+cannot be read are set aside with a warning and fitted again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 
 from east_ray.data.parquet import (
     column_numpy,
+    move_aside,
     read_labels,
     vector_array,
     write_json_atomic,
@@ -36,6 +39,9 @@ from east_ray.metrics import evaluate
 from east_ray.teachers.stored import load_embeddings
 
 LR, BATCH, PLATEAU_FACTOR, PLATEAU_PATIENCE, EARLY_STOP = 0.1, 16, 0.1, 1, 3
+
+
+logger = logging.getLogger(__name__)
 
 
 def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path]:
@@ -81,8 +87,18 @@ def _fit(
 ) -> dict[str, Any]:
     logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
     if logits_path.is_file() and record_path.is_file():
-        stored: dict[str, Any] = json.loads(record_path.read_text())
-        return stored
+        try:
+            stored: dict[str, Any] = json.loads(record_path.read_text())
+            pq.read_metadata(logits_path)
+            return stored
+        except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
+            moved = [move_aside(p).name for p in (logits_path, record_path)]
+            logger.warning(
+                "Teacher_LR %s cannot be read (%s); moved to %s, fitting it again",
+                record_path.with_suffix(""),
+                exc,
+                ", ".join(moved),
+            )
     table = read_labels(data_dir)
     x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
     train_rows = table.rows("train")
