@@ -25,15 +25,17 @@ needs `Tuner.restore`, and why added cells simply join the next run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +194,37 @@ def trial_cell(config: dict[str, Any], cells: dict[str, Cell]) -> Cell:
 
 def run_trial(config: dict[str, Any], shared: Shared) -> None:
     """One Tune trial: one cell through the shared trainer, resuming from its checkpoint."""
-    import ray
     import torch
+
+    cell = trial_cell(config, shared.cells)
+    torch.set_num_threads(max(1, int(shared.spec.resources.cpus_per_trial)))
+    run_dir = cell_dir(Path(shared.study_dir), cell)
+    if read_result(run_dir) is not None:
+        return  # finished in an earlier run: never train a cell twice
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _cell_lock(run_dir, cell):
+        if read_result(run_dir) is None:  # the holder we waited for may have finished it
+            _train_cell(cell, shared, run_dir)
+
+
+@contextlib.contextmanager
+def _cell_lock(run_dir: Path, cell: Cell) -> Iterator[None]:
+    """Hold the cell's lock; wait while another process (a second driver on the same
+    storage, or a trial orphaned by a killed driver) holds it. Released on any exit."""
+    with (run_dir / "lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("cell %s is held by another process; waiting for it", cell.cell_id)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
+    import ray
     from ray import tune
 
     from east_ray.data.loader import (
@@ -204,19 +235,7 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
     )
     from east_ray.trainer import TrialSpec, train
 
-    cell = trial_cell(config, shared.cells)
     resources = shared.spec.resources
-    torch.set_num_threads(max(1, int(resources.cpus_per_trial)))
-    run_dir = cell_dir(Path(shared.study_dir), cell)
-    if read_result(run_dir) is not None:
-        return  # finished in an earlier run: never train a cell twice
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = (run_dir / "lock").open("w")
-    try:  # a trial orphaned by a killed driver may still hold it: fail, Tune retries later
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise RuntimeError(f"cell {cell.cell_id} is being trained by another process") from None
     teacher = cell.teacher or ""
     data = build_trial_data(
         cell,
@@ -237,14 +256,11 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
         max_epochs=shared.max_epochs,
         gpu_fraction=gpu_fraction,
     )
-    try:
-        result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
-        result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
-        result["node_id"] = ray.get_runtime_context().get_node_id()
-        result["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
-        write_json_atomic(result, run_dir / RESULT)
-    finally:
-        lock.close()
+    result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
+    result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
+    result["node_id"] = ray.get_runtime_context().get_node_id()
+    result["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
+    write_json_atomic(result, run_dir / RESULT)
 
 
 def _slots(spec: StudySpec, max_concurrent: int | None) -> int:
@@ -319,7 +335,8 @@ def run_tune(
     """Run `pending` grid cells (or, with `schedule`, TPE trials per group) on Ray Tune."""
     from ray import tune
 
-    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    # the pid keeps two drivers started in the same second on one storage apart
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     n_trials = len(schedule) if schedule is not None else len(pending)
     search = _searcher(pending, schedule, study_dir, f"{spec.name}-{run_name}")
     trainable = tune.with_resources(

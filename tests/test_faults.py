@@ -203,3 +203,19 @@ def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int, mode: int) -
         os.umask(old)
     for name in ("results.parquet", "spec.json", "plain.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_storage_train_every_cell_once(prepared: Path, tmp_path: Path) -> None:
+    """The same command started twice: a trial whose cell the other driver holds waits for
+    it and skips it once finished, so both drivers end with every cell and none ran twice."""
+    spec = tmp_path / "faults.toml"
+    spec.write_text(SPEC)
+    storage = tmp_path / "results"
+    drivers = [_start(spec, prepared, storage, "--retries", "0") for _ in range(2)]
+    assert [d.wait(timeout=400) for d in drivers] == [0, 0]  # 1 would mean a missing cell
+    _check_complete_once(storage, {})
+    for cell in _cells(storage).iterdir():
+        writers = list((cell / "tb").glob("events.out.tfevents.*"))
+        assert len(writers) == 1, cell.name  # one trainer process per cell, never two
+    assert len(list((storage / "faults" / "tune").iterdir())) == 2  # two Tune runs
