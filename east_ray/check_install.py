@@ -89,8 +89,8 @@ CHECKS: dict[str, Callable[[], None]] = {
 }
 
 FIX = (
-    "fix: rebuild the environment from the lock with `make clean install` (or "
-    "`.uv/bin/uv sync --locked --all-extras`); if it persists, the locked wheel does not "
+    "fix: rebuild the environment from the lock with `make clean install`; "
+    "if it persists, the locked wheel does not "
     "work on this machine: change its pin in pyproject.toml, run `make lock`, and report it"
 )
 

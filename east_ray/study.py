@@ -210,17 +210,15 @@ def run_trial(config: dict[str, Any], shared: Shared) -> None:
 @contextlib.contextmanager
 def _cell_lock(run_dir: Path, cell: Cell) -> Iterator[None]:
     """Hold the cell's lock; wait while another process (a second driver on the same
-    storage, or a trial orphaned by a killed driver) holds it. Released on any exit."""
+    storage, or a trial orphaned by a killed driver) holds it. Closing the file on any
+    exit releases it."""
     with (run_dir / "lock").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logger.warning("cell %s is held by another process; waiting for it", cell.cell_id)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        yield
 
 
 def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:

@@ -49,9 +49,9 @@ from east_ray.models import Student, StudentOutput, build_student
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
+METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
 
 logger = logging.getLogger(__name__)
-METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
 
 Report = Callable[[dict[str, float], Path], None]
 
