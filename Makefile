@@ -22,7 +22,7 @@ SYNC := $(UV) sync --locked --all-extras --compile-bytecode
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install lock lockcheck demo test lint typecheck bench clean
+.PHONY: install lock lockcheck demo test lint typecheck bench chaos clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ test: lockcheck lint typecheck
 
 bench: install
 	$(BIN)/python -m bench
+
+# SIGKILL a running study at seeded random moments and check every rerun (minutes, so not
+# part of `make test`); e.g. `make chaos CHAOS_ARGS="-n 3 --seed 7"`.
+chaos: install
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -100,18 +100,17 @@ def write_openmic(root: Path, n: int = 24, seed: int = 0) -> OpenmicFixture:
 def prepared_openmic(tmp: Path, n: int = 24, valid_fraction: float = 0.3) -> Path:
     """A prepared (Parquet) copy of `write_openmic`'s release, built in-process."""
     from east_ray.data.openmic import read_openmic
-    from east_ray.data.prepare import build_shard, prepare
+    from east_ray.data.prepare import ShardJob, build_shard, prepare
 
     fx = write_openmic(tmp / "openmic-2018", n=n)
     out = tmp / "prepared"
     index = read_openmic(fx.root, valid_fraction=valid_fraction)
-    prepare(
-        index,
-        TEST_FEATURES,
-        out,
-        shard_size=8,
-        runner=lambda jobs: [build_shard(j) for j in jobs] and None,
-    )
+
+    def in_process(jobs: list[ShardJob]) -> None:
+        for job in jobs:
+            build_shard(job)
+
+    prepare(index, TEST_FEATURES, out, shard_size=8, runner=in_process)
     return out
 
 
