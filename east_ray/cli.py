@@ -1,27 +1,65 @@
-"""The one error convention of every `python -m east_ray.*` command.
+"""What every `python -m east_ray.*` command shares: its output options and error boundary.
 
-A user error (a bad spec or argument, a missing or unreadable input, a storage folder that
-cannot be written, a library that does not load) prints one `error: ...` line that names
-the file or field, and the command exits 2. Anything else is a bug: Python's traceback and
-exit 1. "cannot write <path>" is said only of errors on a path under the command's output
-folders; any other `OSError` is reported with its own message and path.
+Output: the command's result (tables, a listing, JSON) goes to stdout; library messages go
+through `logging` to stderr, `-v` adding debug detail and `-q` keeping only warnings and
+errors. Progress bars (tqdm) show only on a terminal.
+
+Errors: a `UserError` (a bad spec or argument, a missing or unreadable input, a download
+that cannot finish), an `OSError` naming a file (a storage folder that cannot be written)
+or a library that does not load prints one `error: ...` line and the command exits 2.
+Anything else is a bug: Python's traceback and exit 1. "cannot write <path>" is said only
+of errors on a path under the command's output folders; any other `OSError` is reported
+with its own message and path.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from east_ray.errors import UserError
+
 USER_ERROR = 2
-# Everything our modules raise for bad input derives from these (SpecError, AudioError and
-# CheckpointError are ValueErrors); commands add their own (downloads, weights) as extra.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
 _NATIVE = re.compile(r"\.so\b|shared object|undefined symbol|Could not load this library")
 INSTALL_HINT = (
     "the installed packages are broken; check them with `python -m east_ray.check_install`"
 )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` and `-q/--quiet`, read by `configure_logging`."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print only warnings, errors and results"
+    )
+
+
+class _Format(logging.Formatter):
+    """`message` for information, `warning: message` (etc.) above it, `name: message` below."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        if record.levelno < logging.INFO:
+            return f"{record.name}: {text}"
+        return text
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Send east_ray's log records to stderr at the level the output options chose."""
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format("%(message)s"))
+    logger = logging.getLogger("east_ray")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -45,6 +83,10 @@ def describe(exc: BaseException, outputs: Sequence[Path] = ()) -> str:
     return message
 
 
+# Until every module raises UserError for bad input (issue 13), these are user errors too.
+_LEGACY: tuple[type[BaseException], ...] = (ValueError, KeyError)
+
+
 def run_command(
     command: Callable[[], int],
     outputs: Sequence[Path] = (),
@@ -53,7 +95,7 @@ def run_command(
     """Run `command`; a user error becomes `error: <describe(exc)>` on stderr and exit 2."""
     try:
         return command()
-    except (*USER_ERRORS, *extra) as exc:
+    except (UserError, OSError, *_LEGACY, *extra) as exc:
         print(f"error: {describe(exc, outputs)}", file=sys.stderr)
         return USER_ERROR
     except ImportError as exc:  # a broken binary; any other ImportError is a bug
