@@ -22,7 +22,7 @@ SYNC := $(UV) sync --locked --all-extras --compile-bytecode
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install lock lockcheck demo test lint typecheck bench chaos clean
+.PHONY: install lock lockcheck demo test test-fast lint typecheck bench chaos clean
 
 install: $(STAMP)
 
@@ -56,12 +56,18 @@ demo: install
 lint: install
 	$(BIN)/ruff check east_ray tests bench
 	$(BIN)/ruff format --check east_ray tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy
 
 test: lockcheck lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The suite without the tests marked slow (Ray Tune studies, kills, multi-node): a quick
+# check while editing; `make test` is the gate.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python -m bench

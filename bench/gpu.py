@@ -37,11 +37,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import bare_step, timed
 from bench.flops import matmul_peak
 from east_ray.config import Cell, StudySpec, load_study
-from east_ray.data.loader import ArrayStore, TrialData, build_trial_data, make_batch
 from east_ray.data.parquet import LabelTable
 from east_ray.losses import LossSpec, east_loss
 from east_ray.models import build_student
-from east_ray.trainer import TrialSpec, _Run, limit_gpu_memory, train
+from east_ray.train.data import ArrayStore, TrialData, build_trial_data, make_batch
+from east_ray.train.trainer import TrialSpec, _Run, limit_gpu_memory, train
 
 TEACHER_FRAMES, TEACHER_DIM, TEACHER_HOP = 10, 128, 0.96  # VGGish on a 10 s clip
 CLASSES = 20
@@ -220,7 +220,7 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
     device = torch.device(device_name)
     cell = Cell(spec.dataset, spec.student, "none", None, None, 0.0, 1.0, 0)
     data = synthetic_trial_data(spec, cell, clips=8 * spec.recipe.batch_size)
-    trial = TrialSpec(cell, spec.recipe, spec.features, CLASSES, dict(spec.student_options))
+    trial = TrialSpec.for_cell(spec, cell, CLASSES)
     run = _Run(trial, data, tmp / "vs_bare", device)
     b = spec.recipe.batch_size
     rows = [data.train_rows[i * b : (i + 1) * b] for i in range(len(data.train_rows) // b)]
@@ -259,9 +259,7 @@ def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> di
     `epochs - 1` epochs and resumed to `epochs` from its checkpoint."""
     cell = _cell(spec)
     data = synthetic_trial_data(spec, cell, clips=16 * spec.recipe.batch_size)
-    trial = TrialSpec(
-        cell, spec.recipe, spec.features, CLASSES, dict(spec.student_options), gpu_fraction=0.25
-    )
+    trial = TrialSpec.for_cell(spec, cell, CLASSES, gpu_fraction=0.25)
     device = torch.device(device_name)
     _reset_peak_memory(device)
     started = time.perf_counter()

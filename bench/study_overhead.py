@@ -21,12 +21,12 @@ import torch
 
 from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
-from east_ray.data.loader import load_trial_data
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
 from east_ray.data.synth import synthesize
-from east_ray.study import run_tune, shared_inputs
-from east_ray.trainer import TrialSpec, train
+from east_ray.study.tune import run_tune, shared_inputs
+from east_ray.train.data import load_trial_data
+from east_ray.train.trainer import TrialSpec, train
 
 FEATURES = Features(sample_rate=16000, n_mels=32, f_max=8000.0, clip_seconds=1.0)
 
@@ -54,7 +54,7 @@ def run(trials: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     start = time.perf_counter()
     for cell in cells:
-        trial = TrialSpec(cell, spec.recipe, FEATURES, 20, dict(spec.student_options), max_epochs=1)
+        trial = TrialSpec.for_cell(spec, cell, 20, max_epochs=1)
         train(trial, load_trial_data(data, cell), tmp / "inproc" / cell.cell_id)
     in_process = time.perf_counter() - start
 

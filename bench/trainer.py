@@ -35,20 +35,20 @@ import torch
 
 from bench import bare_step, local_ray, timed
 from east_ray.config import SYSTEMS, Cell, Features, Recipe
-from east_ray.data.loader import (
-    BlockStore,
-    build_trial_data,
-    epoch_batches,
-    make_batch,
-)
 from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import LabelTable, read_labels
 from east_ray.data.prepare import prepare
 from east_ray.data.synth import synthesize
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.teachers.stored import load_embeddings
-from east_ray.teachers.teacher_lr import fit_teacher_lr, load_teacher_logits
-from east_ray.trainer import TrialSpec, _Run
+from east_ray.train.data import (
+    BlockStore,
+    build_trial_data,
+    epoch_batches,
+    make_batch,
+)
+from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
+from east_ray.train.trainer import TrialSpec, _Run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)

@@ -93,9 +93,10 @@ def run_command(
     extra: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Run `command`; a user error becomes `error: <describe(exc)>` on stderr and exit 2."""
+    caught: tuple[type[BaseException], ...] = (UserError, OSError, *_LEGACY, *extra)
     try:
         return command()
-    except (UserError, OSError, *_LEGACY, *extra) as exc:
+    except caught as exc:
         print(f"error: {describe(exc, outputs)}", file=sys.stderr)
         return USER_ERROR
     except ImportError as exc:  # a broken binary; any other ImportError is a bug

@@ -24,12 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from east_ray.models import STUDENTS as MODEL_REGISTRY
-from east_ray.models import student_options
-from east_ray.teachers import TEACHERS
+from east_ray.errors import BadValueError
 
 DATASETS = ("openmic", "magnatagatune", "synthmic")
-STUDENTS = tuple(MODEL_REGISTRY)
+# The students (with the options each accepts) and teachers a spec may name, as plain data
+# so that loading a spec imports no torch; tests/test_config.py checks them against the
+# registries that build them (east_ray.models, east_ray.teachers).
+STUDENT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cp_resnet": ("rho", "base_channels"),
+    "mobile_fcn": ("n_mels", "dropout"),
+}
+STUDENTS = tuple(STUDENT_OPTIONS)
+TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
 REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
 STAGES = ("final", "all")
 # What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
@@ -44,7 +50,7 @@ SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] e
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 
-class SpecError(ValueError):
+class SpecError(BadValueError):
     """A study spec with one or more problems; `problems` lists each of them."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
@@ -250,20 +256,27 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     _one_of("dataset", spec.dataset, DATASETS, problems)
     _one_of("student", spec.student, STUDENTS, problems)
     if spec.student in STUDENTS:
-        accepted = student_options(spec.student)
+        accepted = STUDENT_OPTIONS[spec.student]
         for key in spec.student_options:
             if key not in accepted:
                 problems.append(
                     f"student_options.{key}: unknown option for {spec.student!r}; "
                     f"accepted options: {', '.join(accepted)}"
                 )
+    n_mels = spec.student_options.get("n_mels", spec.features.n_mels)
+    if n_mels != spec.features.n_mels:
+        problems.append(
+            f"student_options.n_mels: got {n_mels!r}, but features.n_mels is "
+            f"{spec.features.n_mels}; the student reads the features' mel bands, so make "
+            "them equal (or drop student_options.n_mels)"
+        )
     g = spec.grid
     if not g.regularizers:
         problems.append(f"grid.regularizers: empty, expected some of: {', '.join(REGULARIZERS)}")
     for i, reg in enumerate(g.regularizers):
         _one_of(f"grid.regularizers[{i}]", reg, REGULARIZERS, problems)
     for i, teacher in enumerate(g.teachers):
-        _one_of(f"grid.teachers[{i}]", teacher, tuple(TEACHERS), problems)
+        _one_of(f"grid.teachers[{i}]", teacher, TEACHERS, problems)
     for i, stage in enumerate(g.stages):
         _one_of(f"grid.stages[{i}]", stage, STAGES, problems)
     for i, lam in enumerate(g.lams):

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from east_ray import check_install, cli, study
+from east_ray import check_install, cli
 from east_ray.data import parquet
+from east_ray.study import cli as study
+from east_ray.study import driver
 
 LIBRARY = "Could not load this library: /venv/site-packages/torchaudio/lib/libtorchaudio.so"
 
@@ -24,12 +26,13 @@ def _raise(exc: BaseException) -> Callable[..., None]:
 def test_library_load_failure_in_a_study_is_not_called_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(study, "init_ray", _raise(OSError(LIBRARY)))
+    monkeypatch.setattr(driver, "init_ray", _raise(OSError(LIBRARY)))
     storage = tmp_path / "results"
     assert study.main(["demo", "--storage", str(storage), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cannot write" not in err
-    assert err.startswith(f"error: {LIBRARY}") and "east_ray.check_install" in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"error: {LIBRARY}") and "east_ray.check_install" in last
 
 
 def test_missing_input_is_named_with_its_own_message(tmp_path: Path) -> None:

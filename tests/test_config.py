@@ -1,14 +1,17 @@
 """Study specs: the shipped files load, bad specs are reported in full, cells collapse."""
 
 import copy
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from east_ray import study
+from east_ray import config
 from east_ray.config import (
+    STUDENT_OPTIONS,
     STUDIES_DIR,
     SpecError,
     StudySpec,
@@ -16,6 +19,7 @@ from east_ray.config import (
     load_study,
     parse_study,
 )
+from east_ray.study import cli as study
 
 SHIPPED = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
 
@@ -102,12 +106,37 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
             "student_options.depth: unknown option for 'cp_resnet'; accepted options: rho",
         ),
         (lambda t: t.update(dataset="gtzan"), "dataset: got 'gtzan', expected one of: openmic"),
+        (
+            lambda t: t.update(student="mobile_fcn", student_options={"n_mels": 96}),
+            "student_options.n_mels: got 96, but features.n_mels is 128",
+        ),
     ],
 )
 def test_each_kind_of_bad_spec_has_a_clear_message(edit: Any, message: str) -> None:
     table = copy.deepcopy(_table())
     edit(table)
     assert any(message in p for p in _problems(table)), _problems(table)
+
+
+def test_the_names_a_spec_may_use_are_the_registries_names() -> None:
+    from east_ray.models import STUDENTS, student_options
+    from east_ray.teachers import TEACHERS
+
+    assert {name: student_options(name) for name in STUDENTS} == STUDENT_OPTIONS
+    assert set(config.TEACHERS) == set(TEACHERS)
+
+
+def test_a_dry_run_imports_neither_torch_nor_ray() -> None:
+    probe = (
+        "import sys\n"
+        "from east_ray.study.cli import main\n"
+        "assert main(['openmic', '--dry-run']) == 0\n"
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]"
 
 
 def test_baseline_only_study_needs_no_teacher_axes() -> None:

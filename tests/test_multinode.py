@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from east_ray import study
 from east_ray.ray_session import use_loopback
+from east_ray.study import cli as study
 from tests.release_fixtures import tiny_study
 
 

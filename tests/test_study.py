@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from east_ray import study
+from east_ray.study import cli as study
 from tests.release_fixtures import tiny_study
 
 
@@ -51,9 +51,9 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     storage = tmp_path / "results"
     args = [str(spec), "--data", str(prepared), "--storage", str(storage)]
     assert study.main(args) == 0
-    out = capsys.readouterr().out
-    assert "3 cells in study 'tiny'" in out and "3 to run" in out
-    assert f"tensorboard --logdir {storage / 'tiny' / 'cells'}" in out
+    err = capsys.readouterr().err  # status lines are log messages, on stderr
+    assert "3 cells in study 'tiny'" in err and "3 to run" in err
+    assert f"tensorboard --logdir {storage / 'tiny' / 'cells'}" in err
     results = pd.read_parquet(storage / "tiny" / "results.parquet")
     assert sorted(results["regularizer"]) == ["dcor", "kd", "none", "teacher_lr"]
     assert results["test_mAP"].notna().all()
@@ -64,13 +64,13 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     first = _result_times(storage)
 
     assert study.main(args) == 0  # finished: nothing runs, tables print again
-    out = capsys.readouterr().out
-    assert "3 cells already done, 0 to run" in out and "EAsT_Final" in out
+    captured = capsys.readouterr()
+    assert "3 cells already done, 0 to run" in captured.err and "EAsT_Final" in captured.out
     assert _result_times(storage) == first
 
     _write(spec, "0.5, 0.8")  # two more cells (kd and dcor at λ 0.8)
     assert study.main(args) == 0
-    assert "3 cells already done, 2 to run" in capsys.readouterr().out
+    assert "3 cells already done, 2 to run" in capsys.readouterr().err
     now = _result_times(storage)
     assert len(now) == 5 and all(now[c] == t for c, t in first.items())
 
@@ -86,7 +86,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     result = storage / "tiny" / "cells" / damaged / "result.json"
     result.write_text(result.read_text()[:40])
     assert study.main(args) == 0
-    assert "4 cells already done, 1 to run" in capsys.readouterr().out
+    assert "4 cells already done, 1 to run" in capsys.readouterr().err
     assert len(list(result.parent.glob("_result.json.corrupt-*"))) == 1
     again = pd.read_parquet(storage / "tiny" / "results.parquet").set_index("cell_id")
     assert again.loc[damaged, "test_mAP"] == rows.loc[damaged, "test_mAP"]
@@ -118,14 +118,14 @@ def test_tpe_search_tunes_lambda_per_cell_within_budget(
         "1",
     ]
     assert study.main(args) == 0
-    assert "5 trials to run for 3 cells" in capsys.readouterr().out
+    assert "5 trials to run for 3 cells" in capsys.readouterr().err
     results = pd.read_parquet(storage / "tiny" / "results.parquet")
     runs = results[results["regularizer"] != "teacher_lr"]
     assert sorted(runs["regularizer"]) == ["dcor", "dcor", "kd", "kd", "none"]
     tuned = runs[runs["regularizer"] != "none"]["lam"]
     assert tuned.between(0.05, 0.95).all() and tuned.nunique() == 4
     assert study.main(args) == 0  # budget spent: nothing more runs
-    assert "0 trials to run for 0 cells" in capsys.readouterr().out
+    assert "0 trials to run for 0 cells" in capsys.readouterr().err
 
 
 def test_dataset_prepared_with_other_mel_settings_is_refused(

@@ -17,7 +17,7 @@ from east_ray.teachers.__main__ import main as teachers_main
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.handcrafted import handcrafted_embedding, n_frames
 from east_ray.teachers.stored import load_embeddings
-from east_ray.teachers.teacher_lr import fit_teacher_lr, load_teacher_logits
+from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
 
 
 def _in_process(jobs: list[EmbedJob]) -> None:

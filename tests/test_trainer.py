@@ -13,11 +13,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from east_ray.config import SYSTEMS, Cell, Recipe
-from east_ray.data.loader import TrialData, load_trial_data, make_batch
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
-from east_ray.teachers.teacher_lr import fit_teacher_lr
-from east_ray.trainer import (
+from east_ray.train.data import TrialData, load_trial_data, make_batch
+from east_ray.train.teacher_lr import fit_teacher_lr
+from east_ray.train.trainer import (
     NonFiniteLossError,
     TrialSpec,
     _inputs,
@@ -183,7 +183,7 @@ def test_mixup_mixes_labels_and_teacher_and_ors_masks(prepared: Path) -> None:
 def test_train_cli_runs_one_cell(
     prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from east_ray.train import main
+    from east_ray.train.cli import main
 
     study = tmp_path / "tiny.toml"
     study.write_text(
@@ -214,7 +214,7 @@ def test_train_cli_runs_one_cell(
 
 def test_trainer_imports_no_ray() -> None:
     """The trainer (and everything it reads with) must run where Ray is absent."""
-    code = "import sys, east_ray.trainer; print('ray' in sys.modules)"
+    code = "import sys, east_ray.train.trainer; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -273,7 +273,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
     current = run_dir / "checkpoint.pt"
     current.write_bytes(current.read_bytes()[:1000])  # a copy interrupted by hand
     epochs_run: list[float] = []
-    with caplog.at_level("WARNING", logger="east_ray.trainer"):
+    with caplog.at_level("WARNING", logger="east_ray.train.trainer"):
         resumed = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
     assert epochs_run[0] == 3.0  # from epoch 2's checkpoint, not from scratch
     assert [p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*")] == ["_checkpoint.pt"]

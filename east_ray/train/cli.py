@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from east_ray.cli import run_command
+from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import expand_cells, load_study
-from east_ray.data.loader import load_trial_data
 from east_ray.data.parquet import read_meta
-from east_ray.trainer import NonFiniteLossError, TrialSpec, train
+from east_ray.errors import UnknownNameError
+from east_ray.train.data import load_trial_data
+from east_ray.train.trainer import TrialSpec, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,8 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="the prepared dataset folder")
     parser.add_argument("--out", default="runs", help="run folder parent (default: runs/)")
     parser.add_argument("--max-epochs", type=int, help="stop after this many epochs")
+    add_output_options(parser)
     args = parser.parse_args(argv)
-    return run_command(lambda: _train(args), outputs=[Path(args.out)], extra=(NonFiniteLossError,))
+    configure_logging(args)
+    return run_command(lambda: _train(args), outputs=[Path(args.out)])
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -31,20 +33,13 @@ def _train(args: argparse.Namespace) -> int:
     cells = {c.cell_id: c for c in expand_cells(spec)}
     if args.cell not in cells:
         near = [c for c in cells if c.startswith(args.cell.split("-")[0])][:5]
-        raise ValueError(
+        raise UnknownNameError(
             f"--cell: {args.cell!r} is not a cell of study {spec.name!r}; "
             f"e.g. {', '.join(near or list(cells)[:5])}"
         )
     cell = cells[args.cell]
     meta = read_meta(Path(args.data))
-    trial = TrialSpec(
-        cell,
-        spec.recipe,
-        spec.features,
-        len(meta["classes"]),
-        dict(spec.student_options),
-        max_epochs=args.max_epochs,
-    )
+    trial = TrialSpec.for_cell(spec, cell, len(meta["classes"]), max_epochs=args.max_epochs)
     data = load_trial_data(Path(args.data), cell)
     result = train(
         trial,
@@ -54,7 +49,3 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,12 +40,13 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.tensorboard import SummaryWriter
 
-from east_ray.config import Cell, Features, Recipe
-from east_ray.data.loader import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.config import Cell, Features, Recipe, StudySpec
 from east_ray.data.parquet import move_aside, write_atomic
+from east_ray.errors import UserError
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
+from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, float], Path], None]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or Inf; the message names the step and each term."""
 
 
@@ -71,6 +72,27 @@ class TrialSpec:
     student_options: dict[str, int | float | str | bool] = dataclasses.field(default_factory=dict)
     max_epochs: int | None = None  # a cap on top of recipe.max_steps (tests, smoke runs)
     gpu_fraction: float = 1.0  # this process's share of the GPU memory
+
+    @classmethod
+    def for_cell(
+        cls,
+        spec: StudySpec,
+        cell: Cell,
+        num_classes: int,
+        *,
+        max_epochs: int | None = None,
+        gpu_fraction: float = 1.0,
+    ) -> TrialSpec:
+        """The run of `cell` with its study's recipe, features and student options."""
+        return cls(
+            cell,
+            spec.recipe,
+            spec.features,
+            num_classes,
+            dict(spec.student_options),
+            max_epochs=max_epochs,
+            gpu_fraction=gpu_fraction,
+        )
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(

@@ -30,7 +30,7 @@ from east_ray.data.parquet import LabelTable, column_numpy, read_labels
 from east_ray.data.subsets import training_subset
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
-from east_ray.teachers.teacher_lr import load_teacher_logits
+from east_ray.train.teacher_lr import load_teacher_logits
 
 
 class SpectrogramStore(Protocol):

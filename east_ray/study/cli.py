@@ -1,0 +1,145 @@
+"""The study command: parse, validate, list the cells (`--dry-run`, which imports neither
+torch nor Ray), show stored tables (`--tables-only`), or run the missing cells."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from east_ray.cli import add_output_options, configure_logging, run_command
+from east_ray.config import Cell, StudySpec, expand_cells, load_study
+from east_ray.errors import BadValueError
+
+logger = logging.getLogger(__name__)
+
+
+def describe_cells(spec: StudySpec, cells: Sequence[Cell]) -> str:
+    """A printable table of the cells, then their count per regularizer."""
+    header = (
+        f"{'cell id':<58} {'regularizer':<11} {'stage':<6} {'teacher':<12} "
+        f"{'lam':>4} {'frac':>5} {'seed':>5}"
+    )
+    rows = [header, "-" * len(header)]
+    for c in cells:
+        rows.append(
+            f"{c.cell_id:<58} {c.regularizer:<11} {c.stage or '-':<6} {c.teacher or '-':<12} "
+            f"{c.lam:>4g} {c.fraction:>5g} {c.seed:>5}"
+        )
+    rows.append(count_line(spec, cells))
+    return "\n".join(rows)
+
+
+def count_line(spec: StudySpec, cells: Sequence[Cell]) -> str:
+    per_reg = Counter(c.regularizer for c in cells)
+    counts = ", ".join(f"{reg}: {per_reg[reg]}" for reg in spec.grid.regularizers if per_reg[reg])
+    return f"{len(cells)} cells in study {spec.name!r} ({counts})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m east_ray.study",
+        description="Run an EAsT study: every canonical cell of the grid in a spec "
+        "(studies/NAME.toml) is one training trial on Ray Tune; then print the tables.",
+    )
+    parser.add_argument("study", help="study name (studies/NAME.toml) or path to a .toml spec")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the spec, print the canonical cells and their count, exit",
+    )
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="re-render the tables from the stored results.parquet",
+    )
+    parser.add_argument("--data", type=Path, help="prepared dataset (default: data/<dataset>)")
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        default=Path("results"),
+        help="results folder, local or shared (NFS) (default: results/)",
+    )
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    parser.add_argument("--cpus-per-trial", type=float, help="override resources.cpus_per_trial")
+    parser.add_argument("--gpus-per-trial", type=float, help="override resources.gpus_per_trial")
+    parser.add_argument("--max-epochs", type=int, help="cap every trial's epochs (smoke runs)")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="concurrent trials (default: what the cluster holds at start; "
+        "set it on an autoscaling cluster so pending trials scale it up)",
+    )
+    parser.add_argument(
+        "--search",
+        choices=["grid", "tpe"],
+        default="grid",
+        help="grid: every cell; tpe: tune λ per cell with TPE (default grid)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=8,
+        help="with --search tpe: trials (λ values) per cell (default 8)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="times a failed trial is retried from its checkpoint (default 2)",
+    )
+    add_output_options(parser)
+    return parser
+
+
+def _with_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
+    r = spec.resources
+    resources = dataclasses.replace(
+        r,
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else r.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else r.gpus_per_trial,
+    )
+    return dataclasses.replace(spec, resources=resources)
+
+
+def _show_tables(spec: StudySpec, study_dir: Path) -> int:
+    """`--tables-only`: print the stored tables; creates and rewrites nothing."""
+    import pandas as pd  # here, not at the top: --dry-run stays light
+
+    from east_ray.study.results import check_study_dir, render_tables
+
+    path = study_dir / "results.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stored results; run the study first")
+    check_study_dir(spec, study_dir, record=False)
+    print(render_tables(spec, pd.read_parquet(path), None))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = _with_overrides(load_study(args.study), args)
+    cells = expand_cells(spec)
+    if args.dry_run:
+        print(describe_cells(spec, cells))
+        return 0
+    if str(args.storage).startswith("s3://"):
+        raise BadValueError(
+            f"--storage: got {args.storage}; this version needs a local or NFS path"
+        )
+    study_dir = Path(args.storage).resolve() / spec.name
+    if args.tables_only:
+        return _show_tables(spec, study_dir)
+    logger.info(count_line(spec, cells))
+    # imported here: torch and Ray load only when trials are to run
+    from east_ray.study.driver import run_study
+
+    return run_study(spec, cells, study_dir, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
+    return run_command(lambda: run(args), outputs=[args.storage])

@@ -1,0 +1,170 @@
+"""A study's stored results: one `result.json` per finished cell, `results.parquet`, the
+tables and figure rendered from them, and the `spec.json` that ties a results folder to
+the recipe, student and features it was made with."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from east_ray.config import Cell, SpecError, StudySpec
+from east_ray.data.parquet import (
+    move_aside,
+    write_atomic,
+    write_json_atomic,
+    write_table_atomic,
+    write_text_atomic,
+)
+from east_ray.tables import (
+    TABLE_METRICS,
+    expected_pairs,
+    format_table,
+    limited_data_figure,
+    paper_table,
+)
+
+logger = logging.getLogger(__name__)
+
+
+RESULT = "result.json"
+
+
+def cell_dir(study_dir: Path, cell: Cell) -> Path:
+    return study_dir / "cells" / cell.cell_id
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The cell's `result.json`, or None when it has none. One that cannot be read, or is
+    not this cell's, is moved aside (`_result.json.corrupt-<time>`) with a warning: the cell
+    then runs again and resumes from its checkpoint, which re-evaluates a finished run."""
+    path = run_dir / RESULT
+    try:
+        row = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"not valid JSON ({exc})"
+    else:
+        if isinstance(row, dict) and row.get("cell_id") == run_dir.name:
+            return row
+        problem = f"not a result of cell {run_dir.name}"
+    aside = move_aside(path)
+    logger.warning("%s: %s; moved to %s, the cell runs again", path, problem, aside.name)
+    return None
+
+
+def finished(study_dir: Path) -> list[dict[str, Any]]:
+    """Every readable result.json under the study's cells folder."""
+    runs = sorted(p.parent for p in (study_dir / "cells").glob(f"*/{RESULT}"))
+    return [row for row in map(read_result, runs) if row is not None]
+
+
+def cell_of(row: dict[str, Any]) -> Cell:
+    return Cell(*(row[f.name] for f in dataclasses.fields(Cell)))
+
+
+def collect_results(
+    study_dir: Path,
+    cells: Sequence[Cell],
+    teacher_lr: Sequence[dict[str, Any]],
+    spec: StudySpec,
+    tpe: bool = False,
+) -> pd.DataFrame:
+    """One row per finished run (grid: of `cells`; tpe: all) plus one per Teacher_LR fit,
+    written atomically."""
+    import pyarrow as pa
+
+    wanted = {c.cell_id for c in cells}
+    rows = [r for r in finished(study_dir) if tpe or r["cell_id"] in wanted]
+    for rec in teacher_lr:
+        row = {
+            "cell_id": f"teacher_lr-{rec['teacher']}-frac{rec['fraction']:g}-seed{rec['seed']}",
+            "dataset": spec.dataset,
+            "student": "linear",
+            "regularizer": "teacher_lr",
+            "teacher": rec["teacher"],
+            "stage": None,
+            "lam": 0.0,
+            "fraction": rec["fraction"],
+            "seed": rec["seed"],
+            "epochs": rec["epochs"],
+            "best_epoch": rec["best_epoch"],
+            "train_clips": rec["train_clips"],
+        }
+        for split in ("valid", "test"):
+            prefix = "val" if split == "valid" else "test"
+            row.update({f"{prefix}_{k}": v for k, v in rec[split].items() if k != "n_classes"})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        write_table_atomic(
+            pa.Table.from_pandas(frame, preserve_index=False), study_dir / "results.parquet"
+        )
+    return frame
+
+
+def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None) -> str:
+    """The tables as terminal text; with `study_dir`, also (re)write tables.md, tables.tex
+    and figure.png there (each atomically)."""
+    metrics = TABLE_METRICS[spec.dataset]
+    teachers = spec.grid.teachers if spec.grid.teachers else ("-",)
+    expected = expected_pairs(spec.grid.regularizers, spec.grid.stages, teachers)
+    parts, markdown, latex = [], [], []
+    for fraction in sorted(spec.grid.fractions, reverse=True):
+        table = format_table(paper_table(results, expected, metrics, fraction))
+        title = (
+            f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
+            "(λ chosen on validation; mean ± 95% CI over seeds)"
+        )
+        parts += [title, table.to_string(), ""]
+        markdown += [f"### {title}", "", table.to_markdown(), ""]
+        latex += [f"% {title}", table.to_latex(), ""]
+    if study_dir is None:
+        return "\n".join(parts)
+    write_text_atomic("\n".join(markdown), study_dir / "tables.md")
+    write_text_atomic("\n".join(latex), study_dir / "tables.tex")
+    if len(spec.grid.fractions) > 1:
+        figure = study_dir / "figure.png"
+        write_atomic(figure, lambda tmp: limited_data_figure(results, metrics[0], Path(tmp)))
+        parts.append(f"figure: {figure}")
+    parts.append(f"tables: {study_dir / 'tables.md'}, {study_dir / 'tables.tex'}")
+    return "\n".join(parts)
+
+
+def _result_defining(spec: StudySpec) -> dict[str, Any]:
+    """The parts of a spec that change what a cell's result means (not the grid/resources)."""
+    content = dataclasses.asdict(spec)
+    for key in ("grid", "resources", "name"):
+        content.pop(key)
+    return content
+
+
+def check_study_dir(spec: StudySpec, study_dir: Path, record: bool = True) -> None:
+    """Refuse a results folder written under another recipe, student or features; with
+    `record`, a folder without a `spec.json` gets one."""
+    path = study_dir / "spec.json"
+    current = json.loads(json.dumps(_result_defining(spec)))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != current:
+            changed = sorted(
+                k for k in set(stored) | set(current) if stored.get(k) != current.get(k)
+            )
+            raise SpecError(
+                str(path),
+                [
+                    f"{key}: the results in {study_dir} were made with {stored.get(key)!r}, the "
+                    f"spec now says {current.get(key)!r}"
+                    for key in changed
+                ]
+                + [f"use another --storage folder, or remove {study_dir} to start over"],
+            )
+        return
+    if record:
+        write_json_atomic(current, path)

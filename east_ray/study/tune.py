@@ -1,0 +1,204 @@
+"""Cells as Ray Tune trials: the arrays every trial shares, one trial (one cell through the
+trainer, under the cell's lock), and the Tune run over the pending cells."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from east_ray.config import Cell, StudySpec
+from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
+from east_ray.study.results import RESULT, cell_dir, read_result
+from east_ray.study.search import searcher
+from east_ray.teachers.stored import load_embeddings
+from east_ray.train.data import (
+    BlockStore,
+    build_trial_data,
+    needs_teacher_logits,
+    needs_teacher_seq,
+)
+from east_ray.train.teacher_lr import load_teacher_logits
+from east_ray.train.trainer import TrialSpec, train
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """What every trial reads; put in the object store once by `tune.with_parameters`."""
+
+    spec: StudySpec
+    cells: dict[str, Cell]
+    study_dir: str
+    num_classes: int
+    labels: LabelTable
+    block_refs: list[Any]  # ObjectRefs of Arrow blocks (clip_id, logmel)
+    teacher_seqs: dict[str, np.ndarray]
+    teacher_logits: dict[tuple[str, float, int], np.ndarray]
+    max_epochs: int | None
+
+
+def trial_cell(config: dict[str, Any], cells: dict[str, Cell]) -> Cell:
+    """The cell a trial trains: a grid cell by id, or a group template with TPE's λ."""
+    if "cell_id" in config:
+        return cells[config["cell_id"]]
+    template = cells[config["group"]]
+    lam = float(config.get(f"lam[{config['group']}]", template.lam))
+    return dataclasses.replace(template, lam=lam)
+
+
+def run_trial(config: dict[str, Any], shared: Shared) -> None:
+    """One Tune trial: one cell through the shared trainer, resuming from its checkpoint."""
+
+    cell = trial_cell(config, shared.cells)
+    torch.set_num_threads(max(1, int(shared.spec.resources.cpus_per_trial)))
+    run_dir = cell_dir(Path(shared.study_dir), cell)
+    if read_result(run_dir) is not None:
+        return  # finished in an earlier run: never train a cell twice
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _cell_lock(run_dir, cell):
+        if read_result(run_dir) is None:  # the holder we waited for may have finished it
+            _train_cell(cell, shared, run_dir)
+
+
+@contextlib.contextmanager
+def _cell_lock(run_dir: Path, cell: Cell) -> Iterator[None]:
+    """Hold the cell's lock; wait while another process (a second driver on the same
+    storage, or a trial orphaned by a killed driver) holds it. Closing the file on any
+    exit releases it."""
+    with (run_dir / "lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("cell %s is held by another process; waiting for it", cell.cell_id)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
+
+    resources = shared.spec.resources
+    teacher = cell.teacher or ""
+    data = build_trial_data(
+        cell,
+        shared.labels,
+        BlockStore(ray.get(shared.block_refs)),
+        shared.teacher_seqs[teacher] if needs_teacher_seq(cell) else None,
+        shared.teacher_logits[(teacher, cell.fraction, cell.seed)]
+        if needs_teacher_logits(cell)
+        else None,
+    )
+    gpu_fraction = resources.gpus_per_trial if 0 < resources.gpus_per_trial < 1 else 1.0
+    spec = TrialSpec.for_cell(
+        shared.spec,
+        cell,
+        shared.num_classes,
+        max_epochs=shared.max_epochs,
+        gpu_fraction=gpu_fraction,
+    )
+    result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
+    result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
+    result["node_id"] = ray.get_runtime_context().get_node_id()
+    result["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
+    write_json_atomic(result, run_dir / RESULT)
+
+
+def _slots(spec: StudySpec, max_concurrent: int | None) -> int:
+    """Concurrent trials: `--max-concurrent`, else what the cluster holds right now (an
+    autoscaling cluster that starts with no workers needs `--max-concurrent`)."""
+
+    if max_concurrent is not None:
+        return max_concurrent
+
+    available: dict[str, float] = ray.cluster_resources()
+    r = spec.resources
+    if r.gpus_per_trial > 0:
+        return max(1, math.floor(available.get("GPU", 0.0) / r.gpus_per_trial))
+    return max(1, math.floor(available.get("CPU", 1.0) / r.cpus_per_trial))
+
+
+def run_tune(
+    spec: StudySpec,
+    pending: list[Cell],
+    shared: Shared,
+    study_dir: Path,
+    *,
+    retries: int,
+    schedule: list[str] | None = None,
+    max_concurrent: int | None = None,
+) -> None:
+    """Run `pending` grid cells (or, with `schedule`, TPE trials per group) on Ray Tune."""
+
+    # the pid keeps two drivers started in the same second on one storage apart
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    n_trials = len(schedule) if schedule is not None else len(pending)
+    search = searcher(pending, schedule, study_dir, f"{spec.name}-{run_name}")
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, shared=shared),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+    )
+    slots = _slots(spec, max_concurrent)
+    logger.info("running %d trials, %d at a time", n_trials, min(slots, n_trials))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric="best_val_mAP",
+            mode="max",
+            search_alg=search,
+            num_samples=n_trials,
+            max_concurrent_trials=slots,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=str(study_dir / "tune"),
+            failure_config=tune.FailureConfig(max_failures=retries),
+            verbose=1,
+        ),
+    )
+    tuner.fit()
+
+
+def shared_inputs(
+    spec: StudySpec, cells: Sequence[Cell], data_dir: Path, study_dir: Path, max_epochs: int | None
+) -> Shared:
+    """Read the arrays every trial needs, once, on the driver."""
+
+    labels = read_labels(data_dir)
+    dataset = ray.data.read_parquet(str(data_dir / "clips")).select_columns(["clip_id", "logmel"])
+    block_refs = list(dataset.materialize().to_arrow_refs())
+    seqs = {
+        t: load_embeddings(data_dir, t, labels.clip_ids)
+        for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
+    }
+    logits = {
+        (c.teacher, c.fraction, c.seed): load_teacher_logits(
+            data_dir, c.teacher, c.fraction, c.seed, labels.clip_ids
+        )
+        for c in cells
+        if c.teacher and needs_teacher_logits(c)
+    }
+    return Shared(
+        spec,
+        {c.cell_id: c for c in cells},
+        str(study_dir),
+        len(read_meta(data_dir)["classes"]),
+        labels,
+        block_refs,
+        seqs,
+        logits,
+        max_epochs,
+    )
