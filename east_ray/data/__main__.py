@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from east_ray.cli import run_command
+from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
 from east_ray.data import download, synth
-from east_ray.data.download import DownloadError
 from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
@@ -51,6 +50,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m east_ray.data", description=__doc__)
+    add_output_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser(
         "prepare",
@@ -83,9 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(
-        lambda: int(args.func(args)), outputs=[Path(args.out)], extra=(DownloadError,)
-    )
+    configure_logging(args)
+    return run_command(lambda: int(args.func(args)), outputs=[Path(args.out)])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from east_ray.data.download import md5sum
+from east_ray.data.checksums import md5sum
 from east_ray.data.release import CLIP_COLUMNS, ReleaseIndex, Skipped, clips_frame, require_root
 
 ANNOTATIONS = "annotations_final.csv"

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from east_ray.data.download import md5sum
+from east_ray.data.checksums import md5sum
 from east_ray.data.release import (
     CLIP_COLUMNS,
     ReleaseIndex,
