@@ -51,15 +51,23 @@ class _Format(logging.Formatter):
         return text
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes (pytest and notebooks swap
+    it; a handler holding the stream of its creation would write to a closed one)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(args: argparse.Namespace) -> None:
     """Send east_ray's log records to stderr at the level the output options chose."""
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(_Format("%(message)s"))
     logger = logging.getLogger("east_ray")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
-    logger.propagate = False
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:

@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from east_ray.data.subsets import training_subset
+
 META_VERSION = 1
 META = "meta.json"
 
@@ -150,6 +152,20 @@ class LabelTable:
     def rows(self, split: str) -> np.ndarray:
         """Row indices of `split`."""
         return np.flatnonzero(self.split == split)
+
+    def training_rows(self, fraction: float, seed: int) -> np.ndarray:
+        """Row indices of the training subset of a (fraction, seed) cell (`subsets`)."""
+        train = self.rows("train")
+        chosen = training_subset(
+            [self.clip_ids[i] for i in train],
+            self.labels[train],
+            self.mask[train],
+            fraction=fraction,
+            seed=seed,
+            groups=list(self.group[train]),
+        )
+        rows: np.ndarray = train[chosen]
+        return rows
 
 
 def read_labels(data_dir: Path) -> LabelTable:

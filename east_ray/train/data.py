@@ -27,7 +27,6 @@ import pyarrow.parquet as pq
 
 from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
 from east_ray.data.parquet import LabelTable, column_numpy, read_labels
-from east_ray.data.subsets import training_subset
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.teacher_lr import load_teacher_logits
@@ -108,20 +107,11 @@ def build_trial_data(
     missing = [c for c in labels.clip_ids if c not in position]
     if missing:
         raise ValueError(f"store: no spectrogram for {len(missing)} clips, e.g. {missing[:3]}")
-    train = labels.rows("train")
-    chosen = training_subset(
-        [labels.clip_ids[i] for i in train],
-        labels.labels[train],
-        labels.mask[train],
-        fraction=cell.fraction,
-        seed=cell.seed,
-        groups=list(labels.group[train]),
-    )
     return TrialData(
         labels=labels,
         store=store,
         store_rows=np.array([position[c] for c in labels.clip_ids], dtype=np.int64),
-        train_rows=train[chosen],
+        train_rows=labels.training_rows(cell.fraction, cell.seed),
         valid_rows=labels.rows("valid"),
         test_rows=labels.rows("test"),
         teacher_seq=teacher_seq,

@@ -33,10 +33,10 @@ from east_ray.data.parquet import (
     write_json_atomic,
     write_table_atomic,
 )
-from east_ray.data.subsets import training_subset
 from east_ray.losses import masked_bce
 from east_ray.metrics import evaluate
 from east_ray.teachers.stored import load_embeddings
+from east_ray.train.selection import Selection
 
 LR, BATCH, PLATEAU_FACTOR, PLATEAU_PATIENCE, EARLY_STOP = 0.1, 16, 0.1, 1, 3
 
@@ -101,16 +101,7 @@ def _fit(
             )
     table = read_labels(data_dir)
     x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
-    train_rows = table.rows("train")
-    chosen = training_subset(
-        [table.clip_ids[i] for i in train_rows],
-        table.labels[train_rows],
-        table.mask[train_rows],
-        fraction=fraction,
-        seed=seed,
-        groups=list(table.group[train_rows]),
-    )
-    train_rows = train_rows[chosen]
+    train_rows = table.training_rows(fraction, seed)
     tensors = {
         split: (
             torch.from_numpy(x_all[rows]),
@@ -133,8 +124,7 @@ def _fit(
         opt, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
     )
     x, y, m = tensors["train"]
-    best_map, best_state, best_epoch = -1.0, model.state_dict(), 0
-    best_loss, since_best_loss, epoch = float("inf"), 0, 0
+    selection, best_state, epoch = Selection(), model.state_dict(), 0
     for epoch in range(1, max_epochs + 1):
         for idx in torch.randperm(len(x), generator=gen).split(BATCH):
             opt.zero_grad()
@@ -144,23 +134,19 @@ def _fit(
         val_map = evaluate(
             val_scores, tensors["valid"][1].numpy(), tensors["valid"][2].numpy(), threshold
         )["mAP"]
-        if val_map > best_map:
-            best_map, best_epoch = val_map, epoch
+        best, patience_used = selection.update(epoch, val_map, val_loss, EARLY_STOP)
+        if best:
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         plateau.step(val_loss)
-        if val_loss < best_loss:
-            best_loss, since_best_loss = val_loss, 0
-        else:
-            since_best_loss += 1
-            if since_best_loss >= EARLY_STOP:
-                break
+        if patience_used:
+            break
     model.load_state_dict(best_state)
     record: dict[str, Any] = {
         "teacher": teacher,
         "fraction": fraction,
         "seed": seed,
         "epochs": epoch,
-        "best_epoch": best_epoch,
+        "best_epoch": selection.best_epoch,
         "train_clips": len(train_rows),
         "logits": str(logits_path),
     }

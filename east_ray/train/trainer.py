@@ -47,6 +47,7 @@ from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.train.selection import Selection
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
@@ -113,15 +114,11 @@ class StepLoss(NamedTuple):
 
 
 @dataclasses.dataclass
-class _State:
-    """What a checkpoint holds besides the torch objects."""
+class _State(Selection):
+    """What a checkpoint holds besides the torch objects (flat, with the selection's)."""
 
     epoch: int = 0  # completed epochs
     step: int = 0
-    best_val_loss: float = math.inf
-    epochs_since_best_loss: int = 0
-    best_map: float = -math.inf
-    best_epoch: int = 0
     best_val: dict[str, float] = dataclasses.field(default_factory=dict)
     wall_seconds: float = 0.0
     stopped: str = ""
@@ -436,18 +433,14 @@ def train(
             run.plateau.step(val_loss)
             s = run.state
             s.epoch = epoch
-            if val["mAP"] > s.best_map:
-                s.best_map, s.best_epoch, s.best_val = val["mAP"], epoch, dict(val)
-                s.best_val["loss"] = val_loss
+            best, patience_used = s.update(epoch, val["mAP"], val_loss, r.early_stop_patience)
+            if best:
+                s.best_val = {**val, "loss": val_loss}
                 run.best_weights = {
                     k: v.detach().clone() for k, v in run.model.state_dict().items()
                 }
-            if val_loss < s.best_val_loss:
-                s.best_val_loss, s.epochs_since_best_loss = val_loss, 0
-            else:
-                s.epochs_since_best_loss += 1
-                if s.epochs_since_best_loss >= r.early_stop_patience:
-                    s.stopped = s.stopped or "early_stop"
+            if patience_used:
+                s.stopped = s.stopped or "early_stop"
             s.wall_seconds += time.perf_counter() - started
             metrics = {
                 "epoch": float(epoch),
