@@ -116,7 +116,7 @@ def ensure_data(spec: StudySpec, data_dir: Path, raw_dir: Path) -> Path:
         )
     from east_ray.data.openmic import read_openmic
     from east_ray.data.prepare import prepare
-    from east_ray.data.synth import synthesize
+    from east_ray.synthmic import synthesize
 
     if not (raw_dir / "synthmic.json").is_file():
         synthesize(raw_dir)
