@@ -23,8 +23,8 @@ from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
-from east_ray.data.synth import synthesize
 from east_ray.study.tune import run_tune, shared_inputs
+from east_ray.synthmic import synthesize
 from east_ray.train.data import load_trial_data
 from east_ray.train.trainer import TrialSpec, train
 
@@ -46,7 +46,7 @@ def _spec(trials: int, gpus: float) -> StudySpec:
 
 def run(trials: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="east_ray_overhead_"))
-    synthesize(tmp / "raw", n_clips=40, progress=False)
+    synthesize(tmp / "raw", n_clips=40)
     data = tmp / "data"
     prepare(read_openmic(tmp / "raw", dataset="synthmic"), FEATURES, data)
     spec = _spec(trials, 0.0)

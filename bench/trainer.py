@@ -38,7 +38,7 @@ from east_ray.config import SYSTEMS, Cell, Features, Recipe
 from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import LabelTable, read_labels
 from east_ray.data.prepare import prepare
-from east_ray.data.synth import synthesize
+from east_ray.synthmic import synthesize
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.data import (
@@ -159,7 +159,7 @@ def regularizer_cost(inputs: Inputs, store: BlockStore, steps: int) -> dict[str,
 def run(steps: int, base_channels: int, clips: int) -> dict[str, Any]:
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="east_ray_bench_"))
-    synthesize(tmp / "raw", n_clips=clips, progress=False)
+    synthesize(tmp / "raw", n_clips=clips)
     prepare(read_openmic(tmp / "raw", dataset="synthmic"), FEATURES, tmp / "data")
     data_dir = tmp / "data"
     extract_teacher(data_dir, "handcrafted")

@@ -1,1 +1,1 @@
-"""Datasets: release readers, audio features, Parquet preparation, downloads, the demo set."""
+"""Datasets: release readers, audio features, Parquet preparation, downloads."""

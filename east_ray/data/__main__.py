@@ -1,4 +1,4 @@
-"""`python -m east_ray.data`: download a release, render SynthMIC, prepare Parquet."""
+"""`python -m east_ray.data`: download a release, prepare Parquet."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
-from east_ray.data import download, synth
+from east_ray.data import download
 from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
@@ -77,7 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_prepare)
     download.add_cli(commands)
-    synth.add_cli(commands)
     return parser
 
 

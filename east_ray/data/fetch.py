@@ -23,7 +23,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Protocol
 
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from east_ray.data.checksums import CHUNK, md5sum, mismatch, parse_md5
 from east_ray.errors import BadValueError, UserError

@@ -12,7 +12,7 @@ from east_ray.config import Cell, SpecError, StudySpec
 from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import read_meta
 from east_ray.data.prepare import prepare
-from east_ray.data.synth import synthesize
+from east_ray.synthmic import synthesize
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.train.teacher_lr import fit_teacher_lr
 

@@ -1,41 +1,47 @@
-"""SynthMIC: the OpenMIC-2018 layout, exact labels by construction, determinism, atomic output."""
+"""east_ray.synthmic: the OpenMIC-2018 layout, exact labels, determinism, atomic output, CLI."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from east_ray.data import synth
-from east_ray.data.synth import (
+from east_ray.errors import BadValueError
+from east_ray.synthmic import _pipeline, synthesize
+from east_ray.synthmic.__main__ import build_parser, main
+from east_ray.synthmic._arrange import KIT_RING_S, bass_line, drum_pattern, ring_kit_notes
+from east_ray.synthmic._format import CHANNELS, SAMPLE_RATE
+from east_ray.synthmic._labels import annotate, group_split, present_classes
+from east_ray.synthmic._manifest import MANIFEST, OutputExistsError, SynthSummary
+from east_ray.synthmic._mix import StemRecord, window_notes
+from east_ray.synthmic._release import STEMS_CSV
+from east_ray.synthmic._render import SoundFontError, default_soundfont, render_stem, renderer
+from east_ray.synthmic._scores import Grid, Note, ScoreData
+from east_ray.synthmic._taxonomy import (
+    CLASS_RANGES,
     CLASSES,
-    Grid,
-    Note,
-    StemRecord,
-    annotate,
+    DISTRACTOR_PROGRAMS,
     gm_program_class,
-    group_split,
     kit_key_class,
-    present_classes,
-    synthesize,
-    window_notes,
 )
+from east_ray.synthmic._track import ClipRecord, TrackJob, clip_starts
 
 N_CLIPS = 8
 SEED = 7
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, synth.SynthSummary]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary]:
     out = tmp_path_factory.mktemp("synthmic") / "synthmic"
-    summary = synthesize(out, n_clips=N_CLIPS, seed=SEED, workers=1, progress=False)
+    summary = synthesize(out, n_clips=N_CLIPS, seed=SEED, workers=1)
     return out, summary
 
 
@@ -88,7 +94,7 @@ def test_gm_programs_map_to_the_openmic_classes() -> None:
     }
     for program, cls in expected.items():
         assert gm_program_class(program) == cls, program
-    for program in (*synth.DISTRACTOR_PROGRAMS, 41, 43, 48, 127):
+    for program in (*DISTRACTOR_PROGRAMS, 41, 43, 48, 127):
         assert gm_program_class(program) is None
     mapped = {gm_program_class(p) for p in range(128)} - {None}
     assert mapped == set(CLASSES) - {"cymbals", "drums", "mandolin", "ukulele"}
@@ -105,7 +111,7 @@ def test_kit_keys_split_into_cymbals_and_drums() -> None:
 
 def test_class_list_and_constants() -> None:
     assert list(CLASSES) == sorted(CLASSES) and len(CLASSES) == 20
-    assert synth.SAMPLE_RATE >= 16_000 and synth.CHANNELS in (1, 2)
+    assert SAMPLE_RATE == 44_100 and CHANNELS == 2  # like OpenMIC
 
 
 def test_window_notes_keeps_only_what_sounds_in_the_window() -> None:
@@ -170,21 +176,21 @@ def test_group_split_is_group_disjoint_and_about_a_quarter() -> None:
 def test_drum_pattern_and_bass_line_are_musical() -> None:
     rng = np.random.default_rng(3)
     grid = Grid(bar=4.0, beat=1.0, beats_per_bar=4, origin=1.0)  # with a one-beat pickup
-    hits = synth.drum_pattern(grid, 32.0, rng)
+    hits = drum_pattern(grid, 32.0, rng)
     assert hits and all(0 <= h.start < 32.0 for h in hits)
     kicks = {h.start for h in hits if h.pitch == 36}
     assert {1.0, 5.0, 9.0} <= kicks  # beat 1 of every bar after the pickup
-    rung = synth.ring_kit_notes(hits)
+    rung = ring_kit_notes(hits)
     assert len(rung) == len(hits)
-    assert all(0 < n.end - n.start <= synth.KIT_RING_S for n in rung)
+    assert all(0 < n.end - n.start <= KIT_RING_S for n in rung)
     parts = (
         tuple(Note(float(b), b + 1.0, 72, 80) for b in range(16)),
         tuple(Note(float(b), b + 2.0, 55 if b % 4 else 50, 80) for b in range(0, 16, 2)),
     )
-    data = synth.ScoreData(1, "x/y.mxl", "bach", parts, grid, 16.0)
+    data = ScoreData(1, "x/y.mxl", "bach", parts, grid, 16.0)
     for style in (0, 1, 2):
-        line = synth.bass_line(data, style, rng)
-        low, high = synth.CLASS_RANGES["bass"]
+        line = bass_line(data, style, rng)
+        low, high = CLASS_RANGES["bass"]
         assert line and all(low <= n.pitch <= high for n in line)
         assert {n.pitch % 12 for n in line} <= {55 % 12, 50 % 12}  # the lowest sounding notes
 
@@ -192,18 +198,18 @@ def test_drum_pattern_and_bass_line_are_musical() -> None:
 def test_clip_starts_do_not_overlap() -> None:
     rng = np.random.default_rng(0)
     for n in (1, 2, 3):
-        starts = synth.clip_starts(n * 10.0 + 3.3, n, rng)
+        starts = clip_starts(n * 10.0 + 3.3, n, rng)
         assert len(starts) == n and starts[0] >= 0
         assert all(b - a >= 10_000 for a, b in itertools.pairwise(starts))
         assert starts[-1] + 10_000 <= (n * 10.0 + 3.3) * 1000
     with pytest.raises(ValueError):
-        synth.clip_starts(15.0, 2, rng)
+        clip_starts(15.0, 2, rng)
 
 
 # ----------------------------------------------------------------------------- a rendered set
 
 
-def test_layout_and_file_names(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_layout_and_file_names(rendered: tuple[Path, SynthSummary]) -> None:
     root, summary = rendered
     for name in (
         "class-map.json",
@@ -213,8 +219,8 @@ def test_layout_and_file_names(rendered: tuple[Path, synth.SynthSummary]) -> Non
         "partitions/split01_train.csv",
         "partitions/split01_test.csv",
         "README.txt",
-        synth.STEMS_CSV,
-        synth.MANIFEST,
+        STEMS_CSV,
+        MANIFEST,
     ):
         assert (root / name).is_file(), name
     assert not (root / "vggish").exists()
@@ -231,7 +237,7 @@ def test_layout_and_file_names(rendered: tuple[Path, synth.SynthSummary]) -> Non
     assert not list(root.parent.glob("*.tmp-*"))
 
 
-def test_npz_dtypes_and_shapes(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_npz_dtypes_and_shapes(rendered: tuple[Path, SynthSummary]) -> None:
     z = _npz(rendered[0])
     assert set(z) == {"Y_true", "Y_mask", "sample_key"}  # no VGGish `X` in SynthMIC
     assert z["Y_true"].dtype == np.float64 and z["Y_true"].shape == (N_CLIPS, 20)
@@ -241,7 +247,7 @@ def test_npz_dtypes_and_shapes(rendered: tuple[Path, synth.SynthSummary]) -> Non
     assert list(z["sample_key"]) == sorted(z["sample_key"])
 
 
-def test_label_values_and_mask(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_label_values_and_mask(rendered: tuple[Path, SynthSummary]) -> None:
     z = _npz(rendered[0])
     assert set(np.unique(z["Y_true"])) <= {0.0, 0.5, 1.0}
     assert np.array_equal(z["Y_true"] == 0.5, ~z["Y_mask"])
@@ -250,7 +256,7 @@ def test_label_values_and_mask(rendered: tuple[Path, synth.SynthSummary]) -> Non
     assert not (z["Y_true"][:, [i_mandolin, i_ukulele]] > 0.5).any()
 
 
-def test_aggregated_csv_agrees_with_npz(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_aggregated_csv_agrees_with_npz(rendered: tuple[Path, SynthSummary]) -> None:
     root = rendered[0]
     z = _npz(root)
     with (root / "openmic-2018-aggregated-labels.csv").open() as f:
@@ -265,10 +271,10 @@ def test_aggregated_csv_agrees_with_npz(rendered: tuple[Path, synth.SynthSummary
         assert z["Y_mask"][i, j] and z["Y_true"][i, j] == relevance
 
 
-def test_labels_match_construction(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_labels_match_construction(rendered: tuple[Path, SynthSummary]) -> None:
     root, summary = rendered
     z = _npz(root)
-    stems = _read_csv(root / synth.STEMS_CSV)
+    stems = _read_csv(root / STEMS_CSV)
     present: dict[str, set[str]] = {k: set() for k in z["sample_key"]}
     for s in stems:
         program, is_drum = int(s["gm_program"]), s["is_drum"] == "1"
@@ -293,14 +299,14 @@ def test_labels_match_construction(rendered: tuple[Path, synth.SynthSummary]) ->
 
 
 def test_present_but_unannotated_instrument_occurs(
-    rendered: tuple[Path, synth.SynthSummary],
+    rendered: tuple[Path, SynthSummary],
 ) -> None:
     # At 10% per present class, a handful of clips with 2-6 instruments each has one.
     assert rendered[1].hidden_positives >= 1
 
 
 def test_partitions_cover_keys_once_and_are_group_disjoint(
-    rendered: tuple[Path, synth.SynthSummary],
+    rendered: tuple[Path, SynthSummary],
 ) -> None:
     root, summary = rendered
     keys = set(_npz(root)["sample_key"])
@@ -315,11 +321,11 @@ def test_partitions_cover_keys_once_and_are_group_disjoint(
         assert row["artist_name"] and row["track_title"] and row["source"].startswith("music21:")
 
 
-def test_every_clip_decodes_to_ten_seconds(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_every_clip_decodes_to_ten_seconds(rendered: tuple[Path, SynthSummary]) -> None:
     root = rendered[0]
     for key in _npz(root)["sample_key"]:
         audio, sr = sf.read(root / "audio" / key[:3] / f"{key}.ogg", always_2d=True)
-        assert sr == synth.SAMPLE_RATE and audio.shape[1] == synth.CHANNELS
+        assert sr == SAMPLE_RATE and audio.shape[1] == CHANNELS
         assert abs(audio.shape[0] - 10 * sr) <= 1
         peak = np.abs(audio).max()
         assert 0.3 < peak < 1.0  # normalised, not clipped
@@ -327,18 +333,18 @@ def test_every_clip_decodes_to_ten_seconds(rendered: tuple[Path, synth.SynthSumm
 
 
 def test_same_seed_same_keys_labels_and_audio_with_a_process_pool(
-    rendered: tuple[Path, synth.SynthSummary], tmp_path: Path
+    rendered: tuple[Path, SynthSummary], tmp_path: Path
 ) -> None:
     first = rendered[0]
     again = tmp_path / "again"
     again.mkdir()  # an existing empty folder is fine
-    summary = synthesize(again, n_clips=N_CLIPS, seed=SEED, workers=2, progress=False)
+    summary = synthesize(again, n_clips=N_CLIPS, seed=SEED, workers=2)
     assert not summary.reused
     a, b = _npz(first), _npz(again)
     for name in ("sample_key", "Y_true", "Y_mask"):
         assert np.array_equal(a[name], b[name]), name
     assert _partitions(first) == _partitions(again)
-    for name in (synth.STEMS_CSV, "openmic-2018-metadata.csv"):
+    for name in (STEMS_CSV, "openmic-2018-metadata.csv"):
         assert (first / name).read_bytes() == (again / name).read_bytes()
     for key in a["sample_key"][:3]:  # decoded samples are identical (Ogg serials differ)
         x, _ = sf.read(first / "audio" / key[:3] / f"{key}.ogg")
@@ -346,77 +352,121 @@ def test_same_seed_same_keys_labels_and_audio_with_a_process_pool(
         assert np.array_equal(x, y)
 
 
-def test_other_seed_differs(tmp_path: Path, rendered: tuple[Path, synth.SynthSummary]) -> None:
-    other = synthesize(tmp_path / "o", n_clips=2, seed=SEED + 1, workers=1, progress=False)
+def test_other_seed_differs_and_renders_without_a_bar_off_a_terminal(
+    tmp_path: Path,
+    rendered: tuple[Path, SynthSummary],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="east_ray.synthmic"):
+        other = synthesize(tmp_path / "o", n_clips=2, seed=SEED + 1, workers=1)
     assert set(_npz(other.out)["sample_key"]).isdisjoint(_npz(rendered[0])["sample_key"])
+    assert capsys.readouterr().err == ""  # tqdm shows its bar on a terminal only
+    assert [r.getMessage() for r in caplog.records] == [
+        f"SynthMIC: rendering 2 clips of {other.n_tracks} tracks into {tmp_path / 'o'}"
+    ]
 
 
-def test_rerun_with_same_parameters_reuses(rendered: tuple[Path, synth.SynthSummary]) -> None:
+def test_rerun_with_same_parameters_reuses(rendered: tuple[Path, SynthSummary]) -> None:
     root, summary = rendered
     before = (root / "openmic-2018.npz").stat().st_mtime_ns
-    again = synthesize(root, n_clips=N_CLIPS, seed=SEED, workers=1, progress=False)
+    again = synthesize(root, n_clips=N_CLIPS, seed=SEED, workers=1)
     assert again.reused and (root / "openmic-2018.npz").stat().st_mtime_ns == before
     assert again.present == summary.present and again.n_test == summary.n_test
 
 
-def test_refuses_to_overwrite(tmp_path: Path, rendered: tuple[Path, synth.SynthSummary]) -> None:
-    with pytest.raises(FileExistsError, match="other parameters"):
-        synthesize(rendered[0], n_clips=N_CLIPS + 1, seed=SEED, progress=False)
+def test_refuses_to_overwrite(tmp_path: Path, rendered: tuple[Path, SynthSummary]) -> None:
+    with pytest.raises(OutputExistsError, match="other parameters"):
+        synthesize(rendered[0], n_clips=N_CLIPS + 1, seed=SEED)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a complete SynthMIC"):
-        synthesize(foreign, n_clips=2, progress=False)
+    with pytest.raises(OutputExistsError, match="not a complete SynthMIC"):
+        synthesize(foreign, n_clips=2)
     assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(OutputExistsError, match="not a folder"):
+        synthesize(foreign / "notes.txt", n_clips=2)
+    assert issubclass(OutputExistsError, FileExistsError)
 
 
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fail(job: synth.TrackJob) -> tuple[synth.ClipRecord, ...]:
+    def fail(job: TrackJob) -> tuple[ClipRecord, ...]:
         calls.append(job.track_id)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synth, "render_track", fail)
+    monkeypatch.setattr(_pipeline, "render_track", fail)
     with pytest.raises(KeyboardInterrupt):
-        synthesize(tmp_path / "out", n_clips=3, workers=1, progress=False)
+        synthesize(tmp_path / "out", n_clips=3, workers=1)
     assert calls and not list(tmp_path.iterdir())
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        synthesize(tmp_path / "x", n_clips=0, progress=False)
-    with pytest.raises(ValueError):
-        synthesize(tmp_path / "x", workers=0, progress=False)
-    with pytest.raises(FileNotFoundError):
-        synthesize(tmp_path / "x", soundfont=tmp_path / "none.sf2", progress=False)
-    assert not (tmp_path / "x").exists()
+    with pytest.raises(BadValueError, match=r"n_clips \(--clips\): must be >= 1, got 0"):
+        synthesize(tmp_path / "x", n_clips=0)
+    with pytest.raises(BadValueError, match=r"--seed"):
+        synthesize(tmp_path / "x", seed=-1)
+    with pytest.raises(BadValueError, match=r"--workers"):
+        synthesize(tmp_path / "x", workers=0)
+    with pytest.raises(FileNotFoundError) as missing:
+        synthesize(tmp_path / "x", soundfont=tmp_path / "none.sf2")
+    assert missing.value.filename == str(tmp_path / "none.sf2")
+    junk = tmp_path / "junk.sf2"
+    junk.write_bytes(b"not a SoundFont")
+    with pytest.raises(SoundFontError, match="not a readable SoundFont"):
+        synthesize(tmp_path / "x", n_clips=2, soundfont=junk, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.sf2"]
 
 
+def test_a_reused_renderer_renders_a_stem_identically() -> None:
+    # Each process keeps one synthesiser for all its tracks; every stem must start afresh.
+    r = renderer(str(default_soundfont()))
+    assert renderer(str(default_soundfont())) is r
+    notes = (Note(0.0, 0.5, 60, 100), Note(0.25, 1.0, 67, 90))
+    first = render_stem(r, notes, program=0, is_drum=False, n_frames=SAMPLE_RATE, pan=40)
+    held = (Note(0.0, 5.0, 36, 127), Note(0.5, 5.0, 49, 127))  # still sounding at the end
+    render_stem(r, held, program=0, is_drum=True, n_frames=SAMPLE_RATE)
+    render_stem(r, held, program=48, is_drum=False, n_frames=SAMPLE_RATE, pan=100)
+    again = render_stem(r, notes, program=0, is_drum=False, n_frames=SAMPLE_RATE, pan=40)
+    assert first.shape == (SAMPLE_RATE, 2) and np.abs(first).max() > 0.01
+    assert np.array_equal(first, again)
+
+
+@pytest.fixture
+def _east_ray_logging() -> Iterator[None]:
+    """Undo `configure_logging`, which the CLI calls, after the test."""
+    logger = logging.getLogger("east_ray")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.mark.usefixtures("_east_ray_logging")
 def test_cli(
-    rendered: tuple[Path, synth.SynthSummary],
+    rendered: tuple[Path, SynthSummary],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    parser = argparse.ArgumentParser()
-    synth.add_cli(parser.add_subparsers(dest="command"))
-    defaults = parser.parse_args(["synth"])
+    defaults = build_parser().parse_args([])
     assert (defaults.out, defaults.clips, defaults.seed) == ("data/raw/synthmic", 400, 0)
     assert defaults.soundfont is None and defaults.workers is None
-    args = parser.parse_args(
-        ["synth", "--out", str(rendered[0]), "--clips", str(N_CLIPS), "--seed", str(SEED)]
-    )
-    assert args.func(args) == 0
-    assert "already complete" in capsys.readouterr().out
+    assert not defaults.verbose and not defaults.quiet
+    reuse = ["--out", str(rendered[0]), "--clips", str(N_CLIPS), "--seed", str(SEED)]
+    assert main(reuse) == 0
+    out, err = capsys.readouterr()
+    assert f"SynthMIC {rendered[0]}: {N_CLIPS} clips" in out and "already complete" in out
+    assert "already complete with these parameters" in err  # the log line
+    assert main([*reuse, "-q"]) == 0
+    assert capsys.readouterr().err == ""
     (tmp_path / "junk").write_text("x")
-    args = parser.parse_args(["synth", "--out", str(tmp_path), "--clips", "2", "--workers", "1"])
-    assert args.func(args) == 2
-    assert "not a complete SynthMIC" in capsys.readouterr().err
-
-
-def test_progress_reports_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    report = synth.stderr_progress()
-    for done in range(1, 21):
-        report(done, 20)
-    err = capsys.readouterr().err.splitlines()
-    assert err[-1] == "synth: 20/20 clips" and 5 <= len(err) <= 11
+    assert main(["--out", str(tmp_path), "--clips", "2", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "not a complete SynthMIC" in err
+    assert err.count("\n") == 1  # one line, no traceback
+    assert main(["--out", str(tmp_path / "new"), "--clips", "0"]) == 2
+    assert capsys.readouterr().err == "error: n_clips (--clips): must be >= 1, got 0\n"
+    missing = tmp_path / "none.sf2"
+    assert main(["--out", str(tmp_path / "new"), "--soundfont", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {missing}: SoundFont not found")
+    assert not (tmp_path / "new").exists()
