@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from east_ray.errors import BadValueError
 from east_ray.models import STUDENTS, build_student
 
 # name → (classes, mel bins, frames at paper input size, options, parameters, stage maps)
@@ -90,7 +91,7 @@ def test_cp_resnet_fixup_init_does_not_depend_on_models_built_before() -> None:
 def test_unknown_names_and_options_are_listed() -> None:
     with pytest.raises(KeyError, match="known students: cp_resnet, mobile_fcn"):
         build_student("resnet50", 10)
-    with pytest.raises(TypeError, match="unknown option.*depth.*accepted options: rho"):
+    with pytest.raises(BadValueError, match="unknown option.*depth.*accepted options: rho"):
         build_student("cp_resnet", 10, depth=26)
     with pytest.raises(ValueError, match="n_mels: got 64"):
         build_student("mobile_fcn", 10, n_mels=64)

@@ -14,6 +14,7 @@ from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
 from east_ray.data.release import ReleaseIndex
+from east_ray.errors import UnknownNameError
 
 # The study whose [features] a dataset is prepared with, unless --study says otherwise.
 DEFAULT_STUDY = {"openmic": "openmic", "magnatagatune": "magnatagatune", "synthmic": "demo"}
@@ -25,7 +26,7 @@ def read_release(dataset: str, root: Path, split_scheme: str = "won") -> Release
         return read_magnatagatune(root, split_scheme)
     if dataset in ("openmic", "synthmic"):
         return read_openmic(root, dataset=dataset)
-    raise ValueError(f"dataset: got {dataset!r}, expected one of {', '.join(DEFAULT_STUDY)}")
+    raise UnknownNameError(f"dataset: got {dataset!r}, expected one of {', '.join(DEFAULT_STUDY)}")
 
 
 def _prepare(args: argparse.Namespace) -> int:

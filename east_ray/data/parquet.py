@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from east_ray.data.subsets import training_subset
+from east_ray.errors import BadValueError
 
 META_VERSION = 1
 META = "meta.json"
@@ -132,7 +133,7 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
         )
     meta: dict[str, Any] = json.loads(path.read_text())
     if meta.get("version") != META_VERSION:
-        raise ValueError(
+        raise BadValueError(
             f"{path}: version {meta.get('version')!r}, expected {META_VERSION}; "
             "prepare the dataset again"
         )

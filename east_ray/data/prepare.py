@@ -45,6 +45,7 @@ from east_ray.data.parquet import (
     write_table_atomic,
 )
 from east_ray.data.release import ReleaseIndex
+from east_ray.errors import BadValueError
 from east_ray.ray_session import init_ray
 
 MANIFEST = "manifest.parquet"
@@ -207,9 +208,9 @@ def prepare(
     `runner` replaces Ray for running the shard jobs (tests run them in-process).
     """
     if shard_size < 1:
-        raise ValueError(f"shard_size: got {shard_size}, expected an integer >= 1")
+        raise BadValueError(f"--shard-size: got {shard_size}, expected an integer >= 1")
     if not 0.0 < min_fraction <= 1.0:
-        raise ValueError(f"min_fraction: got {min_fraction}, expected a number in (0, 1]")
+        raise BadValueError(f"--min-fraction: got {min_fraction}, expected a number in (0, 1]")
     out = Path(out)
     manifest = _manifest(index, shard_size)
     fingerprint = _fingerprint(index, features, shard_size, min_fraction, manifest)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from east_ray.errors import BadValueError, UnknownNameError
 from east_ray.models.common import Student, StudentOutput
 from east_ray.models.cp_resnet import CPResNet
 from east_ray.models.mobile_fcn import MobileFCN
@@ -22,7 +23,9 @@ STUDENTS: dict[str, Callable[..., Student]] = {
 def student_options(name: str) -> tuple[str, ...]:
     """The keyword options student `name` accepts (besides `num_classes`)."""
     if name not in STUDENTS:
-        raise KeyError(f"unknown student {name!r}; known students: {', '.join(sorted(STUDENTS))}")
+        raise UnknownNameError(
+            f"unknown student {name!r}; known students: {', '.join(sorted(STUDENTS))}"
+        )
     params = inspect.signature(STUDENTS[name]).parameters
     return tuple(p for p in params if p != "num_classes")
 
@@ -38,7 +41,7 @@ def build_student(
     accepted = student_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise TypeError(
+        raise BadValueError(
             f"student {name!r}: unknown option(s) {', '.join(unknown)}; "
             f"accepted options: {', '.join(accepted)}"
         )

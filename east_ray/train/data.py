@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
 from east_ray.data.parquet import LabelTable, column_numpy, read_labels
+from east_ray.errors import BadValueError
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.teacher_lr import load_teacher_logits
@@ -106,7 +107,10 @@ def build_trial_data(
     position = {c: i for i, c in enumerate(store.clip_ids)}
     missing = [c for c in labels.clip_ids if c not in position]
     if missing:
-        raise ValueError(f"store: no spectrogram for {len(missing)} clips, e.g. {missing[:3]}")
+        raise BadValueError(
+            f"the prepared spectrograms miss {len(missing)} labelled clips, e.g. {missing[:3]}; "
+            "prepare the dataset again"
+        )
     return TrialData(
         labels=labels,
         store=store,

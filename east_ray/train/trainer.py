@@ -42,7 +42,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from east_ray.config import Cell, Features, Recipe, StudySpec
 from east_ray.data.parquet import move_aside, write_atomic
-from east_ray.errors import UserError
+from east_ray.errors import BadValueError, UserError
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
@@ -415,9 +415,9 @@ def train(
     limit_gpu_memory(spec.gpu_fraction, device)
     r = spec.recipe
     if len(data.train_rows) < r.batch_size:
-        raise ValueError(
-            f"cell {spec.cell.cell_id}: {len(data.train_rows)} training clips, "
-            f"fewer than batch_size {r.batch_size}"
+        raise BadValueError(
+            f"cell {spec.cell.cell_id}: {len(data.train_rows)} training clips, fewer than "
+            f"recipe.batch_size {r.batch_size}; lower the batch size or raise the fraction"
         )
     if resume_from is not None:
         run = _fresh_run(spec, data, run_dir, device)
