@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -138,3 +139,33 @@ def test_dataset_prepared_with_other_mel_settings_is_refused(
     err = capsys.readouterr().err
     assert "features: the dataset was prepared with" in err and "'n_mels': 32" in err
     assert "'n_mels': 40" in err
+
+
+def test_a_failed_trial_releases_its_cell_for_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial that fails while building its data (before training) must not keep the
+    cell's lock: Tune retries it in the same, reused actor process."""
+    from east_ray.config import expand_cells, load_study
+    from east_ray.study import tune
+
+    spec = load_study(_write(tmp_path / "tiny.toml", "0.5"))
+    cell = expand_cells(spec)[0]
+    shared = tune.Shared(spec, {cell.cell_id: cell}, str(tmp_path), 20, None, [], {}, {}, None)  # type: ignore[arg-type]
+    attempts: list[int] = []
+
+    def build_then_train(cell_: object, shared_: object, run_dir: Path) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("the object store lost a block")
+        (run_dir / "result.json").write_text(f'{{"cell_id": "{run_dir.name}"}}')
+
+    monkeypatch.setattr(tune, "_train_cell", build_then_train)
+    with pytest.raises(OSError, match="lost a block"):
+        tune.run_trial({"cell_id": cell.cell_id}, shared)
+    retry = threading.Thread(target=tune.run_trial, args=({"cell_id": cell.cell_id}, shared))
+    retry.start()
+    retry.join(timeout=10)
+    assert not retry.is_alive(), "the retry waits for a lock its own process still holds"
+    assert len(attempts) == 2
+    assert (tmp_path / "cells" / cell.cell_id / "result.json").is_file()
