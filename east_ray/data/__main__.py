@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,11 @@ from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
 from east_ray.data.prepare import prepare
 from east_ray.data.release import ReleaseIndex
-from east_ray.errors import UnknownNameError
+from east_ray.errors import BadValueError, UnknownNameError
 
 # The study whose [features] a dataset is prepared with, unless --study says otherwise.
+logger = logging.getLogger(__name__)
+
 DEFAULT_STUDY = {"openmic": "openmic", "magnatagatune": "magnatagatune", "synthmic": "demo"}
 
 
@@ -32,13 +35,12 @@ def read_release(dataset: str, root: Path, split_scheme: str = "won") -> Release
 def _prepare(args: argparse.Namespace) -> int:
     spec = load_study(args.study or DEFAULT_STUDY[args.dataset])
     if spec.dataset != args.dataset:
-        print(
-            f"error: --study {args.study}: its dataset is {spec.dataset!r}, not {args.dataset!r}",
-            file=sys.stderr,
+        raise BadValueError(
+            f"--study {args.study}: its dataset is {spec.dataset!r}, not {args.dataset!r}; "
+            f"name a study of {args.dataset}"
         )
-        return 2
     index = read_release(args.dataset, Path(args.root), args.split_scheme)
-    print(index.count_report() + f"; {len(index.skipped)} rows left out by the reader")
+    logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
     prepare(
         index,
         spec.features,

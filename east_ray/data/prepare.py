@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +53,8 @@ PROGRESS = "prepare.json"
 # One clip at a time stays in cache; per clip on one core (bench.logmel, 2026-11-27):
 # 10 s OpenMIC 6.6 ms at 1, 7.5 at 4, 8.9 at 8; 29.1 s MTAT 7.0 ms at 1, 11.4 at 4, 19.8 at 8.
 LOGMEL_BATCH = 1
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +189,7 @@ def _check_existing(out: Path, fingerprint: str) -> bool:
         )
     progress = out / PROGRESS
     if progress.is_file() and json.loads(progress.read_text()).get("fingerprint") != fingerprint:
-        print(f"{out}: partial output from other settings; rebuilding it", file=sys.stderr)
+        logger.warning("%s: partial output from other settings; rebuilding it", out)
         shutil.rmtree(out / "clips", ignore_errors=True)
     return False
 
@@ -215,17 +217,21 @@ def prepare(
     manifest = _manifest(index, shard_size)
     fingerprint = _fingerprint(index, features, shard_size, min_fraction, manifest)
     if _check_existing(out, fingerprint):
-        print(f"{out}: already prepared ({index.dataset}, fingerprint {fingerprint[:12]})")
+        logger.info(
+            "%s: already prepared (%s, fingerprint %s)", out, index.dataset, fingerprint[:12]
+        )
         return read_meta(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"fingerprint": fingerprint}, out / PROGRESS)
     write_table_atomic(manifest, out / MANIFEST)
     n_shards = int(manifest["shard"].to_numpy().max()) + 1 if len(manifest) else 0
     todo = [s for s in range(n_shards) if not all(p.is_file() for p in shard_paths(out, s))]
-    print(
-        f"{index.dataset}: {len(manifest)} clips in {n_shards} shards, "
-        f"{n_shards - len(todo)} already written",
-        file=sys.stderr,
+    logger.info(
+        "%s: %d clips in %d shards, %d already written",
+        index.dataset,
+        len(manifest),
+        n_shards,
+        n_shards - len(todo),
     )
     _run_shards([ShardJob(str(out), s, features, min_fraction) for s in todo], runner)
     statuses = [
@@ -241,7 +247,7 @@ def prepare(
     )
     write_json_atomic(meta, out / META)
     (out / PROGRESS).unlink(missing_ok=True)
-    print(summary(meta))
+    logger.info("%s", summary(meta))
     return meta
 
 
