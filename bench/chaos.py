@@ -45,6 +45,7 @@ import pandas as pd
 import psutil
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from east_ray.teachers.stored import record_path
 from tests.release_fixtures import prepared_openmic, tiny_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,10 +74,9 @@ class Workspace:
 
     def phase(self) -> str:
         """The phase a run of the study is in, read off the disk."""
-        meta = json.loads((self.data / "meta.json").read_text())
         if b"teacher handcrafted" not in self.log.read_bytes():
             return PHASES[0]
-        if "handcrafted" not in meta.get("teachers", {}):
+        if not record_path(self.data, "handcrafted").is_file():
             return PHASES[1]
         if len(list((self.data / "teacher_lr").glob("*/*.json"))) < TEACHER_LR_FITS:
             return PHASES[2]

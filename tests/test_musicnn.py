@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from east_ray.errors import UnknownNameError
 from east_ray.teachers.musicnn import (
     FRAMES_PER_PATCH,
     MODELS,
@@ -297,7 +298,7 @@ def test_stereo_resampled_and_short_input() -> None:
 
 
 def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="MSD_musicnn, MTT_musicnn"):
+    with pytest.raises(UnknownNameError, match="MSD_musicnn, MTT_musicnn"):
         load_musicnn("MSD_vgg", tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / ".index")):
         load_musicnn("MSD_musicnn", tmp_path)

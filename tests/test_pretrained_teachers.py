@@ -2,13 +2,16 @@
 
 Each teacher's real network runs on random audio of 10 s and 29.1 s (batch of 2) at its
 sample rate. A teacher whose package is not installed is skipped (visibly), never faked.
-The download path is exercised against a local HTTP server.
+The download path is exercised against a local HTTP server (the registry row's URL pointed
+at it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
+import importlib
 import re
 import threading
 from collections.abc import Iterator
@@ -18,17 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from east_ray.teachers import pretrained
-from east_ray.teachers.pretrained import (
-    FRAME_COUNT,
-    LOADERS,
-    Extractor,
-    WeightsUnavailableError,
-    frames_for_samples,
-    load_openl3,
-    load_vggish,
-)
-from east_ray.teachers.registry import get_teacher
+from east_ray.errors import BadValueError
+from east_ray.teachers.extractor import Extractor
+from east_ray.teachers.pretrained import load_openl3, load_vggish
+from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
+from east_ray.teachers.weights import WeightsUnavailableError, state_dict_of
 
 DURATIONS = (10.0, 29.1)
 EXPECTED_T = {  # the documented frame counts
@@ -43,6 +40,7 @@ PACKAGES = {
     "passt": "hear21passt",
     "panns": "panns_hear",
 }
+PRETRAINED = sorted(name for name, info in TEACHERS.items() if info.weights_url)
 CPU = torch.device("cpu")
 
 
@@ -55,7 +53,7 @@ def _audio(sample_rate: int, seconds: float, batch: int = 2, seed: int = 0) -> t
 def _build(name: str, seed: int = 1223) -> Extractor:
     pytest.importorskip(PACKAGES[name])
     torch.manual_seed(seed)
-    return LOADERS[name](CPU, pretrained=False)
+    return load_extractor(name, CPU, pretrained=False)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +83,7 @@ def _check_contract(extractor: Extractor, audio: torch.Tensor, seconds: float) -
     assert (extractor.sample_rate, extractor.dim) == (info.sample_rate, info.dim)
     out = extractor(audio)
     frames = EXPECTED_T[name][seconds]
-    assert FRAME_COUNT[name](seconds) == frames
-    assert frames_for_samples(name, audio.shape[1]) == frames
+    assert info.frames(audio.shape[1]) == frames
     assert out.shape == (audio.shape[0], frames, info.dim)
     assert out.dtype == torch.float32
     assert out.device.type == "cpu"
@@ -123,7 +120,7 @@ def test_vggish_frames_follow_its_front_end() -> None:
     front_end = pytest.importorskip("torchvggish.vggish_input")
     for n_samples in (15_600, 31_019, 31_020, 160_000, 465_600):
         examples = front_end.waveform_to_examples(np.zeros(n_samples), 16_000, return_tensor=False)
-        assert frames_for_samples("vggish", n_samples) == examples.shape[0]
+        assert get_teacher("vggish").frames(n_samples) == examples.shape[0]
 
 
 @pytest.mark.slow
@@ -167,13 +164,13 @@ def test_panns_contract(panns: Extractor, seconds: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(LOADERS))
+@pytest.mark.parametrize("name", PRETRAINED)
 def test_short_clips_give_one_frame(name: str, request: pytest.FixtureRequest) -> None:
     extractor: Extractor = request.getfixturevalue(name)
     out = extractor(_audio(extractor.sample_rate, 0.3, batch=1))
     assert out.shape == (1, 1, extractor.dim)
     assert torch.isfinite(out).all()
-    assert frames_for_samples(name, 1) == 1
+    assert extractor.info.frames(1) == 1
 
 
 def test_bad_audio_is_refused(vggish: Extractor) -> None:
@@ -185,46 +182,64 @@ def test_bad_audio_is_refused(vggish: Extractor) -> None:
         vggish(torch.zeros(1, 16_000, dtype=torch.int16))
 
 
-def test_frame_counts_cover_the_teachers() -> None:
-    assert set(FRAME_COUNT) == set(LOADERS) == set(EXPECTED_T)
-    with pytest.raises(KeyError, match="known"):
-        frames_for_samples("nope", 10)
-    with pytest.raises(ValueError, match="at least one sample"):
-        frames_for_samples("vggish", 0)
+def test_the_registry_covers_the_pretrained_teachers() -> None:
+    assert set(PRETRAINED) == set(EXPECTED_T) == set(PACKAGES)
+
+
+# The attribute of the package (module, then a callable or constant) holding the URL that
+# the package itself downloads: the registry must name the same files.
+PACKAGE_URLS = {
+    ("vggish", "weights_url"): ("torchvggish.torchvggish", "VGGISH_WEIGHTS"),
+    ("vggish", "pca_url"): ("torchvggish.torchvggish", "PCA_PARAMS"),
+    ("openl3", "weights_url"): ("torchopenl3.core", "get_model_path"),
+    ("passt", "weights_url"): ("hear21passt.models.passt", "default_cfgs"),
+}
+
+
+@pytest.mark.parametrize("teacher,field", sorted(PACKAGE_URLS))
+def test_registry_urls_are_the_packages_own(teacher: str, field: str) -> None:
+    pytest.importorskip(PACKAGES[teacher])
+    module_name, attribute = PACKAGE_URLS[teacher, field]
+    value = getattr(importlib.import_module(module_name), attribute)
+    if attribute == "get_model_path":
+        value = value("mel128", "music", 512)
+    elif attribute == "default_cfgs":
+        value = value["passt_s_swa_p16_128_ap476"]["url"]
+    assert getattr(get_teacher(teacher), field) == value
 
 
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 
 
-@pytest.mark.parametrize("name", sorted(LOADERS))
+@pytest.mark.parametrize("name", PRETRAINED)
 def test_missing_checkpoint_names_the_path(name: str, tmp_path: Path) -> None:
     pytest.importorskip(PACKAGES[name])
     missing = tmp_path / "nowhere" / "weights.pth"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
-        LOADERS[name](CPU, checkpoint=missing)
+        load_extractor(name, CPU, checkpoint=missing)
 
 
-@pytest.mark.parametrize("name", sorted(LOADERS))
+@pytest.mark.parametrize("name", PRETRAINED)
 def test_unreadable_checkpoint_names_the_path(name: str, tmp_path: Path) -> None:
     pytest.importorskip(PACKAGES[name])
     garbage = tmp_path / "weights.pth"
     garbage.write_bytes(b"<html>not a checkpoint</html>")
-    with pytest.raises(ValueError, match=re.escape(str(garbage))):
-        LOADERS[name](CPU, checkpoint=garbage)
+    with pytest.raises(BadValueError, match=re.escape(str(garbage))):
+        load_extractor(name, CPU, checkpoint=garbage)
 
 
 def test_checkpoint_of_another_model_names_the_path(tmp_path: Path) -> None:
     pytest.importorskip("torchopenl3")
     other = tmp_path / "other.pth"
     torch.save({"layer.weight": torch.zeros(3)}, other)
-    with pytest.raises(ValueError, match=re.escape(f"{other} does not hold openl3 weights")):
+    with pytest.raises(BadValueError, match=re.escape(f"{other} does not hold openl3 weights")):
         load_openl3(CPU, checkpoint=other)
 
 
 def test_checkpoint_contradicting_pretrained_false_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("torchopenl3")
-    with pytest.raises(ValueError, match="pretrained=False"):
+    with pytest.raises(BadValueError, match="pretrained=False"):
         load_openl3(CPU, checkpoint=tmp_path / "x.pth", pretrained=False)
 
 
@@ -263,14 +278,20 @@ def test_vggish_checkpoint_folder_round_trip(vggish: Extractor, tmp_path: Path) 
 def test_panns_state_is_unwrapped_from_its_model_key(tmp_path: Path) -> None:
     state = {"fc1.weight": torch.ones(2, 2)}
     path = tmp_path / "Cnn14_mAP=0.431.pth"
-    unwrapped = pretrained._state_dict("panns", {"model": state, "iteration": 3}, path)
+    unwrapped = state_dict_of("panns", {"model": state, "iteration": 3}, path)
     assert unwrapped.keys() == state.keys()
-    with pytest.raises(ValueError, match="does not hold panns weights"):
-        pretrained._state_dict("panns", {"model": {"fc1.weight": "x"}}, path)
+    with pytest.raises(BadValueError, match="does not hold panns weights"):
+        state_dict_of("panns", {"model": {"fc1.weight": "x"}}, path)
 
 
 # ------------------------------------------------------------------------------------------------
 # Downloads (a local HTTP server stands in for the model hosts)
+
+
+def _serve_from(monkeypatch: pytest.MonkeyPatch, teacher: str, url: str) -> None:
+    """Point the registry row's download URLs at `url`."""
+    row = dataclasses.replace(get_teacher(teacher), weights_url=url, pca_url=url)
+    monkeypatch.setitem(TEACHERS, teacher, row)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -306,9 +327,7 @@ def test_pretrained_weights_are_downloaded_once_and_cached(
     torch.save(openl3.model.state_dict(), folder / name)
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr(
-        pretrained, "_release_url", lambda teacher, part="weights": f"{base}/{name}"
-    )
+    _serve_from(monkeypatch, "openl3", f"{base}/{name}")
     audio = _audio(openl3.sample_rate, 1.5, batch=1)
     torch.testing.assert_close(load_openl3(CPU, pretrained=True)(audio), openl3(audio))
     assert (hub / "checkpoints" / name).is_file()
@@ -316,7 +335,7 @@ def test_pretrained_weights_are_downloaded_once_and_cached(
     torch.testing.assert_close(load_openl3(CPU, pretrained=True)(audio), openl3(audio))
 
 
-@pytest.mark.parametrize("name", sorted(LOADERS))
+@pytest.mark.parametrize("name", PRETRAINED)
 def test_unreachable_weights_say_so_and_point_to_checkpoint(
     name: str, server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,8 +344,8 @@ def test_unreachable_weights_say_so_and_point_to_checkpoint(
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     url = f"{base}/missing-{name}.pth"
-    monkeypatch.setattr(pretrained, "_release_url", lambda teacher, part="weights": url)
+    _serve_from(monkeypatch, name, url)
     with pytest.raises(WeightsUnavailableError, match="checkpoint=") as caught:
-        LOADERS[name](CPU, pretrained=True)
+        load_extractor(name, CPU, pretrained=True)
     assert url in str(caught.value) and name in str(caught.value)
     assert list((hub / "checkpoints").iterdir()) == []  # no partial file left behind

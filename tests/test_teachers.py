@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +15,25 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import read_labels, read_meta
+from east_ray.errors import BadValueError, UnknownNameError
 from east_ray.teachers import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.__main__ import main as teachers_main
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
-from east_ray.teachers.handcrafted import handcrafted_embedding, n_frames
-from east_ray.teachers.stored import load_embeddings
+from east_ray.teachers.handcrafted import handcrafted_embedding
+from east_ray.teachers.stored import load_embeddings, read_record, record_path
 from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
+
+# T for clips of 10 s and 29.1 s, per teacher (documented in the teachers' modules)
+EXPECTED_T = {
+    "vggish": (10, 30),
+    "openl3": (10, 30),
+    "passt": (10, 30),
+    "panns": (1, 1),
+    "musicnn": (3, 9),
+    "handcrafted": (10, 30),
+}
 
 
 def _in_process(jobs: list[EmbedJob]) -> None:
@@ -26,23 +42,67 @@ def _in_process(jobs: list[EmbedJob]) -> None:
         embed_shard(job, extractor)
 
 
+@pytest.fixture
+def _cli_logging() -> Iterator[None]:
+    """Undo what a command's `configure_logging` does to the `east_ray` logger."""
+    logger = logging.getLogger("east_ray")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
 def test_registry_facts_and_unknown_name() -> None:
-    assert set(TEACHERS) == {"vggish", "openl3", "passt", "panns", "musicnn", "handcrafted"}
+    assert set(TEACHERS) == set(EXPECTED_T)
     assert get_teacher("panns").hop_seconds is None  # clip-level
     assert get_teacher("musicnn").hop_seconds == pytest.approx(2.992)
-    with pytest.raises(KeyError, match="known teachers: handcrafted, musicnn, openl3"):
+    assert {TEACHERS[n].hop_seconds for n in ("vggish", "openl3", "passt", "handcrafted")} == {0.96}
+    with pytest.raises(UnknownNameError, match="known teachers: handcrafted, musicnn, openl3"):
         get_teacher("wav2vec")
-    for info in TEACHERS.values():
-        module = info.loader.split(":")[0]
-        assert importlib.util.find_spec(module) is not None or module.endswith("pretrained")
 
 
+def test_the_registry_imports_no_torch() -> None:
+    code = "import sys, east_ray.teachers; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(TEACHERS))
+def test_registry_row(name: str) -> None:
+    info = get_teacher(name)
+    module, function = info.builder.split(":")
+    assert importlib.util.find_spec(module) is not None
+    assert callable(getattr(importlib.import_module(module), function))
+    frames = tuple(info.frames(round(s * info.sample_rate)) for s in (10.0, 29.1))
+    assert frames == EXPECTED_T[name]
+    assert info.frames(1) == (1 if info.pads_short_clips else 0)
+    assert info.frames(info.window) == 1
+    with pytest.raises(BadValueError, match="at least one sample"):
+        info.frames(0)
+
+
+@pytest.mark.parametrize("name", ["handcrafted", "musicnn"])
 @pytest.mark.parametrize("seconds", [10.0, 29.1])
-def test_handcrafted_contract(seconds: float) -> None:
-    audio = 0.1 * torch.randn(2, round(seconds * 16000), generator=torch.Generator().manual_seed(0))
-    out = load_extractor("handcrafted")(audio)
-    assert out.shape == (2, n_frames(seconds), 48) == (2, int(seconds / 0.96), 48)
+def test_local_teacher_contract(name: str, seconds: float) -> None:
+    info = get_teacher(name)
+    audio = 0.1 * torch.randn(
+        2, round(seconds * info.sample_rate), generator=torch.Generator().manual_seed(0)
+    )
+    torch.manual_seed(0)
+    extractor = load_extractor(name, "cpu", pretrained=False)
+    assert (extractor.name, extractor.sample_rate, extractor.dim) == (
+        name,
+        info.sample_rate,
+        info.dim,
+    )
+    out = extractor(audio)
+    assert out.shape == (2, info.frames(audio.shape[1]), info.dim)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    with pytest.raises(BadValueError, match="shorter than one frame"):
+        extractor(audio[:, : info.window - 1])
+
+
+def test_handcrafted_refuses_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(BadValueError, match="has no weights"):
+        load_extractor("handcrafted", "cpu", tmp_path / "weights.pth")
 
 
 def test_handcrafted_centroid_follows_pitch() -> None:
@@ -53,10 +113,13 @@ def test_handcrafted_centroid_follows_pitch() -> None:
     assert log_centroid_mean[1] > log_centroid_mean[0] + 1.0
 
 
-def test_extract_writes_parquet_meta_and_is_idempotent(prepared: Path) -> None:
+def test_extract_writes_parquet_and_its_record_and_is_idempotent(prepared: Path) -> None:
+    meta = (prepared / "meta.json").read_bytes()
     record = extract_teacher(prepared, "handcrafted", runner=_in_process)
     assert record["complete"] and (record["frames"], record["dim"]) == (1, 48)
-    assert read_meta(prepared)["teachers"]["handcrafted"] == record
+    assert read_record(prepared, "handcrafted") == record
+    assert json.loads(record_path(prepared, "handcrafted").read_text()) == record
+    assert (prepared / "meta.json").read_bytes() == meta  # prepare's file, never rewritten
     table = pq.read_table(prepared / "teachers" / "handcrafted")
     labels = read_labels(prepared)
     assert sorted(table["clip_id"].to_pylist()) == sorted(labels.clip_ids)
@@ -78,7 +141,7 @@ def test_extract_resumes_a_partial_teacher(prepared: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         extract_teacher(prepared, "handcrafted", runner=fail_after_one)
-    assert "handcrafted" not in read_meta(prepared)["teachers"]
+    assert read_record(prepared, "handcrafted") is None
     seen: list[int] = []
 
     def resume(jobs: list[EmbedJob]) -> None:
@@ -131,6 +194,20 @@ def test_vggish_is_imported_from_the_release(prepared: Path) -> None:
         assert np.array_equal(emb[i], (x[keys.index(clip)] - 128) / 256)
 
 
+def test_release_vggish_reads_the_requested_clips(prepared: Path) -> None:
+    release = Path(read_meta(prepared)["release_root"])
+    with np.load(release / "openmic-2018.npz", allow_pickle=True) as npz:  # our own fixture
+        x, keys = npz["X"], list(npz["sample_key"])
+    ids = [keys[3], keys[0]]
+    got = release_vggish(release, ids)
+    assert got is not None and got.dtype == np.float32
+    assert np.array_equal(got, (x[[3, 0]].astype(np.float32) - 128) / 256)
+    assert release_vggish(release, []) is not None
+    with pytest.raises(BadValueError, match="no row for 1 prepared clips"):
+        release_vggish(release, ["nope"])
+    assert release_vggish(prepared, ids) is None  # no release archive there
+
+
 def test_extraction_on_ray_actors(prepared: Path, ray_local: None) -> None:
     record = extract_teacher(prepared, "handcrafted")
     assert record["clips"] == len(read_labels(prepared).clip_ids)
@@ -160,7 +237,8 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     assert np.array_equal(again, logits)
 
 
-def test_embed_cli_writes_t_by_d(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("_cli_logging")
+def test_embed_cli_writes_t_by_d(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import soundfile as sf
 
     from tests.release_fixtures import tone
@@ -170,6 +248,7 @@ def test_embed_cli_writes_t_by_d(tmp_path: Path) -> None:
     out = tmp_path / "emb.npy"
     assert teachers_main(["embed", "--teacher", "handcrafted", str(audio), "--out", str(out)]) == 0
     assert np.load(out).shape == (3, 48)
+    assert capsys.readouterr().out == f"{out}: handcrafted embedding 3x48\n"
     assert (
         teachers_main(
             ["embed", "--teacher", "handcrafted", str(tmp_path / "none.wav"), "--out", str(out)]
@@ -202,3 +281,18 @@ def test_missing_or_damaged_shards_of_a_finished_teacher_are_extracted_again(
     assert shards[0].name in caplog.text and shards[1].name in caplog.text
     assert len(list(folder.glob("*.corrupt-*"))) == 1
     assert pq.read_table(folder).sort_by("clip_id").equals(original)
+
+
+def test_a_damaged_record_is_set_aside_and_written_again(
+    prepared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = extract_teacher(prepared, "handcrafted", runner=_in_process)
+    path = record_path(prepared, "handcrafted")
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(BadValueError, match="not a teacher record"):
+        load_embeddings(prepared, "handcrafted", [])
+    with caplog.at_level("WARNING", logger="east_ray.teachers.embeddings"):
+        again = extract_teacher(prepared, "handcrafted", runner=lambda jobs: pytest.fail("redo"))
+    assert again == record == read_record(prepared, "handcrafted")
+    assert f"{path} is damaged" in caplog.text
+    assert len(list(path.parent.glob("_*.corrupt-*"))) == 1

@@ -11,6 +11,10 @@ is False (exactly the entries at 0.5; a release where the two disagree is refuse
 Splits: the official test partition; validation is a seeded hold-out of
 `valid_fraction` of split01_train (the authors held out 15%).
 
+VGGish: the release ships the teacher's embeddings as `X` (8-bit PCA output, 10 frames per
+clip); `release_vggish` reads them dequantised as `(x - 128) / 256`, the scale of the
+network's own output, so that the VGGish teacher need not run on OpenMIC.
+
 `sample_key` is a pickled object array; unpickling a downloaded file can run code, so it
 is read with an unpickler that admits only numpy's array reconstruction.
 """
@@ -22,6 +26,7 @@ import io
 import json
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from east_ray.data.release import (
     require_file,
     require_root,
 )
+from east_ray.errors import BadValueError
 
 NPZ = "openmic-2018.npz"
 # Published sizes: 14,915 train keys (of which the authors held out 2,223), 5,085 test.
@@ -79,6 +85,26 @@ def read_string_array(npz_path: Path, name: str) -> np.ndarray:
     if not all(isinstance(v, str | np.str_) for v in values.ravel()):
         raise ValueError(f"{npz_path}: array {name!r} holds non-string values")
     return values.astype(str)
+
+
+def release_vggish(root: Path, clip_ids: Sequence[str]) -> np.ndarray | None:
+    """The release's VGGish embeddings of `clip_ids` in that order, `(N, T, 128)` float32
+    dequantised; None when the release at `root` ships none (no `X`, or no archive)."""
+    npz_path = Path(root) / NPZ
+    if not npz_path.is_file():
+        return None
+    with np.load(npz_path, allow_pickle=False) as archive:
+        if "X" not in archive.files:
+            return None
+        x = np.asarray(archive["X"])
+    row_of = {k: i for i, k in enumerate(read_string_array(npz_path, "sample_key"))}
+    missing = [c for c in clip_ids if c not in row_of]
+    if missing:
+        raise BadValueError(
+            f"{npz_path}: no row for {len(missing)} prepared clips in its sample_key, e.g. "
+            f"{missing[:3]}; prepare the dataset again from this release"
+        )
+    return (x[[row_of[c] for c in clip_ids]].astype(np.float32) - 128.0) / 256.0
 
 
 def _read_keys(path: Path) -> list[str]:

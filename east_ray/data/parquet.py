@@ -8,6 +8,7 @@
                                logmel fixed-shape tensor float16 [n_mels, frames]
   status/part-NNNNN.json       the shard's per-clip outcome (ok / skipped and why)
   teachers/<name>/part-*.parquet  clip_id, embedding fixed-shape tensor [T, D]
+  teachers/<name>/_teacher.json   the teacher's extraction record (east_ray.teachers.stored)
 ```
 A file appears under its final name only once complete (write to a temporary name, then
 `os.replace`), so a reader never sees half a shard.

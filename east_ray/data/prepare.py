@@ -289,7 +289,6 @@ def _meta(
         "shard_size": shard_size,
         "skipped": skipped,
         "source_md5": index.source_md5,
-        "teachers": {},
     }
 
 

@@ -1,9 +1,10 @@
 """Teachers: frozen, pre-computed embedding sequences that regularise a student.
 
-`TEACHERS` maps each teacher name to the facts the rest of east_ray needs about it;
-`load_extractor(name)` builds the network that computes its embeddings.
+`TEACHERS` maps each teacher name to its registry row (everything known about it without
+loading it); `load_extractor(name)` builds the `Extractor` that computes its embeddings
+(`east_ray.teachers.extractor`). Importing this package imports no torch.
 """
 
-from east_ray.teachers.registry import TEACHERS, Extractor, TeacherInfo, get_teacher, load_extractor
+from east_ray.teachers.registry import TEACHERS, TeacherInfo, get_teacher, load_extractor
 
-__all__ = ["TEACHERS", "Extractor", "TeacherInfo", "get_teacher", "load_extractor"]
+__all__ = ["TEACHERS", "TeacherInfo", "get_teacher", "load_extractor"]

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from east_ray.cli import run_command
+from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.data.audio import decode, resample
 from east_ray.teachers.embeddings import extract_teacher
-from east_ray.teachers.pretrained import WeightsUnavailableError
 from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
 
 
@@ -37,14 +36,14 @@ def _embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, embedding)
-    print(
-        f"{args.audio}: {args.teacher} embedding {embedding.shape[0]}x{embedding.shape[1]} → {out}"
-    )
+    # the command's result: what was written where
+    print(f"{out}: {args.teacher} embedding {embedding.shape[0]}x{embedding.shape[1]}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m east_ray.teachers", description=__doc__)
+    add_output_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     extract = commands.add_parser("extract", help="embed every clip of a prepared dataset")
     extract.add_argument("--data", required=True, help="a prepared dataset folder")
@@ -66,10 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     outputs = [Path(args.out)] if args.command == "embed" else [Path(args.data) / "teachers"]
-    return run_command(
-        lambda: int(args.func(args)), outputs=outputs, extra=(WeightsUnavailableError,)
-    )
+    return run_command(lambda: int(args.func(args)), outputs=outputs)
 
 
 if __name__ == "__main__":

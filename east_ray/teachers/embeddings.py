@@ -1,16 +1,17 @@
-"""Teacher embeddings of a prepared dataset: extraction as a Ray Data job, and reading back.
+"""Teacher embeddings of a prepared dataset, extracted as a Ray Data job.
 
 `extract_teacher(data_dir, name)` writes `teachers/<name>/part-NNNNN.parquet` (`clip_id`,
 `embedding` fixed-shape tensor `[T, D]` float32), one file per clip shard of the
-prepared dataset, then records the teacher in `meta.json` (hop, dim, frames). A pool of
-Ray actors loads the network once per actor and embeds whole shards, on a (fractional)
-GPU when the cluster has one, else on a CPU. Shards are written atomically, so an
-interrupted run resumes; a finished teacher is not extracted again, except for shards
-that have gone missing or cannot be read (set aside, re-extracted, with a warning naming
-them); the spectrograms are never rewritten.
+prepared dataset, then the teacher's record `teachers/<name>/_teacher.json` (hop, dim,
+frames, source; `east_ray.teachers.stored`). A pool of Ray actors loads the network once
+per actor and embeds whole shards, on a (fractional) GPU when the cluster has one, else
+on a CPU. Shards and record are written atomically, so an interrupted run resumes; a
+finished teacher is not extracted again, except for shards that have gone missing or
+cannot be read (set aside, re-extracted, with a warning naming them); the spectrograms
+and `meta.json` are never rewritten.
 
-VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz, 8-bit PCA
-output), imported and dequantised as `(x - 128) / 256`.
+VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz), read
+dequantised by `east_ray.data.openmic.release_vggish`.
 
 Reading them back is `east_ray.teachers.stored.load_embeddings`, which needs no Ray.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import torch
+from tqdm import tqdm
 
 from east_ray.data.audio import decode, fit_length, resample
-from east_ray.data.openmic import NPZ, read_string_array
+from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import (
-    META,
     move_aside,
     read_meta,
     tensor_array,
@@ -42,9 +42,11 @@ from east_ray.data.parquet import (
     write_table_atomic,
 )
 from east_ray.data.prepare import shard_paths
+from east_ray.errors import BadValueError
 from east_ray.ray_session import init_ray
-from east_ray.teachers.registry import Extractor, get_teacher, load_extractor
-from east_ray.teachers.stored import teacher_dir
+from east_ray.teachers.extractor import Extractor
+from east_ray.teachers.registry import get_teacher, load_extractor
+from east_ray.teachers.stored import read_record, record_path, teacher_dir
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,13 @@ class EmbedJob:
 
 def _shard_path(data_dir: Path, name: str, shard: int) -> Path:
     return teacher_dir(data_dir, name) / f"part-{shard:05d}.parquet"
+
+
+def _write_shard(
+    data_dir: Path, name: str, shard: int, ids: list[str], embeddings: np.ndarray
+) -> None:
+    table = pa.table({"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embeddings)})
+    write_table_atomic(table, _shard_path(data_dir, name, shard))
 
 
 def _ok_clips(data_dir: Path) -> pa.Table:
@@ -111,8 +120,7 @@ def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
             f"{ids[int(np.flatnonzero(bad)[0])]} ({int(bad.sum())} clips in shard "
             f"{job.shard})"
         )
-    table = pa.table({"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embeddings)})
-    write_table_atomic(table, _shard_path(Path(job.data_dir), job.teacher, job.shard))
+    _write_shard(Path(job.data_dir), job.teacher, job.shard, ids, embeddings)
     return len(ids)
 
 
@@ -169,31 +177,34 @@ def _readable_shard(path: Path) -> bool:
         return False
 
 
-def _import_release_vggish(data_dir: Path, meta: dict[str, Any], shards: list[int]) -> None:
-    """Write the release's own VGGish (`X`) for OpenMIC-2018, dequantised."""
-    npz = Path(meta["release_root"]) / NPZ
-    keys = read_string_array(npz, "sample_key")
-    with np.load(npz, allow_pickle=False) as archive:
-        x = np.asarray(archive["X"])
-    row_of = {k: i for i, k in enumerate(keys)}
-    clips = _ok_clips(data_dir)
-    for shard in shards:
-        ids = clips.filter(pc.equal(clips["shard"], shard))["clip_id"].to_pylist()
-        embedding = (x[[row_of[k] for k in ids]].astype(np.float32) - 128.0) / 256.0
-        table = pa.table(
-            {"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embedding)}
-        )
-        write_table_atomic(table, _shard_path(data_dir, "vggish", shard))
+def _finished_record(data_dir: Path, name: str) -> dict[str, Any] | None:
+    """The teacher's record if its extraction finished; a damaged one is moved aside with a
+    warning (the extraction is then confirmed and the record written again)."""
+    path = record_path(data_dir, name)
+    try:
+        return read_record(data_dir, name)
+    except BadValueError:
+        aside = move_aside(path)
+        logger.warning("%s is damaged; moved to %s, checking the shards again", path, aside.name)
+        return None
 
 
-def _release_has_vggish(meta: dict[str, Any]) -> bool:
-    if meta["dataset"] != "openmic":
+def _write_release_vggish(
+    data_dir: Path, meta: dict[str, Any], clips: pa.Table, shards: list[int]
+) -> bool:
+    """Write the OpenMIC release's own VGGish (`X`) for `shards`; False if it ships none."""
+    if meta["dataset"] != "openmic":  # SynthMIC shares the layout, not the embeddings
         return False
-    npz = Path(meta.get("release_root", "")) / NPZ
-    if not npz.is_file():
+    ids = {s: clips.filter(pc.equal(clips["shard"], s))["clip_id"].to_pylist() for s in shards}
+    embeddings = release_vggish(Path(meta["release_root"]), [c for s in shards for c in ids[s]])
+    if embeddings is None:
         return False
-    with np.load(npz, allow_pickle=False) as archive:
-        return "X" in archive.files
+    start = 0
+    for shard in tqdm(shards, desc="vggish from the release", unit="shard", disable=None):
+        end = start + len(ids[shard])
+        _write_shard(data_dir, "vggish", shard, ids[shard], embeddings[start:end])
+        start = end
+    return True
 
 
 def extract_teacher(
@@ -204,7 +215,7 @@ def extract_teacher(
     pretrained: bool = True,
     runner: Callable[[list[EmbedJob]], None] | None = None,
 ) -> dict[str, Any]:
-    """Extract (or finish, or confirm) teacher `name` for a prepared dataset; returns its meta.
+    """Extract (or finish, or confirm) teacher `name` for a prepared dataset; returns its record.
 
     `runner` replaces the Ray actor pool (tests run the shards in-process).
     """
@@ -214,30 +225,33 @@ def extract_teacher(
     clips = _ok_clips(data_dir)
     shards = sorted(set(clips["shard"].to_pylist()))
     todo = [s for s in shards if not _readable_shard(_shard_path(data_dir, name, s))]
-    done = meta.get("teachers", {}).get(name)
-    if done and done.get("complete"):
+    done = _finished_record(data_dir, name)
+    if done is not None:
         if not todo:
-            print(f"{data_dir}: teacher {name} already extracted ({done['clips']} clips)")
-            return dict(done)
+            logger.info(
+                "%s: teacher %s already extracted (%d clips)", data_dir, name, done["clips"]
+            )
+            return done
         logger.warning(
             "%s lists teacher %s as extracted, but %d of its %d shards in %s are missing or "
             "unreadable (%s); extracting them again",
-            data_dir / META,
+            record_path(data_dir, name),
             name,
             len(todo),
             len(shards),
             teacher_dir(data_dir, name),
             ", ".join(_shard_path(data_dir, name, s).name for s in todo),
         )
-    print(
-        f"teacher {name}: {len(clips)} clips in {len(shards)} shards, "
-        f"{len(shards) - len(todo)} already written",
-        file=sys.stderr,
+    logger.info(
+        "teacher %s: %d clips in %d shards, %d already written",
+        name,
+        len(clips),
+        len(shards),
+        len(shards) - len(todo),
     )
     source = "network"
-    if name == "vggish" and _release_has_vggish(meta):
+    if name == "vggish" and _write_release_vggish(data_dir, meta, clips, todo):
         source = "release X (dequantised)"
-        _import_release_vggish(data_dir, meta, todo)
     elif todo:
         features = meta["features"]
         jobs = [
@@ -264,8 +278,14 @@ def extract_teacher(
         "pretrained": pretrained,
         "standardise": info.standardise,
     }
-    meta = read_meta(data_dir)  # re-read: another teacher may have finished meanwhile
-    meta.setdefault("teachers", {})[name] = record
-    write_json_atomic(meta, data_dir / META)
-    print(f"teacher {name}: {len(clips)} clips, embedding {shape[0]}x{shape[1]} ({source})")
+    write_json_atomic(record, record_path(data_dir, name))
+    logger.info(
+        "teacher %s: %d clips, embedding %dx%d (%s) in %s",
+        name,
+        len(clips),
+        shape[0],
+        shape[1],
+        source,
+        teacher_dir(data_dir, name),
+    )
     return record

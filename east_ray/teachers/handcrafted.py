@@ -3,33 +3,31 @@
 At 16 kHz, a 25 ms / 10 ms power STFT gives per STFT frame 20 MFCCs (40 mel bands, DCT-II)
 and four spectral descriptors (log centroid, log bandwidth, log 85% roll-off, log
 flatness). Each 0.96 s block (96 STFT frames) is summarised by the mean and standard
-deviation of those 24 values → 48 dimensions, `T = floor(seconds / 0.96)` frames.
-The registry marks this teacher `standardise=True`: each dimension is z-scored with
-training-split statistics when embeddings are loaded for training.
+deviation of those 24 values → 48 dimensions, `T = N // 15360` frames for N samples (the
+registry row's frame grid). The registry marks this teacher `standardise=True`: each
+dimension is z-scored with training-split statistics when embeddings are loaded for
+training.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from east_ray.errors import BadValueError
+from east_ray.teachers.extractor import Extractor
+
 SAMPLE_RATE = 16_000
 N_FFT, WIN, HOP = 512, 400, 160
-BLOCK_SECONDS = 0.96
-STFT_FRAMES_PER_BLOCK = round(BLOCK_SECONDS * SAMPLE_RATE / HOP)
+STFT_FRAMES_PER_BLOCK = 96  # 0.96 s
+BLOCK_SAMPLES = STFT_FRAMES_PER_BLOCK * HOP
 N_MELS, N_MFCC = 40, 20
 DIM = 2 * (N_MFCC + 4)
 EPS = 1e-10
-
-
-def n_frames(seconds: float) -> int:
-    """Embedding frames for a clip of `seconds`."""
-    return int(seconds * SAMPLE_RATE) // round(BLOCK_SECONDS * SAMPLE_RATE)
 
 
 @functools.lru_cache(maxsize=2)
@@ -65,11 +63,11 @@ def handcrafted_embedding(audio: Tensor) -> Tensor:
     """Mono 16 kHz audio `(B, N)` → `(B, T, 48)` float32 (mean and std per 0.96 s block)."""
     if audio.ndim != 2:
         raise ValueError(f"audio: got shape {tuple(audio.shape)}, expected (B, N)")
-    t = n_frames(audio.shape[-1] / SAMPLE_RATE)
+    t = audio.shape[-1] // BLOCK_SAMPLES
     if t == 0:
-        raise ValueError(
-            f"audio: got {audio.shape[-1]} samples, expected at least "
-            f"{round(BLOCK_SECONDS * SAMPLE_RATE)} (one 0.96 s frame)"
+        raise BadValueError(
+            f"audio: got {audio.shape[-1]} samples, expected at least {BLOCK_SAMPLES} "
+            "(one 0.96 s frame)"
         )
     window = torch.hann_window(WIN, device=audio.device)
     spec = torch.stft(audio.float(), N_FFT, HOP, WIN, window, center=True, return_complex=True)
@@ -80,17 +78,13 @@ def handcrafted_embedding(audio: Tensor) -> Tensor:
 
 
 def load_handcrafted(
-    device: torch.device, checkpoint: Path | None = None, pretrained: bool = True
-) -> Callable[[Tensor], Tensor]:
-    """The extractor (weight-free: `checkpoint` and `pretrained` must be left at defaults)."""
+    device: torch.device | str, checkpoint: Path | None = None, pretrained: bool = True
+) -> Extractor:
+    """The extractor (weight-free: `checkpoint` must be left out; `pretrained` changes nothing)."""
     if checkpoint is not None:
-        raise ValueError(
-            f"checkpoint: got {checkpoint!r}, but the handcrafted teacher has no weights"
+        raise BadValueError(
+            f"checkpoint: got {str(checkpoint)!r}, but the handcrafted teacher has no weights; "
+            "leave it out"
         )
     del pretrained  # nothing to load either way
-
-    def extract(audio: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return handcrafted_embedding(audio.to(device))
-
-    return extract
+    return Extractor("handcrafted", handcrafted_embedding, device)

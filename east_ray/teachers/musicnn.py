@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,7 +49,10 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from east_ray.data.audio import decode
+from east_ray.errors import BadValueError, UnknownNameError
+from east_ray.teachers.extractor import Extractor
 from east_ray.teachers.tf_checkpoint import CheckpointError, index_path, read_checkpoint
+from east_ray.teachers.weights import WeightsUnavailableError
 
 __all__ = [
     "FRAMES_PER_PATCH",
@@ -227,9 +229,10 @@ def default_checkpoint_dir(model: str = "MSD_musicnn") -> Path:
     """Where the installed `musicnn` wheel keeps `model`'s checkpoint (not imported)."""
     spec = importlib.util.find_spec("musicnn")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the musicnn package is not installed (pip install --no-deps musicnn==0.1.0), "
-            "or pass checkpoint_dir"
+        raise WeightsUnavailableError(
+            "the musicnn weights come with the musicnn package, which is not installed: "
+            "pip install --no-deps musicnn==0.1.0, or pass the folder of its checkpoint "
+            "(checkpoint_dir, --checkpoint)"
         )
     return Path(next(iter(spec.submodule_search_locations))) / model
 
@@ -306,7 +309,9 @@ def load_musicnn(model: str = "MSD_musicnn", checkpoint_dir: Path | None = None)
     `musicnn` wheel's folder of that name. Returned in eval mode, on the CPU.
     """
     if model not in MODELS:
-        raise ValueError(f"unknown musicnn model {model!r}; known models: {', '.join(MODELS)}")
+        raise UnknownNameError(
+            f"unknown musicnn model {model!r}; known models: {', '.join(MODELS)}"
+        )
     directory = default_checkpoint_dir(model) if checkpoint_dir is None else Path(checkpoint_dir)
     index = index_path(directory)
     if not index.is_file():
@@ -388,7 +393,7 @@ def musicnn_patches(log_mel: Tensor, frames: int = FRAMES_PER_PATCH) -> Tensor:
     n = (log_mel.shape[0] - frames) // frames + 1
     if log_mel.shape[0] < frames:
         seconds = frames * HOP_LENGTH / SAMPLE_RATE
-        raise ValueError(
+        raise BadValueError(
             f"audio too short for musicnn: {log_mel.shape[0]} frames < {frames} (~{seconds:.2f} s)"
         )
     return log_mel[: n * frames].reshape(n, frames, log_mel.shape[1])
@@ -428,8 +433,8 @@ def musicnn_file_features(path: Path | str, model: nn.Module) -> dict[str, Tenso
 
 
 def load_musicnn_teacher(
-    device: torch.device, checkpoint: Path | None = None, pretrained: bool = True
-) -> Callable[[Tensor], Tensor]:
+    device: torch.device | str, checkpoint: Path | None = None, pretrained: bool = True
+) -> Extractor:
     """The musicnn teacher: 16 kHz audio `(B, N)` → penultimate layer `(B, T, 200)` per patch.
 
     `checkpoint`: a directory holding `.index` + `.data-*` (default: the installed wheel's
@@ -440,8 +445,8 @@ def load_musicnn_teacher(
     else:
         model = MusicnnTagger().to(device).eval()
 
-    def extract(audio: Tensor) -> Tensor:
+    def embed(audio: Tensor) -> Tensor:
         rows = [musicnn_features(clip, SAMPLE_RATE, model)["penultimate"] for clip in audio]
-        return torch.stack(rows).float().cpu()
+        return torch.stack(rows)
 
-    return extract
+    return Extractor("musicnn", embed, device, model)

@@ -1,26 +1,38 @@
-"""The teacher registry: name → frame rate, dimension, sample rate and how to load it.
+"""The teacher registry: one row per teacher holding everything known about it unloaded.
 
-A teacher embeds a clip as a sequence `(T, D)`; `hop_seconds` is the time between two
-frames, or `None` for a clip-level teacher that emits one vector per clip (PANNs). The
-losses use `hop_seconds` to put student and teacher on one frame grid.
+A teacher embeds a mono clip at its `sample_rate` as a sequence `(T, D)`. Frame t covers
+the `window` samples from `t · hop` (frames start at 0, not centred); `hop` is None for a
+clip-level teacher that emits one vector per clip (PANNs, whose `window` is then the
+shortest clip it embeds). A clip shorter than one window is zero-padded to one window, or
+refused by a teacher with `pads_short_clips=False`; a trailing part shorter than a window
+is dropped. So `T` depends on the clip's length only (`TeacherInfo.frames`), and
+`hop_seconds` puts student and teacher on one frame grid in the losses.
 
-An extractor is a callable: mono float32 audio `(B, N)` at the teacher's `sample_rate`
-→ embeddings `(B, T, D)` float32 on the CPU, normalised as the authors did. `loader`
-names the function that builds it (`module:function`, imported only when used, so the
-optional packages of the pretrained teachers are needed only for those teachers).
+`builder` names the function that builds the teacher's `Extractor` (`module:function`),
+imported only by `load_extractor`: the optional packages of the pretrained teachers are
+needed only for those teachers, and this module imports no torch.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-import torch
+from east_ray.errors import BadValueError, UnknownNameError
 
-Extractor = Callable[[torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+    from east_ray.teachers.extractor import Extractor
+
+    class Builder(Protocol):
+        """The signature every row's `builder` has."""
+
+        def __call__(
+            self, device: torch.device | str, checkpoint: Path | None, pretrained: bool
+        ) -> Extractor: ...
 
 
 @dataclass(frozen=True)
@@ -29,33 +41,108 @@ class TeacherInfo:
 
     name: str
     dim: int
-    hop_seconds: float | None
     sample_rate: int
+    window: int  # samples a frame covers (clip-level: the shortest clip, else padded)
+    hop: int | None  # samples between two frames; None: one vector per clip
     description: str
-    loader: str
+    builder: str  # "module:function" building its Extractor (see `load_extractor`)
+    pads_short_clips: bool = True
     # z-score each dimension with training-split statistics when loaded for training
     standardise: bool = False
+    weights_url: str | None = None  # what its package downloads; fetched when pretrained
+    pca_url: str | None = None  # VGGish's PCA parameters, fetched beside its weights
 
+    @property
+    def hop_seconds(self) -> float | None:
+        """Seconds between two frames; None for a clip-level teacher."""
+        return None if self.hop is None else self.hop / self.sample_rate
+
+    def frames(self, n_samples: int) -> int:
+        """T for a clip of `n_samples` samples at `sample_rate` (0: too short to embed)."""
+        if n_samples < 1:
+            raise BadValueError(f"{self.name}: a clip needs at least one sample, got {n_samples}")
+        if n_samples < self.window:
+            return 1 if self.pads_short_clips else 0
+        if self.hop is None:
+            return 1
+        return 1 + (n_samples - self.window) // self.hop
+
+
+_VGGISH_RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
 
 TEACHERS: dict[str, TeacherInfo] = {
     info.name: info
     for info in (
-        TeacherInfo("vggish", 128, 0.96, 16_000, "VGGish, 8-bit PCA output, (x - 128) / 256",
-                    "east_ray.teachers.pretrained:load_vggish"),
-        TeacherInfo("openl3", 512, 0.96, 48_000, "OpenL3 mel128/music/512, x - 2.24",
-                    "east_ray.teachers.pretrained:load_openl3"),
-        TeacherInfo("passt", 768, 0.96, 32_000, "PaSST, 0.96 s window and hop",
-                    "east_ray.teachers.pretrained:load_passt"),
-        TeacherInfo("panns", 2048, None, 32_000, "PANNs CNN14, one clip-level vector",
-                    "east_ray.teachers.pretrained:load_panns"),
-        TeacherInfo("musicnn", 200, 187 * 256 / 16_000, 16_000,
-                    "musicnn MSD model, penultimate layer per 3 s patch (PyTorch port)",
-                    "east_ray.teachers.musicnn:load_musicnn_teacher"),
-        TeacherInfo("handcrafted", 48, 0.96, 16_000,
-                    "MFCC and spectral statistics per 0.96 s, standardised",
-                    "east_ray.teachers.handcrafted:load_handcrafted", standardise=True),
+        TeacherInfo(
+            "vggish",
+            dim=128,
+            sample_rate=16_000,
+            # examples of 96 log-mel frames (25 ms window, 10 ms hop), hop 96 frames
+            window=400 + 95 * 160,
+            hop=96 * 160,
+            description="VGGish, 8-bit PCA output, (x - 128) / 256",
+            builder="east_ray.teachers.pretrained:load_vggish",
+            weights_url=_VGGISH_RELEASE + "vggish-10086976.pth",
+            pca_url=_VGGISH_RELEASE + "vggish_pca_params-970ea276.pth",
+        ),
+        TeacherInfo(
+            "openl3",
+            dim=512,
+            sample_rate=48_000,
+            window=48_000,
+            hop=46_080,
+            description="OpenL3 mel128/music/512, x - 2.24",
+            builder="east_ray.teachers.pretrained:load_openl3",
+            weights_url="https://github.com/torchopenl3/torchopenl3-models/raw/master/"
+            "torchopenl3_mel128_music_512.pth.tar",
+        ),
+        TeacherInfo(
+            "passt",
+            dim=768,
+            sample_rate=32_000,
+            window=30_720,
+            hop=30_720,
+            description="PaSST, 0.96 s window and hop",
+            builder="east_ray.teachers.pretrained:load_passt",
+            weights_url="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/"
+            "passt-s-f128-p16-s10-ap.476-swa.pt",
+        ),
+        TeacherInfo(
+            "panns",
+            dim=2048,
+            sample_rate=32_000,
+            window=32_000,  # shorter clips are padded to 1 s, as panns-hear does
+            hop=None,
+            description="PANNs CNN14, one clip-level vector",
+            builder="east_ray.teachers.pretrained:load_panns",
+            # Zenodo record 3987831, the file panns-inference downloads
+            weights_url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+        ),
+        TeacherInfo(
+            "musicnn",
+            dim=200,
+            sample_rate=16_000,
+            # patches of 187 frames of a centred STFT with hop 256: the last frame of
+            # patch t is centred on sample 256 (187 t + 186), which the clip must reach
+            window=186 * 256,
+            hop=187 * 256,
+            description="musicnn MSD model, penultimate layer per 3 s patch (PyTorch port)",
+            builder="east_ray.teachers.musicnn:load_musicnn_teacher",
+            pads_short_clips=False,
+        ),
+        TeacherInfo(
+            "handcrafted",
+            dim=48,
+            sample_rate=16_000,
+            window=15_360,
+            hop=15_360,
+            description="MFCC and spectral statistics per 0.96 s, standardised",
+            builder="east_ray.teachers.handcrafted:load_handcrafted",
+            pads_short_clips=False,
+            standardise=True,
+        ),
     )
-}  # fmt: skip
+}
 
 
 def get_teacher(name: str) -> TeacherInfo:
@@ -64,7 +151,7 @@ def get_teacher(name: str) -> TeacherInfo:
         return TEACHERS[name]
     except KeyError:
         known = ", ".join(sorted(TEACHERS))
-        raise KeyError(f"unknown teacher {name!r}; known teachers: {known}") from None
+        raise UnknownNameError(f"unknown teacher {name!r}; known teachers: {known}") from None
 
 
 def load_extractor(
@@ -74,6 +161,6 @@ def load_extractor(
     pretrained: bool = True,
 ) -> Extractor:
     """Build teacher `name`'s extractor on `device` (weights from `checkpoint` if given)."""
-    module_name, function = get_teacher(name).loader.split(":")
-    loader = getattr(importlib.import_module(module_name), function)
-    return cast(Extractor, loader(torch.device(device), checkpoint, pretrained))
+    module_name, function = get_teacher(name).builder.split(":")
+    build = cast("Builder", getattr(importlib.import_module(module_name), function))
+    return build(device, checkpoint, pretrained)

@@ -1,49 +1,91 @@
 """Extracted teacher embeddings read back: `load_embeddings(data_dir, name, clip_ids)`.
 
-Returns them in the requested clip order, z-scored with training-split statistics for
-teachers marked `standardise`, refusing missing clips and non-finite values. Kept apart
-from the extraction (`embeddings.py`, a Ray Data job) because trials and the trainer
-read embeddings and must not import Ray.
+A teacher's folder `teachers/<name>/` holds its shards (`part-NNNNN.parquet`) and, once
+extraction finished, its record `_teacher.json` (clips, frames, dim, hop, source, ...);
+one file per teacher, so teachers extracted at once never write the same file. The
+leading underscore keeps the record out of Arrow's dataset discovery: the folder still
+reads as one Parquet dataset.
+
+`load_embeddings` returns them in the requested clip order, z-scored with training-split
+statistics for teachers marked `standardise`, refusing missing clips and non-finite
+values. Kept apart from the extraction (`embeddings.py`, a Ray Data job) because trials
+and the trainer read embeddings and must not import Ray.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from east_ray.data.parquet import column_numpy, read_meta
+from east_ray.data.parquet import column_numpy
+from east_ray.errors import BadValueError
+
+RECORD = "_teacher.json"
 
 
 def teacher_dir(data_dir: Path, name: str) -> Path:
     return Path(data_dir) / "teachers" / name
 
 
+def record_path(data_dir: Path, name: str) -> Path:
+    return teacher_dir(data_dir, name) / RECORD
+
+
+def read_record(data_dir: Path, name: str) -> dict[str, Any] | None:
+    """Teacher `name`'s extraction record, or None if its extraction never finished."""
+    path = record_path(data_dir, name)
+    if not path.is_file():
+        return None
+    fix = (
+        f"extract the teacher again (python -m east_ray.teachers extract --teacher {name} "
+        f"--data {data_dir})"
+    )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadValueError(f"{path}: not a teacher record ({exc}); {fix}") from exc
+    if not isinstance(record, dict) or record.get("complete") is not True:
+        raise BadValueError(f'{path}: not a finished teacher record (no "complete": true); {fix}')
+    return record
+
+
+def extracted_teachers(data_dir: Path) -> list[str]:
+    """Names of the teachers whose extraction finished."""
+    return sorted(p.parent.name for p in (Path(data_dir) / "teachers").glob(f"*/{RECORD}"))
+
+
 def load_embeddings(data_dir: Path, name: str, clip_ids: list[str]) -> np.ndarray:
     """Embeddings `(N, T, D)` float32 of `clip_ids`, in that order."""
-    meta = read_meta(data_dir)
-    record = meta.get("teachers", {}).get(name)
-    if not record or not record.get("complete"):
+    record = read_record(data_dir, name)
+    if record is None:
         raise FileNotFoundError(
-            f"{data_dir}: teacher {name!r} not extracted; extracted: "
-            f"{sorted(meta.get('teachers', {})) or 'none'} (run `python -m east_ray.teachers "
-            f"extract --teacher {name} --data {data_dir}`)"
+            errno.ENOENT,
+            f"teacher {name!r} not extracted; extracted: "
+            f"{extracted_teachers(data_dir) or 'none'} (run `python -m east_ray.teachers "
+            f"extract --teacher {name} --data {data_dir}`)",
+            str(record_path(data_dir, name)),
         )
     table = pq.read_table(teacher_dir(data_dir, name))
     row_of = {c: i for i, c in enumerate(table["clip_id"].to_pylist())}
     missing = [c for c in clip_ids if c not in row_of]
     if missing:
-        raise ValueError(
-            f"teacher {name}: no embedding for {len(missing)} clips, e.g. {missing[:3]}"
+        raise BadValueError(
+            f"teacher {name}: no embedding for {len(missing)} clips, e.g. {missing[:3]}; "
+            "extract it again for this dataset"
         )
     values = column_numpy(table["embedding"]).astype(np.float32)
     embeddings = values[[row_of[c] for c in clip_ids]]
     bad = ~np.isfinite(embeddings).all(axis=(1, 2))
     if bad.any():
         first = clip_ids[int(np.flatnonzero(bad)[0])]
-        raise ValueError(
-            f"teacher {name}: NaN or Inf in the embedding of clip {first} ({int(bad.sum())} clips)"
+        raise BadValueError(
+            f"teacher {name}: NaN or Inf in the embedding of clip {first} ({int(bad.sum())} "
+            f"clips) in {teacher_dir(data_dir, name)}"
         )
     if record.get("standardise"):
         clips = pq.read_table(Path(data_dir) / "clips", columns=["clip_id", "split"])

@@ -1,0 +1,81 @@
+"""`Extractor`: a loaded teacher, the one type every teacher's builder returns.
+
+Call it on mono float audio `(B, N)` at the teacher's sample rate, on any device, and get
+`(B, T, D)` float32 embeddings on the CPU, normalised as the authors did, with
+`T = info.frames(N)` (the registry's frame grid, checked on every call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from east_ray.errors import BadValueError
+from east_ray.teachers.registry import get_teacher
+
+
+class Extractor:
+    """A teacher's network (`model`, eval mode, on `device`; None for one without weights)
+    behind `embed`, which maps audio on `device` to the teacher's embedding sequence."""
+
+    def __init__(
+        self,
+        name: str,
+        embed: Callable[[Tensor], Tensor],
+        device: torch.device | str,
+        model: nn.Module | None = None,
+    ) -> None:
+        self.info = get_teacher(name)
+        self.model = model
+        self.device = torch.device(device)
+        self._embed = embed
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def hop_seconds(self) -> float | None:
+        return self.info.hop_seconds
+
+    def __call__(self, audio: Tensor) -> Tensor:
+        if audio.ndim != 2:
+            raise ValueError(
+                f"{self.name}: expected mono audio (batch, samples), got shape {tuple(audio.shape)}"
+            )
+        batch, n_samples = audio.shape
+        if batch == 0 or n_samples == 0:
+            raise ValueError(f"{self.name}: empty audio batch of shape {tuple(audio.shape)}")
+        if not audio.is_floating_point():
+            raise TypeError(f"{self.name}: expected float audio in [-1, 1], got {audio.dtype}")
+        frames = self.info.frames(n_samples)
+        if frames == 0:
+            window = self.info.window
+            raise BadValueError(
+                f"{self.name}: a clip of {n_samples} samples is shorter than one frame "
+                f"({window} samples, {window / self.sample_rate:.2f} s at {self.sample_rate} Hz); "
+                "use longer audio"
+            )
+        expected = (batch, frames, self.dim)
+        with torch.inference_mode():
+            out = self._embed(audio.to(self.device, torch.float32))
+            out = out.to("cpu", torch.float32)
+        if tuple(out.shape) != expected:  # an internal error, never the caller's
+            raise RuntimeError(f"{self.name}: produced {tuple(out.shape)}, expected {expected}")
+        return out.clone()  # a normal tensor (not an inference tensor), usable with autograd
+
+    def __repr__(self) -> str:
+        return (
+            f"Extractor({self.name!r}, sample_rate={self.sample_rate}, dim={self.dim}, "
+            f"device={self.device})"
+        )
