@@ -84,27 +84,17 @@ def describe(exc: BaseException, outputs: Sequence[Path] = ()) -> str:
             return f"cannot write {filename}: {reason}"
         if filename is not None and str(filename) not in reason:
             return f"{filename}: {reason}"
-    # str(KeyError) would quote the message
-    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    message = str(exc)
     if isinstance(exc, (OSError, ImportError)) and _NATIVE.search(message):
         return f"{message}: {INSTALL_HINT}"
     return message
 
 
-# Until every module raises UserError for bad input (issue 13), these are user errors too.
-_LEGACY: tuple[type[BaseException], ...] = (ValueError, KeyError)
-
-
-def run_command(
-    command: Callable[[], int],
-    outputs: Sequence[Path] = (),
-    extra: tuple[type[BaseException], ...] = (),
-) -> int:
+def run_command(command: Callable[[], int], outputs: Sequence[Path] = ()) -> int:
     """Run `command`; a user error becomes `error: <describe(exc)>` on stderr and exit 2."""
-    caught: tuple[type[BaseException], ...] = (UserError, OSError, *_LEGACY, *extra)
     try:
         return command()
-    except caught as exc:
+    except (UserError, OSError) as exc:
         print(f"error: {describe(exc, outputs)}", file=sys.stderr)
         return USER_ERROR
     except ImportError as exc:  # a broken binary; any other ImportError is a bug

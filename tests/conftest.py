@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,22 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _plain_east_ray_logger() -> Iterator[None]:
+    """Every test starts and ends with the `east_ray` logger as a library leaves it: the
+    commands' `configure_logging` (handler, level) would otherwise leak into later tests."""
+
+    def reset() -> None:
+        logger = logging.getLogger("east_ray")
+        logger.handlers[:] = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+    reset()
+    yield
+    reset()
 
 
 @pytest.fixture

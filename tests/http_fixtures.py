@@ -8,7 +8,6 @@ with a status.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -94,22 +93,6 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
-
-
-@contextmanager
-def east_ray_logging() -> Iterator[None]:
-    """Let east_ray's info lines reach `caplog`; undo any `configure_logging` on exit."""
-    logger = logging.getLogger("east_ray")
-    handlers, propagate, level = logger.handlers[:], logger.propagate, logger.level
-    logger.handlers[:] = []
-    logger.propagate = True
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.handlers[:] = handlers
-        logger.propagate = propagate
-        logger.setLevel(level)
 
 
 def md5(data: bytes) -> str:

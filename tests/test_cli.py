@@ -10,6 +10,7 @@ import pytest
 
 from east_ray import check_install, cli
 from east_ray.data import parquet
+from east_ray.errors import UnknownNameError
 from east_ray.study import cli as study
 from east_ray.study import driver
 
@@ -64,8 +65,11 @@ def test_pyarrow_write_errors_name_the_destination(
 def test_user_errors_exit_2_and_bugs_keep_their_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert cli.run_command(_raise(KeyError("unknown teacher 'x'; known: a, b"))) == 2
+    unknown = UnknownNameError("unknown teacher 'x'; known: a, b")
+    assert cli.run_command(_raise(unknown)) == 2
     assert capsys.readouterr().err == "error: unknown teacher 'x'; known: a, b\n"
+    with pytest.raises(ValueError, match="a bug"):  # not a UserError: a bug, with traceback
+        cli.run_command(_raise(ValueError("a bug")))
     native = ImportError("libtorch_cpu.so: undefined symbol: foo")
     assert cli.run_command(_raise(native)) == 2
     assert "east_ray.check_install" in capsys.readouterr().err

@@ -39,6 +39,29 @@ def _in_process(jobs: list[ShardJob]) -> None:
 # --- OpenMIC reader -----------------------------------------------------------------------
 
 
+def test_every_dataset_a_spec_may_name_has_a_reader_and_tables() -> None:
+    from east_ray.config import DATASETS as SPEC_NAMES
+    from east_ray.config import load_study
+    from east_ray.data.datasets import DATASETS, get_dataset
+    from east_ray.errors import UnknownNameError
+    from east_ray.tables import TABLE_METRICS
+
+    assert tuple(DATASETS) == SPEC_NAMES and set(TABLE_METRICS) == set(SPEC_NAMES)
+    for row in DATASETS.values():
+        assert load_study(row.default_study).dataset == row.name
+    with pytest.raises(UnknownNameError, match="expected one of openmic, magnatagatune"):
+        get_dataset("gtzan")
+
+
+def test_synthmic_release_reads_with_the_openmic_reader(tmp_path: Path) -> None:
+    from east_ray.data.datasets import get_dataset
+
+    fx = write_openmic(tmp_path / "release")
+    index = get_dataset("synthmic").read(fx.root, "won")
+    assert index.dataset == "synthmic"
+    assert sorted(index.clips["clip_id"]) == sorted(fx.keys)  # audio is checked at prepare
+
+
 def test_openmic_labels_and_mask_cell_by_cell(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
     index = read_openmic(fx.root, valid_fraction=0.25, seed=3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import logging
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from east_ray.data.archives import MARKER, ArchiveError
 from east_ray.data.download import add_cli, download_release
 from east_ray.data.fetch import ChecksumError, DownloadError
 from east_ray.errors import UnknownNameError
-from tests.http_fixtures import Server, State, east_ray_logging, md5, payload, serve
+from tests.http_fixtures import Server, State, md5, payload, serve
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_idempotent_release_rerun_makes_no_request(
 ) -> None:
     download_release("openmic", tmp_path, mirror=server.url)
     count = len(server.state.requests)
-    with east_ray_logging():
+    with caplog.at_level(logging.INFO, logger="east_ray"):
         again = download_release("openmic", tmp_path, mirror=server.url)
     assert again == tmp_path / "openmic-2018"
     assert len(server.state.requests) == count
@@ -228,9 +229,8 @@ def test_cli_download_subcommand(
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m east_ray.data ...`, with its logging setup undone afterwards."""
-    with east_ray_logging():
-        return data_cli.main(argv)
+    """`python -m east_ray.data ...` (conftest undoes its logging setup)."""
+    return data_cli.main(argv)
 
 
 @pytest.mark.parametrize(

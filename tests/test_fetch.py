@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from east_ray.data import fetch
 from east_ray.data.checksums import md5sum, parse_md5
 from east_ray.data.fetch import ChecksumError, DownloadError, download_file
 from east_ray.errors import BadValueError, UserError
-from tests.http_fixtures import Server, east_ray_logging, md5, payload, serve
+from tests.http_fixtures import Server, md5, payload, serve
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_verified_existing_file_makes_no_request(
 ) -> None:
     body = b"already here"
     (tmp_path / "f.bin").write_bytes(body)
-    with east_ray_logging():
+    with caplog.at_level(logging.INFO, logger="east_ray"):
         download_file(server.url + "f.bin", tmp_path / "f.bin", md5(body), progress=False)
     assert server.state.requests == []
     assert "already there and its md5 verifies" in caplog.text

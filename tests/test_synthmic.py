@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -433,16 +432,6 @@ def test_a_reused_renderer_renders_a_stem_identically() -> None:
     assert np.array_equal(first, again)
 
 
-@pytest.fixture
-def _east_ray_logging() -> Iterator[None]:
-    """Undo `configure_logging`, which the CLI calls, after the test."""
-    logger = logging.getLogger("east_ray")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-@pytest.mark.usefixtures("_east_ray_logging")
 def test_cli(
     rendered: tuple[Path, SynthSummary],
     tmp_path: Path,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +38,6 @@ def _in_process(jobs: list[EmbedJob]) -> None:
     extractor = load_extractor(jobs[0].teacher)
     for job in jobs:
         embed_shard(job, extractor)
-
-
-@pytest.fixture
-def _cli_logging() -> Iterator[None]:
-    """Undo what a command's `configure_logging` does to the `east_ray` logger."""
-    logger = logging.getLogger("east_ray")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def test_registry_facts_and_unknown_name() -> None:
@@ -237,7 +226,6 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     assert np.array_equal(again, logits)
 
 
-@pytest.mark.usefixtures("_cli_logging")
 def test_embed_cli_writes_t_by_d(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import soundfile as sf
 

@@ -20,7 +20,7 @@ from east_ray.train.teacher_lr import fit_teacher_lr
 from east_ray.train.trainer import (
     NonFiniteLossError,
     TrialSpec,
-    _inputs,
+    _Inputs,
     _Run,
     limit_gpu_memory,
     mixup,
@@ -153,31 +153,37 @@ def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) ->
     run.writer.close()
 
 
-def test_mixup_mixes_labels_and_teacher_and_ors_masks(prepared: Path) -> None:
-    _with_teacher(prepared)
-    spec = _spec("dcor_kd", "final")
-    data = _data(prepared, spec)
-    batch = make_batch(data, data.train_rows[:6])
-    inp = _inputs(batch, torch.device("cpu"))
-    torch.manual_seed(3)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixup_mixes_every_input_with_one_partner_by_one_weight(seed: int) -> None:
+    """Properties, not a replayed random stream: row i of the batch becomes
+    λ_i·row_i + (1 − λ_i)·row_p(i) with λ_i ≥ 0.5, the same λ_i and partner for log-mel,
+    labels, teacher sequence and teacher logits, and the partner's label mask OR-ed in."""
+    torch.manual_seed(seed)
+    b, c = 8, 5
+    x = torch.eye(b)[:, :, None].repeat(1, 1, 3)  # (B, F = B, T): row i is e_i
+    inp = _Inputs(
+        x,
+        torch.rand(b, c),
+        torch.rand(b, c) < 0.5,
+        torch.randn(b, 4, 6),
+        torch.randn(b, c),
+    )
     mixed = mixup(inp, 0.3)
-    torch.manual_seed(3)
-    lam = torch.distributions.Beta(0.3, 0.3).sample((6,))
-    lam = torch.maximum(lam, 1 - lam)
-    partner = torch.randperm(6)
-    assert (lam >= 0.5).all()
-    expect = lam[:, None, None] * inp.x + (1 - lam[:, None, None]) * inp.x[partner]
-    assert torch.allclose(mixed.x, expect)
+    weights = mixed.x[:, :, 0]  # row i: λ_i at i, 1 − λ_i at its partner
+    assert torch.allclose(weights.sum(dim=1), torch.ones(b))
+    assert ((weights > 0).sum(dim=1) <= 2).all() and (weights.diagonal() >= 0.5).all()
+    assert torch.equal(mixed.x[:, :, 1:], mixed.x[:, :, :1].expand(b, b, 2))
+    partner = torch.where(
+        weights.diagonal() < 1,
+        (weights - torch.diag(weights.diagonal())).argmax(1),
+        torch.arange(b),
+    )
+    lam = weights.diagonal()
+    for name in ("labels", "teacher_seq", "teacher_logits"):
+        t, out = getattr(inp, name), getattr(mixed, name)
+        w = lam.view(-1, *[1] * (t.ndim - 1))
+        assert torch.allclose(out, w * t + (1 - w) * t[partner], atol=1e-6), name
     assert torch.equal(mixed.mask, inp.mask | inp.mask[partner])
-    assert inp.teacher_seq is not None and mixed.teacher_seq is not None
-    assert torch.allclose(
-        mixed.teacher_seq,
-        lam[:, None, None] * inp.teacher_seq + (1 - lam[:, None, None]) * inp.teacher_seq[partner],
-    )
-    assert mixed.teacher_logits is not None
-    assert torch.allclose(
-        mixed.labels, lam[:, None] * inp.labels + (1 - lam[:, None]) * inp.labels[partner]
-    )
 
 
 def test_train_cli_runs_one_cell(

@@ -11,35 +11,22 @@ from pathlib import Path
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
 from east_ray.data import download
-from east_ray.data.magnatagatune import read_magnatagatune
-from east_ray.data.openmic import read_openmic
+from east_ray.data.datasets import DATASETS, get_dataset
 from east_ray.data.prepare import prepare
-from east_ray.data.release import ReleaseIndex
-from east_ray.errors import BadValueError, UnknownNameError
+from east_ray.errors import BadValueError
 
-# The study whose [features] a dataset is prepared with, unless --study says otherwise.
 logger = logging.getLogger(__name__)
-
-DEFAULT_STUDY = {"openmic": "openmic", "magnatagatune": "magnatagatune", "synthmic": "demo"}
-
-
-def read_release(dataset: str, root: Path, split_scheme: str = "won") -> ReleaseIndex:
-    """The release reader for `dataset` (SynthMIC shares OpenMIC's layout and reader)."""
-    if dataset == "magnatagatune":
-        return read_magnatagatune(root, split_scheme)
-    if dataset in ("openmic", "synthmic"):
-        return read_openmic(root, dataset=dataset)
-    raise UnknownNameError(f"dataset: got {dataset!r}, expected one of {', '.join(DEFAULT_STUDY)}")
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    spec = load_study(args.study or DEFAULT_STUDY[args.dataset])
+    dataset = get_dataset(args.dataset)
+    spec = load_study(args.study or dataset.default_study)
     if spec.dataset != args.dataset:
         raise BadValueError(
             f"--study {args.study}: its dataset is {spec.dataset!r}, not {args.dataset!r}; "
             f"name a study of {args.dataset}"
         )
-    index = read_release(args.dataset, Path(args.root), args.split_scheme)
+    index = dataset.read(Path(args.root), args.split_scheme)
     logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
     prepare(
         index,
@@ -61,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode every clip of a release, compute the study's log-mel features and "
         "write sharded Parquet with meta.json. Idempotent and resumable.",
     )
-    prep.add_argument("dataset", choices=sorted(DEFAULT_STUDY))
+    prep.add_argument("dataset", choices=sorted(DATASETS))
     prep.add_argument("--root", required=True, help="the release folder (as extracted)")
     prep.add_argument("--out", required=True, help="output folder of the prepared dataset")
     prep.add_argument("--study", help="study whose [features] to use (default: per dataset)")

@@ -23,13 +23,14 @@ import torchaudio.functional as AF
 from torchaudio.compliance import kaldi
 
 from east_ray.config import Features
+from east_ray.errors import BadValueError
 
 PRE_EMPHASIS = (-0.97, 1.0)
 LOG_OFFSET = 1e-5
 NORM_SHIFT, NORM_SCALE = 3.7, 3.1
 
 
-class AudioError(ValueError):
+class AudioError(BadValueError):
     """A clip that cannot be used; `reason` is recorded in the dataset's skip list."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from east_ray.data.checksums import md5sum
 from east_ray.data.release import CLIP_COLUMNS, ReleaseIndex, Skipped, clips_frame, require_root
+from east_ray.errors import BadValueError
 
 ANNOTATIONS = "annotations_final.csv"
 TOP50 = (
@@ -51,21 +52,21 @@ def read_annotations(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t", quotechar='"', dtype=str, keep_default_na=False)
     columns = list(table.columns)
     if not columns or columns[0] != "clip_id" or columns[-1] != "mp3_path":
-        raise ValueError(
+        raise BadValueError(
             f"{path}: header starts {columns[:2]} and ends {columns[-1:]}; expected "
             '"clip_id", 188 tags, "mp3_path" (TAB-separated, quoted)'
         )
     tags = columns[1:-1]
     if len(tags) != N_TAG_COLUMNS:
-        raise ValueError(f"{path}: {len(tags)} tag columns, expected {N_TAG_COLUMNS}")
+        raise BadValueError(f"{path}: {len(tags)} tag columns, expected {N_TAG_COLUMNS}")
     missing = [t for t in TOP50 if t not in tags]
     if missing:
-        raise ValueError(f"{path}: top-50 tags missing from the header: {missing}")
+        raise BadValueError(f"{path}: top-50 tags missing from the header: {missing}")
     values = table[tags]
     bad = ~values.isin(["0", "1"])
     if bad.to_numpy().any():
         row, col = np.argwhere(bad.to_numpy())[0]
-        raise ValueError(
+        raise BadValueError(
             f"{path}: row {row + 2}, tag {tags[col]!r}: got {values.iat[row, col]!r},"
             ' expected "0" or "1"'
         )
@@ -76,7 +77,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
 def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
     """Read an MTAT release at `root` (the folder holding annotations_final.csv)."""
     if split_scheme not in PUBLISHED_COUNTS:
-        raise ValueError(
+        raise BadValueError(
             f"split_scheme: got {split_scheme!r}, expected one of {', '.join(PUBLISHED_COUNTS)}"
         )
     root = require_root(Path(root), "MagnaTagATune", ANNOTATIONS)

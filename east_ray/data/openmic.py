@@ -70,7 +70,7 @@ def read_string_array(npz_path: Path, name: str) -> np.ndarray:
     with zipfile.ZipFile(npz_path) as archive:
         member = f"{name}.npy"
         if member not in archive.namelist():
-            raise KeyError(f"{npz_path}: no array {name!r}; arrays: {archive.namelist()}")
+            raise BadValueError(f"{npz_path}: no array {name!r}; arrays: {archive.namelist()}")
         with archive.open(member) as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -83,7 +83,7 @@ def read_string_array(npz_path: Path, name: str) -> np.ndarray:
                 array = np.frombuffer(fh.read(), dtype=dtype)
     values = np.asarray(array).reshape(shape)
     if not all(isinstance(v, str | np.str_) for v in values.ravel()):
-        raise ValueError(f"{npz_path}: array {name!r} holds non-string values")
+        raise BadValueError(f"{npz_path}: array {name!r} holds non-string values")
     return values.astype(str)
 
 
@@ -134,10 +134,10 @@ def read_openmic(
     """
     root = require_root(Path(root), "OpenMIC-2018", "class-map.json")
     if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction: got {valid_fraction}, expected a number in [0, 1)")
+        raise BadValueError(f"valid_fraction: got {valid_fraction}, expected a number in [0, 1)")
     class_map = json.loads(require_file(root / "class-map.json", "the class map").read_text())
     if sorted(class_map.values()) != list(range(len(class_map))):
-        raise ValueError(
+        raise BadValueError(
             f"{root / 'class-map.json'}: indices {sorted(class_map.values())} "
             f"are not 0..{len(class_map) - 1}"
         )
@@ -150,12 +150,12 @@ def read_openmic(
     n, c = len(keys), len(classes)
     for name, arr in (("Y_true", y_true), ("Y_mask", y_mask)):
         if arr.shape != (n, c):
-            raise ValueError(f"{npz_path}: {name} has shape {arr.shape}, expected ({n}, {c})")
+            raise BadValueError(f"{npz_path}: {name} has shape {arr.shape}, expected ({n}, {c})")
     if len(set(keys)) != n:
-        raise ValueError(f"{npz_path}: sample_key has {n - len(set(keys))} duplicate keys")
+        raise BadValueError(f"{npz_path}: sample_key has {n - len(set(keys))} duplicate keys")
     disagree = int(((y_true == 0.5) == y_mask).sum())
     if disagree:
-        raise ValueError(
+        raise BadValueError(
             f"{npz_path}: {disagree} entries where Y_mask disagrees with Y_true == 0.5"
             " (expected unobserved entries to be exactly 0.5 and unmasked)"
         )

@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from east_ray.config import Cell, SpecError, StudySpec
-from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import read_meta
-from east_ray.data.prepare import prepare
-from east_ray.synthmic import synthesize
+from east_ray.synthmic.demo import prepare_demo
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.train.teacher_lr import fit_teacher_lr
 
@@ -37,10 +35,7 @@ def ensure_data(spec: StudySpec, data_dir: Path, raw_dir: Path) -> Path:
             f"`python -m east_ray.data download {spec.dataset} --out data/raw` then "
             f"`python -m east_ray.data prepare {spec.dataset} --root <release> --out {data_dir}`"
         )
-
-    if not (raw_dir / "synthmic.json").is_file():
-        synthesize(raw_dir)
-    prepare(read_openmic(raw_dir, dataset="synthmic"), spec.features, data_dir)
+    prepare_demo(raw_dir, data_dir, spec.features)
     return data_dir
 
 

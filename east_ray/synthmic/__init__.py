@@ -2,7 +2,8 @@
 
 One job: write a synthetic but musically real dataset that the OpenMIC reader reads exactly
 as it reads the real release (DESIGN §2), so the demo study exercises the same code path.
-`synthesize` is the one public function; ``python -m east_ray.synthmic --out DIR`` runs it.
+`synthesize` is the public function (``python -m east_ray.synthmic --out DIR`` runs it), and
+`demo.prepare_demo` readies the demo study's data with it.
 The underscored modules are internal.
 
 How a clip is made. A *track* is one rendering of a real score from music21's bundled

@@ -115,7 +115,7 @@ def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
     embeddings = np.concatenate(parts) if parts else np.zeros((0, 1, info.dim), np.float32)
     bad = ~np.isfinite(embeddings).all(axis=(1, 2))
     if bad.any():
-        raise ValueError(
+        raise BadValueError(
             f"teacher {job.teacher}: non-finite embedding for clip "
             f"{ids[int(np.flatnonzero(bad)[0])]} ({int(bad.sum())} clips in shard "
             f"{job.shard})"
