@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from east_ray.errors import UnknownNameError
+from east_ray.teachers.crc32c import crc32c, mask_crc32c, unmask_crc32c
 from east_ray.teachers.musicnn import (
     FRAMES_PER_PATCH,
     MODELS,
@@ -29,11 +30,8 @@ from east_ray.teachers.musicnn import (
 )
 from east_ray.teachers.tf_checkpoint import (
     CheckpointError,
-    crc32c,
-    mask_crc32c,
     read_checkpoint,
     read_checkpoint_entries,
-    unmask_crc32c,
 )
 
 HAS_MUSICNN = importlib.util.find_spec("musicnn") is not None
