@@ -266,12 +266,12 @@ def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> di
     first = train(replace(trial, max_epochs=epochs - 1), data, tmp / "smoke", device=device)
     resumed = train(replace(trial, max_epochs=epochs), data, tmp / "smoke", device=device)
     return {
-        "device": resumed["device"],
-        "epochs_first": first["epochs"],
-        "epochs_after_resume": resumed["epochs"],
-        "steps": resumed["steps"],
-        "test_mAP": resumed["test_mAP"],
-        "finite": bool(np.isfinite([resumed[k] for k in ("test_mAP", "val_loss")]).all()),
+        "device": resumed.device,
+        "epochs_first": first.epochs,
+        "epochs_after_resume": resumed.epochs,
+        "steps": resumed.steps,
+        "test_mAP": resumed.test["mAP"],
+        "finite": bool(np.isfinite([resumed.test["mAP"], resumed.val["loss"]]).all()),
         "seconds": time.perf_counter() - started,
         "peak_memory_gib": _peak_memory_gib(device),
     }

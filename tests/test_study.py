@@ -169,3 +169,13 @@ def test_a_failed_trial_releases_its_cell_for_the_retry(
     assert not retry.is_alive(), "the retry waits for a lock its own process still holds"
     assert len(attempts) == 2
     assert (tmp_path / "cells" / cell.cell_id / "result.json").is_file()
+
+
+def test_a_result_that_is_not_a_run_result_is_set_aside(tmp_path: Path) -> None:
+    from east_ray.study.results import read_result
+
+    run_dir = tmp_path / "cells" / "none-frac1-seed0-0123abcd"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(f'{{"cell_id": "{run_dir.name}"}}')  # no metrics
+    assert read_result(run_dir) is None
+    assert [p.name.split(".corrupt-")[0] for p in run_dir.iterdir()] == ["_result.json"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from east_ray.config import SYSTEMS, Cell, Recipe
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.train.data import TrialData, load_trial_data, make_batch
+from east_ray.train.result import RunResult
 from east_ray.train.teacher_lr import fit_teacher_lr
 from east_ray.train.trainer import (
     NonFiniteLossError,
@@ -92,17 +95,19 @@ def test_train_reports_same_keys_each_epoch_and_writes_curves(
         tmp_path / "run",
         report=lambda m, ckpt: reports.append(m) or None,
     )
-    assert len(reports) == result["epochs"] == 3
+    assert len(reports) == result.epochs == 3
     assert all(r.keys() == reports[0].keys() for r in reports)
     assert {"val_mAP", "val_loss", "train_loss", "lr", "best_val_mAP"} <= set(reports[0])
+    row = result.row()
     for key in ("test_mAP", "test_F1", "val_mAP", "best_epoch", "steps", "wall_seconds"):
-        assert np.isfinite(result[key]), key
+        assert np.isfinite(row[key]), key
+    assert RunResult.from_row(json.loads(json.dumps(row))) == result  # result.json round trip
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
     events = EventAccumulator(str(tmp_path / "run" / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"loss/total", "loss/pred", "loss/reg", "epoch/val_mAP"} <= tags
-    assert len(events.Scalars("loss/total")) == result["steps"]
+    assert len(events.Scalars("loss/total")) == result.steps
 
 
 class _InterruptError(Exception):
@@ -129,10 +134,10 @@ def test_kill_and_resume_gives_the_same_final_metrics(
         spec, data, tmp_path / "resumed", report=lambda m, _: epochs_run.append(m["epoch"]) or None
     )
     # it continued after epoch 2, it did not start over
-    assert epochs_run == [float(e) for e in range(3, whole["epochs"] + 1)] and whole["epochs"] > 2
-    for key in whole:
-        if key != "wall_seconds":
-            assert resumed[key] == whole[key], key
+    assert epochs_run == [float(e) for e in range(3, whole.epochs + 1)] and whole.epochs > 2
+    assert dataclasses.replace(resumed, wall_seconds=0) == dataclasses.replace(
+        whole, wall_seconds=0
+    )
 
 
 def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) -> None:
@@ -285,9 +290,9 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
     assert [p.name.split(".corrupt-")[0] for p in run_dir.glob("*.corrupt-*")] == ["_checkpoint.pt"]
     assert "checkpoint.pt cannot be used" in caplog.text
     assert "moved to _checkpoint.pt" in caplog.text
-    for key in whole:
-        if key != "wall_seconds":
-            assert resumed[key] == whole[key], key
+    assert dataclasses.replace(resumed, wall_seconds=0) == dataclasses.replace(
+        whole, wall_seconds=0
+    )
 
     # Both generations unusable (garbage, another cell's): the cell starts over.
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
@@ -295,5 +300,5 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
     torch.save({"cell_id": other.cell.cell_id}, run_dir / "checkpoint.prev.pt")
     epochs_run.clear()
     again = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
-    assert epochs_run[0] == 1.0 and again["test_mAP"] == whole["test_mAP"]
+    assert epochs_run[0] == 1.0 and again.test == whole.test
     assert len(list(run_dir.glob("*.corrupt-*"))) == 3

@@ -28,6 +28,7 @@ from east_ray.tables import (
     limited_data_figure,
     paper_table,
 )
+from east_ray.train.result import RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -39,34 +40,32 @@ def cell_dir(study_dir: Path, cell: Cell) -> Path:
     return study_dir / "cells" / cell.cell_id
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_result(run_dir: Path) -> RunResult | None:
     """The cell's `result.json`, or None when it has none. One that cannot be read, or is
     not this cell's, is moved aside (`_result.json.corrupt-<time>`) with a warning: the cell
     then runs again and resumes from its checkpoint, which re-evaluates a finished run."""
     path = run_dir / RESULT
     try:
-        row = json.loads(path.read_text())
+        result = RunResult.from_row(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problem = f"not valid JSON ({exc})"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"not a run result ({type(exc).__name__}: {exc})"
     else:
-        if isinstance(row, dict) and row.get("cell_id") == run_dir.name:
-            return row
+        if result.cell.cell_id == run_dir.name:
+            return result
         problem = f"not a result of cell {run_dir.name}"
     aside = move_aside(path)
     logger.warning("%s: %s; moved to %s, the cell runs again", path, problem, aside.name)
     return None
 
 
-def finished(study_dir: Path) -> list[dict[str, Any]]:
+def finished(study_dir: Path) -> list[RunResult]:
     """Every readable result.json under the study's cells folder."""
     runs = sorted(p.parent for p in (study_dir / "cells").glob(f"*/{RESULT}"))
-    return [row for row in map(read_result, runs) if row is not None]
-
-
-def cell_of(row: dict[str, Any]) -> Cell:
-    return Cell(*(row[f.name] for f in dataclasses.fields(Cell)))
+    return [result for result in map(read_result, runs) if result is not None]
 
 
 def collect_results(
@@ -81,7 +80,7 @@ def collect_results(
     import pyarrow as pa
 
     wanted = {c.cell_id for c in cells}
-    rows = [r for r in finished(study_dir) if tpe or r["cell_id"] in wanted]
+    rows = [r.row() for r in finished(study_dir) if tpe or r.cell.cell_id in wanted]
     for rec in teacher_lr:
         row = {
             "cell_id": f"teacher_lr-{rec['teacher']}-frac{rec['fraction']:g}-seed{rec['seed']}",

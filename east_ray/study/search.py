@@ -15,7 +15,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search.optuna import OptunaSearch
 
 from east_ray.config import Cell
-from east_ray.study.results import cell_of, finished
+from east_ray.study.results import finished
 
 LAM_RANGE = (0.05, 0.95)
 
@@ -72,7 +72,7 @@ def tpe_schedule(
     cells: Sequence[Cell], study_dir: Path, budget: int
 ) -> tuple[list[Cell], list[str]]:
     """Group templates still short of `budget` trials (baselines: 1), interleaved."""
-    done = Counter(group_id(cell_of(r)) for r in finished(study_dir))
+    done = Counter(group_id(r.cell) for r in finished(study_dir))
     templates = {
         group_id(c): (c if c.teacher is None else dataclasses.replace(c, lam=math.nan))
         for c in cells

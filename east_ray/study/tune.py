@@ -110,10 +110,13 @@ def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
         gpu_fraction=gpu_fraction,
     )
     result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
-    result["gpu_hours"] = result["wall_seconds"] / 3600 * resources.gpus_per_trial
-    result["node_id"] = ray.get_runtime_context().get_node_id()
-    result["gpu_ids"] = ",".join(str(g) for g in ray.get_gpu_ids())
-    write_json_atomic(result, run_dir / RESULT)
+    result = dataclasses.replace(
+        result,
+        gpu_hours=result.wall_seconds / 3600 * resources.gpus_per_trial,
+        node_id=ray.get_runtime_context().get_node_id(),
+        gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()),
+    )
+    write_json_atomic(result.row(), run_dir / RESULT)
 
 
 def _slots(spec: StudySpec, max_concurrent: int | None) -> int:

@@ -47,5 +47,5 @@ def _train(args: argparse.Namespace) -> int:
         Path(args.out) / spec.name / cell.cell_id,
         report=lambda m, _: print(json.dumps(m), flush=True),
     )
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result.row(), indent=1))
     return 0

@@ -47,11 +47,11 @@ from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
-METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
 
 logger = logging.getLogger(__name__)
 
@@ -408,8 +408,8 @@ def train(
     report: Report | None = None,
     resume_from: Path | None = None,
     device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Train, select on validation, test. Returns the run's result row (see module doc)."""
+) -> RunResult:
+    """Train, select on validation, test (see the module doc)."""
     device = device or pick_device()
     run_dir.mkdir(parents=True, exist_ok=True)
     limit_gpu_memory(spec.gpu_fraction, device)
@@ -465,16 +465,15 @@ def train(
     finally:
         run.writer.close()
     s = run.state
-    return {
-        "cell_id": spec.cell.cell_id,
-        **{k: v for k, v in dataclasses.asdict(spec.cell).items()},
-        "epochs": s.epoch,
-        "steps": s.step,
-        "best_epoch": s.best_epoch,
-        "stopped": s.stopped,
-        "train_clips": len(data.train_rows),
-        **{f"val_{k}": s.best_val.get(k, math.nan) for k in (*METRIC_KEYS, "loss")},
-        **{f"test_{k}": test[k] for k in METRIC_KEYS},
-        "wall_seconds": s.wall_seconds,
-        "device": device.type,
-    }
+    return RunResult(
+        cell=spec.cell,
+        epochs=s.epoch,
+        steps=s.step,
+        best_epoch=s.best_epoch,
+        stopped=s.stopped,
+        train_clips=len(data.train_rows),
+        val={k: s.best_val.get(k, math.nan) for k in (*METRIC_KEYS, "loss")},
+        test={k: test[k] for k in METRIC_KEYS},
+        wall_seconds=s.wall_seconds,
+        device=device.type,
+    )
