@@ -120,6 +120,15 @@ class Grid:
     teachers: tuple[str, ...] = ()
     stages: tuple[str, ...] = ("final",)
     lams: tuple[float, ...] = ()
+    # one fixed λ for a teacher (the authors fixed λ per teacher); the others use `lams`
+    lam_by_teacher: dict[str, float] = field(default_factory=dict)
+
+    def lams_of(self, teacher: str | None) -> tuple[float, ...]:
+        """The λ values a teacher's cells take."""
+        if teacher in self.lam_by_teacher:
+            return (self.lam_by_teacher[teacher],)
+        return self.lams
+
     fractions: tuple[float, ...] = (1.0,)
     seeds: tuple[int, ...] = (1223,)
 
@@ -290,11 +299,21 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
             problems.append(f"grid.seeds[{i}]: got {seed!r}, expected an integer >= 0")
     needs_teacher = any(USES_TEACHER.get(r, False) for r in g.regularizers)
     needs_stage = any(USES_STAGE.get(r, False) for r in g.regularizers)
+    for teacher, lam in g.lam_by_teacher.items():
+        if teacher not in g.teachers:
+            problems.append(
+                f"grid.lam_by_teacher.{teacher}: not one of grid.teachers "
+                f"({', '.join(g.teachers) or 'none'})"
+            )
+        if not 0.0 <= lam <= 1.0:
+            problems.append(
+                f"grid.lam_by_teacher.{teacher}: got {lam!r}, expected a number in [0, 1]"
+            )
     required = [
         ("fractions", True),
         ("seeds", True),
         ("teachers", needs_teacher),
-        ("lams", needs_teacher),
+        ("lams", needs_teacher and not set(g.teachers) <= set(g.lam_by_teacher)),
         ("stages", needs_stage),
     ]
     for axis, needed in required:
@@ -411,10 +430,9 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             for reg in g.regularizers:
                 teachers: tuple[str | None, ...] = g.teachers if USES_TEACHER[reg] else (None,)
                 stages: tuple[str | None, ...] = g.stages if USES_STAGE[reg] else (None,)
-                lams = g.lams if USES_TEACHER[reg] else (0.0,)
                 for teacher in teachers:
                     for stage in stages:
-                        for lam in lams:
+                        for lam in g.lams_of(teacher) if USES_TEACHER[reg] else (0.0,):
                             cell = Cell(
                                 spec.dataset, spec.student, reg, teacher, stage, lam, fraction, seed
                             )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from east_ray.config import Cell, SpecError, StudySpec
+from east_ray.config import Cell, Grid, SpecError, StudySpec
 from east_ray.data.parquet import (
     move_aside,
     write_atomic,
@@ -108,6 +108,22 @@ def collect_results(
     return frame
 
 
+def lambda_rule(grid: Grid) -> str:
+    """How the tables' λ was chosen, for their titles."""
+    fixed = {t: grid.lam_by_teacher[t] for t in grid.teachers if t in grid.lam_by_teacher}
+    free = [t for t in grid.teachers if t not in fixed]
+    rules = []
+    if fixed:
+        rules.append("λ fixed per teacher: " + ", ".join(f"{t} {x:g}" for t, x in fixed.items()))
+    if free:
+        listed = ", ".join(f"{x:g}" for x in grid.lams)
+        rule = (
+            f"λ = {listed}" if len(grid.lams) == 1 else f"λ chosen on validation mAP from {listed}"
+        )
+        rules.append(rule + (f" for {', '.join(free)}" if fixed else ""))
+    return "; ".join(rules) or "no teacher"
+
+
 def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None) -> str:
     """The tables as terminal text; with `study_dir`, also (re)write tables.md, tables.tex
     and figure.png there (each atomically)."""
@@ -119,7 +135,7 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
         table = format_table(paper_table(results, expected, metrics, fraction))
         title = (
             f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
-            "(λ chosen on validation; mean ± 95% CI over seeds)"
+            f"({lambda_rule(spec.grid)}; mean ± 95% CI over seeds)"
         )
         parts += [title, table.to_string(), ""]
         markdown += [f"### {title}", "", table.to_markdown(), ""]
