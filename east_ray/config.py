@@ -134,6 +134,17 @@ class Grid:
 
 
 @dataclass(frozen=True)
+class ExtraSystem:
+    """A named baseline row of the tables beside the grid's systems (no teacher, λ = 0)
+    with its own student options and recipe changes, e.g. the authors' released baseline
+    configuration; it runs once per fraction × seed."""
+
+    name: str
+    student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
+    recipe: dict[str, int | float | str | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """One study: what to train, on what, with which recipe, over which grid."""
 
@@ -145,6 +156,21 @@ class StudySpec:
     recipe: Recipe = field(default_factory=Recipe)
     resources: Resources = field(default_factory=Resources)
     student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
+    systems: tuple[ExtraSystem, ...] = ()
+
+    def for_system(self, name: str) -> StudySpec:
+        """This study as extra system `name` trains: its student options and recipe."""
+        extra = next(x for x in self.systems if x.name == name)
+        hints = typing.get_type_hints(Recipe)
+        changes: dict[str, Any] = {
+            k: float(v) if hints[k] is float else v for k, v in extra.recipe.items()
+        }
+        return dataclasses.replace(
+            self,
+            recipe=dataclasses.replace(self.recipe, **changes),
+            student_options={**self.student_options, **extra.student_options},
+            systems=(),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,19 +185,29 @@ class Cell:
     lam: float
     fraction: float
     seed: int
+    extra_system: str = ""  # the name of an ExtraSystem; "" for a grid cell
 
     @property
     def cell_id(self) -> str:
         """Readable, stable id: the axes that apply, then a hash of the whole content."""
-        parts = [self.regularizer]
+        parts = [_slug(self.extra_system)] if self.extra_system else []
+        parts.append(self.regularizer)
         if self.stage is not None:
             parts.append(self.stage)
         if self.teacher is not None:
             parts += [self.teacher, f"lam{self.lam:g}"]
         parts += [f"frac{self.fraction:g}", f"seed{self.seed}"]
-        content = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if not self.extra_system:  # grid cells keep the ids they had before extra systems
+            del fields["extra_system"]
+        content = json.dumps(fields, sort_keys=True)
         digest = hashlib.sha1(content.encode()).hexdigest()[:8]
         return "-".join([*parts, digest])
+
+
+def _slug(name: str) -> str:
+    """`Baseline (authors' config)` → `baseline_authors_config`."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,6 +267,14 @@ def _read(cls: Any, table: Any, path: str, problems: list[str]) -> Any:
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _read(tp, value, dotted, problems)
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            item = typing.get_args(tp)[0]
+            if not isinstance(value, list):
+                problems.append(f"{dotted}: got {value!r}, expected a list of tables")
+            else:
+                kwargs[name] = tuple(
+                    _read(item, v, f"{dotted}[{i}]", problems) for i, v in enumerate(value)
+                )
         elif typing.get_origin(tp) is tuple:
             item = typing.get_args(tp)[0]
             if not isinstance(value, list) or not all(_matches(v, item) for v in value):
@@ -247,7 +291,7 @@ def _read(cls: Any, table: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{dotted}: got {value!r}, expected {_type_name(tp)}")
         else:
             kwargs[name] = float(value) if tp is float else value
-    if any(v is None for v in kwargs.values()):
+    if any(v is None or (isinstance(v, tuple) and None in v) for v in kwargs.values()):
         return None
     try:
         return cls(**kwargs)
@@ -260,8 +304,31 @@ def _one_of(field_name: str, value: str, allowed: tuple[str, ...], problems: lis
         problems.append(f"{field_name}: got {value!r}, expected one of: {', '.join(allowed)}")
 
 
+def _check_systems(spec: StudySpec, problems: list[str]) -> None:
+    """Each extra system: a unique name, known recipe keys of the right type, and a recipe
+    and student options that pass the study's own checks."""
+    hints = typing.get_type_hints(Recipe)
+    names = [x.name for x in spec.systems]
+    for i, extra in enumerate(spec.systems):
+        where, found = f"systems[{i}]", []
+        if not extra.name.strip():
+            found.append("name: empty, expected the name of its table row")
+        if names.count(extra.name) > 1:
+            found.append(f"name: {extra.name!r} names two systems")
+        for key, value in extra.recipe.items():
+            if key not in hints:
+                found.append(f"recipe.{key}: unknown key; known keys: {', '.join(hints)}")
+            elif not _matches(value, hints[key]):
+                found.append(f"recipe.{key}: got {value!r}, expected {_type_name(hints[key])}")
+        if not found:
+            _check(spec.for_system(extra.name), found)
+            found = [p for p in found if p.startswith(("recipe.", "student_options."))]
+        problems += [f"{where}.{p}" for p in found]
+
+
 def _check(spec: StudySpec, problems: list[str]) -> None:
     """Semantic checks on a spec whose types are already right."""
+    _check_systems(spec, problems)
     _one_of("dataset", spec.dataset, DATASETS, problems)
     _one_of("student", spec.student, STUDENTS, problems)
     if spec.student in STUDENTS:
@@ -441,4 +508,18 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
                                     cell, regularizer="none", teacher=None, stage=None
                                 )
                             cells[cell] = None
+            for extra in spec.systems:
+                cells[
+                    Cell(
+                        spec.dataset,
+                        spec.student,
+                        "none",
+                        None,
+                        None,
+                        0.0,
+                        fraction,
+                        seed,
+                        extra.name,
+                    )
+                ] = None
     return list(cells)

@@ -54,10 +54,12 @@ def system_name(regularizer: str, stage: str | None) -> str:
 
 
 def add_system(results: pd.DataFrame) -> pd.DataFrame:
-    """`results` with a `system` column."""
+    """`results` with a `system` column (an extra system's rows are named by it)."""
     out = results.copy()
+    extra = out["extra_system"] if "extra_system" in out else pd.Series("", index=out.index)
     out["system"] = [
-        system_name(r, s) for r, s in zip(out["regularizer"], out["stage"], strict=True)
+        e if isinstance(e, str) and e else system_name(r, s)
+        for r, s, e in zip(out["regularizer"], out["stage"], extra.fillna(""), strict=True)
     ]
     return out
 
@@ -116,17 +118,24 @@ def summarise(results: pd.DataFrame, metrics: tuple[str, ...], split: str = "tes
 
 
 def expected_pairs(
-    regularizers: tuple[str, ...], stages: tuple[str, ...], teachers: tuple[str, ...]
+    regularizers: tuple[str, ...],
+    stages: tuple[str, ...],
+    teachers: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> pd.DataFrame:
-    """Every (system, teacher) the study should fill: baseline and Teacher_LR included."""
-    rows = [("Baseline", t) for t in teachers]
-    rows += [("Teacher_LR", t) for t in teachers]
-    for reg in regularizers:
-        if reg == "none":
-            continue
-        for stage in stages if USES_STAGE[reg] else (None,):
-            rows += [(system_name(reg, stage), t) for t in teachers]
-    return pd.DataFrame(list(dict.fromkeys(rows)), columns=["system", "teacher"])
+    """Every (system, teacher) the study should fill, in table order: the baseline, the
+    `extra` (teacher-free) systems, then the paper's systems in the paper's order, then
+    other stage choices."""
+    systems = ["Teacher_LR"] + [
+        system_name(reg, stage)
+        for reg in regularizers
+        if reg != "none"
+        for stage in (stages if USES_STAGE[reg] else (None,))
+    ]
+    rank = {s: i for i, s in enumerate(SYSTEMS)}
+    systems.sort(key=lambda s: rank.get(s, len(rank)))  # stable: others keep grid order
+    rows = [(s, t) for s in dict.fromkeys(["Baseline", *extra, *systems]) for t in teachers]
+    return pd.DataFrame(rows, columns=["system", "teacher"])
 
 
 def paper_table(
@@ -139,20 +148,18 @@ def paper_table(
     """
     chosen = choose_lambda(results)
     summary = summarise(chosen[chosen["fraction"] == fraction], metrics)
-    baseline = summary[summary["system"] == "Baseline"].drop(columns="teacher")
+    free = summary["teacher"] == "-"  # baselines: repeated under every teacher
     grid = expected.merge(pd.DataFrame({"metric": metrics}), how="cross")
-    with_teacher = grid.merge(
-        summary[summary["system"] != "Baseline"], on=["system", "teacher", "metric"], how="left"
+    with_teacher = grid.merge(summary[~free], on=["system", "teacher", "metric"], how="left")
+    is_free = with_teacher["system"].isin(set(summary.loc[free, "system"]))
+    free_rows = with_teacher.loc[is_free, ["system", "teacher", "metric"]].merge(
+        summary[free].drop(columns="teacher"), on=["system", "metric"], how="left"
     )
-    is_base = with_teacher["system"] == "Baseline"
-    base_rows = with_teacher.loc[is_base, ["system", "teacher", "metric"]].merge(
-        baseline, on=["system", "metric"], how="left"
-    )
-    table = pd.concat([with_teacher[~is_base], base_rows], ignore_index=True)
+    table = pd.concat([with_teacher[~is_free], free_rows], ignore_index=True)
     table["fraction"] = fraction
-    # Order: the paper's systems, then the spec's teacher order, then the metric order.
+    # Order: the expected systems' order, then the spec's teacher order, then the metrics.
     ranks = {
-        "system": {s: i for i, s in enumerate(SYSTEMS)},
+        "system": {s: i for i, s in enumerate(dict.fromkeys(expected["system"]))},
         "teacher": {t: i for i, t in enumerate(dict.fromkeys(expected["teacher"]))},
         "metric": {m: i for i, m in enumerate(metrics)},
     }
@@ -175,7 +182,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
     text = table.assign(value=table.apply(cell, axis=1))
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
-    systems = [s for s in SYSTEMS if s in wide.index] + sorted(set(wide.index) - set(SYSTEMS))
+    systems = list(dict.fromkeys(table["system"]))
     columns = list(dict.fromkeys(zip(table["teacher"], table["metric"], strict=True)))
     return wide.loc[systems, columns]
 

@@ -1,6 +1,7 @@
 """Study specs: the shipped files load, bad specs are reported in full, cells collapse."""
 
 import copy
+import dataclasses
 import subprocess
 import sys
 import tomllib
@@ -174,6 +175,55 @@ def test_bad_lambda_per_teacher_is_reported(edit: dict[str, Any], message: str) 
     assert any(message in p for p in _problems(table)), _problems(table)
 
 
+def test_an_extra_system_is_a_baseline_with_its_own_student_and_recipe() -> None:
+    from east_ray.train.trainer import TrialSpec
+
+    spec = load_study("openmic")
+    cells = expand_cells(spec)
+    (authors,) = [c for c in cells if c.extra_system]
+    assert (authors.regularizer, authors.teacher, authors.lam) == ("none", None, 0.0)
+    assert authors.cell_id.startswith("baseline_authors_config-none-frac1-seed1223-")
+    trial = TrialSpec.for_cell(spec, authors, 20)
+    assert trial.student_options == {"rho": 3, "base_channels": 128}
+    assert trial.recipe.early_stop_patience == 20
+    assert trial.recipe.plateau_patience == spec.recipe.plateau_patience
+    ours = TrialSpec.for_cell(
+        spec, next(c for c in cells if c.regularizer == "none" and not c.extra_system), 20
+    )
+    assert ours.student_options["rho"] == 7 and ours.recipe.early_stop_patience == 15
+    # adding a system leaves every grid cell's id as it was
+    without = dataclasses.replace(spec, systems=())
+    assert [c.cell_id for c in expand_cells(without)] == [
+        c.cell_id for c in cells if not c.extra_system
+    ]
+
+
+@pytest.mark.parametrize(
+    ("system", "message"),
+    [
+        ({"name": "B", "recipe": {"patience": 3}}, "systems[0].recipe.patience: unknown key"),
+        (
+            {"name": "B", "recipe": {"lr": "fast"}},
+            "systems[0].recipe.lr: got 'fast', expected a number",
+        ),
+        (
+            {"name": "B", "recipe": {"lr": -1.0}},
+            "systems[0].recipe.lr: got -1.0, expected a number > 0",
+        ),
+        (
+            {"name": "B", "student_options": {"depth": 3}},
+            "systems[0].student_options.depth: unknown option",
+        ),
+        ({"name": " "}, "systems[0].name: empty"),
+        ({"recipe": {}}, "systems[0].name: missing"),
+    ],
+)
+def test_bad_extra_systems_are_reported(system: dict[str, Any], message: str) -> None:
+    table = _table()
+    table["systems"] = [system]
+    assert any(message in p for p in _problems(table)), _problems(table)
+
+
 def test_the_tables_say_which_rule_chose_lambda() -> None:
     from east_ray.study.results import lambda_rule
 
@@ -187,6 +237,7 @@ def test_the_tables_say_which_rule_chose_lambda() -> None:
 def test_baseline_only_study_needs_no_teacher_axes() -> None:
     table = _table()
     table["grid"] = {"regularizers": ["none"], "fractions": [0.1, 1.0], "seeds": [1, 2, 3]}
+    table.pop("systems")
     cells = expand_cells(parse_study(table))
     assert len(cells) == 6 and {c.teacher for c in cells} == {None}
 
@@ -208,8 +259,8 @@ def _hand_count(teachers: int, stages: int, lams: int) -> int:
 @pytest.mark.parametrize(
     ("name", "per_fraction_seed", "fractions_seeds"),
     [
-        ("openmic", _hand_count(4, 2, 1), 1),  # one λ per teacher, the authors'
-        ("magnatagatune", _hand_count(4, 2, 1), 1),
+        ("openmic", _hand_count(4, 2, 1) + 1, 1),  # the authors' λ; + their baseline
+        ("magnatagatune", _hand_count(4, 2, 1) + 1, 1),
         ("demo", _hand_count(2, 2, 2), 2),
     ],
 )
@@ -217,7 +268,7 @@ def test_dry_run_counts_match_hand_count(
     name: str, per_fraction_seed: int, fractions_seeds: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expected = per_fraction_seed * fractions_seeds
-    assert (name, expected) in {("openmic", 29), ("magnatagatune", 29), ("demo", 58)}
+    assert (name, expected) in {("openmic", 30), ("magnatagatune", 30), ("demo", 58)}
     assert study.main([name, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"{expected} cells in study {name!r}" in out

@@ -179,3 +179,27 @@ def test_a_result_that_is_not_a_run_result_is_set_aside(tmp_path: Path) -> None:
     (run_dir / "result.json").write_text(f'{{"cell_id": "{run_dir.name}"}}')  # no metrics
     assert read_result(run_dir) is None
     assert [p.name.split(".corrupt-")[0] for p in run_dir.iterdir()] == ["_result.json"]
+
+
+def test_an_added_extra_system_joins_a_results_folder_and_a_changed_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+    import json
+
+    from east_ray.config import SpecError, load_study
+    from east_ray.study.results import check_study_dir
+
+    spec = load_study("openmic")
+    check_study_dir(dataclasses.replace(spec, systems=()), tmp_path)  # an older folder
+    check_study_dir(spec, tmp_path)  # the authors' baseline added: it joins
+    stored = json.loads((tmp_path / "spec.json").read_text())
+    assert stored["systems"] == {
+        "Baseline (authors' config)": {
+            "student_options": {"rho": 3},
+            "recipe": {"early_stop_patience": 20},
+        }
+    }
+    other = dataclasses.replace(spec.systems[0], recipe={"early_stop_patience": 30})
+    with pytest.raises(SpecError, match=r"systems\.Baseline \(authors' config\): the results"):
+        check_study_dir(dataclasses.replace(spec, systems=(other,)), tmp_path)

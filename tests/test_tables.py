@@ -112,6 +112,29 @@ def test_paper_table_keeps_missing_cells_and_repeats_baseline() -> None:
     assert "EAsT_Final" in wide.to_markdown() and "tabular" in wide.to_latex()
 
 
+def test_an_extra_system_is_its_own_row_repeated_under_every_teacher() -> None:
+    authors = "Baseline (authors' config)"
+    results = _results().assign(extra_system="")
+    extra = pd.DataFrame(
+        [
+            {
+                **_row("none", None, None, 0.0, seed, 0.5, 0.30 + 0.01 * seed),
+                "extra_system": authors,
+            }
+            for seed in (1, 2, 3)
+        ]
+    )
+    expected = expected_pairs(("none", "dcor"), ("final",), ("vggish", "openl3"), (authors,))
+    table = paper_table(pd.concat([results, extra], ignore_index=True), expected, ("mAP",))
+    wide = format_table(table)
+    assert list(wide.index) == ["Baseline", authors, "Teacher_LR", "EAsT_Final"]
+    row = table[table["system"] == authors]
+    assert list(row["teacher"]) == ["vggish", "openl3"]
+    assert row["mean"].tolist() == pytest.approx([0.32, 0.32])
+    base = table[table["system"] == "Baseline"]  # our baseline is not mixed with theirs
+    assert base["mean"].tolist() == pytest.approx([0.40, 0.40])
+
+
 def test_limited_data_figure_is_a_png(tmp_path: Path) -> None:
     path = limited_data_figure(_results(), "mAP", tmp_path / "fig.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -129,7 +129,12 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
     and figure.png there (each atomically)."""
     metrics = TABLE_METRICS[spec.dataset]
     teachers = spec.grid.teachers if spec.grid.teachers else ("-",)
-    expected = expected_pairs(spec.grid.regularizers, spec.grid.stages, teachers)
+    expected = expected_pairs(
+        spec.grid.regularizers,
+        spec.grid.stages,
+        teachers,
+        tuple(x.name for x in spec.systems),
+    )
     parts, markdown, latex = [], [], []
     for fraction in sorted(spec.grid.fractions, reverse=True):
         table = format_table(paper_table(results, expected, metrics, fraction))
@@ -153,33 +158,46 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
 
 
 def _result_defining(spec: StudySpec) -> dict[str, Any]:
-    """The parts of a spec that change what a cell's result means (not the grid/resources)."""
+    """The parts of a spec that change what a cell's result means (not the grid, the
+    resources or the name); extra systems by name."""
     content = dataclasses.asdict(spec)
     for key in ("grid", "resources", "name"):
         content.pop(key)
+    content["systems"] = {x.pop("name"): x for x in content["systems"]}
     return content
 
 
 def check_study_dir(spec: StudySpec, study_dir: Path, record: bool = True) -> None:
-    """Refuse a results folder written under another recipe, student or features; with
-    `record`, a folder without a `spec.json` gets one."""
+    """Refuse a results folder written under another recipe, student or features, or with
+    another definition of an extra system of the same name (new ones join); with `record`,
+    `spec.json` is written when missing or when systems were added."""
     path = study_dir / "spec.json"
     current = json.loads(json.dumps(_result_defining(spec)))
     if path.is_file():
         stored = json.loads(path.read_text())
-        if stored != current:
-            changed = sorted(
-                k for k in set(stored) | set(current) if stored.get(k) != current.get(k)
-            )
+        old, new = stored.pop("systems", {}), current.pop("systems")
+        changed = {
+            key: (stored.get(key), current.get(key))
+            for key in sorted(set(stored) | set(current))
+            if stored.get(key) != current.get(key)
+        }
+        changed |= {
+            f"systems.{n}": (old[n], new[n])
+            for n in sorted(old.keys() & new.keys())
+            if old[n] != new[n]
+        }
+        if changed:
             raise SpecError(
                 str(path),
                 [
-                    f"{key}: the results in {study_dir} were made with {stored.get(key)!r}, the "
-                    f"spec now says {current.get(key)!r}"
-                    for key in changed
+                    f"{key}: the results in {study_dir} were made with {was!r}, the spec now "
+                    f"says {now!r}"
+                    for key, (was, now) in changed.items()
                 ]
                 + [f"use another --storage folder, or remove {study_dir} to start over"],
             )
-        return
+        current["systems"] = {**old, **new}
+        if new.keys() <= old.keys():
+            return
     if record:
         write_json_atomic(current, path)

@@ -59,7 +59,14 @@ class RunResult:
     def from_row(cls, row: Mapping[str, Any]) -> RunResult:
         """The result a `row()` wrote; KeyError names a missing field."""
         return cls(
-            cell=Cell(**{f.name: row[f.name] for f in dataclasses.fields(Cell)}),
+            cell=Cell(
+                **{
+                    f.name: row[f.name]
+                    if f.default is dataclasses.MISSING
+                    else row.get(f.name, f.default)
+                    for f in dataclasses.fields(Cell)
+                }
+            ),
             epochs=int(row["epochs"]),
             steps=int(row["steps"]),
             best_epoch=int(row["best_epoch"]),

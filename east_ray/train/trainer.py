@@ -84,7 +84,10 @@ class TrialSpec:
         max_epochs: int | None = None,
         gpu_fraction: float = 1.0,
     ) -> TrialSpec:
-        """The run of `cell` with its study's recipe, features and student options."""
+        """The run of `cell` with its study's recipe, features and student options (an
+        extra system's own, for its cells)."""
+        if cell.extra_system:
+            spec = spec.for_system(cell.extra_system)
         return cls(
             cell,
             spec.recipe,
