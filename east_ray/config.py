@@ -477,15 +477,39 @@ def resolve_study_path(name_or_path: str) -> Path:
     )
 
 
-def load_study(name_or_path: str | Path) -> StudySpec:
-    """Load and validate a study by name (`openmic`) or path (`my/study.toml`)."""
-    path = resolve_study_path(str(name_or_path))
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, table by table (a list or value replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both_tables else value
+    return out
+
+
+def _load_table(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A study file's table; `extends = "other"` starts from study `other`'s table."""
+    if path.resolve() in seen:
+        chain = " → ".join(str(p) for p in (*seen, path.resolve()))
+        raise SpecError(str(path), [f"extends: a cycle: {chain}"])
     try:
         with path.open("rb") as fh:
             table = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), [f"not valid TOML: {exc}"]) from exc
-    return parse_study(table, str(path))
+    base = table.pop("extends", None)
+    if base is None:
+        return table
+    if not isinstance(base, str):
+        raise SpecError(str(path), [f"extends: got {base!r}, expected a study name or path"])
+    parent = _load_table(resolve_study_path(base), (*seen, path.resolve()))
+    return _merged(parent, table)
+
+
+def load_study(name_or_path: str | Path) -> StudySpec:
+    """Load and validate a study by name (`openmic`) or path (`my/study.toml`); a study
+    may extend another (`extends = "openmic"`) and change only what differs."""
+    path = resolve_study_path(str(name_or_path))
+    return parse_study(_load_table(path), str(path))
 
 
 def expand_cells(spec: StudySpec) -> list[Cell]:

@@ -36,8 +36,14 @@ def _problems(table: dict[str, Any]) -> list[str]:
     return info.value.problems
 
 
-def test_the_three_studies_ship_and_load() -> None:
-    assert SHIPPED == ["demo", "magnatagatune", "openmic"]
+def test_the_shipped_studies_load() -> None:
+    assert SHIPPED == [
+        "demo",
+        "magnatagatune",
+        "magnatagatune_limited",
+        "openmic",
+        "openmic_limited",
+    ]
     for name in SHIPPED:
         spec = load_study(name)
         assert isinstance(spec, StudySpec) and spec.name == name
@@ -242,12 +248,34 @@ def test_baseline_only_study_needs_no_teacher_axes() -> None:
     assert len(cells) == 6 and {c.teacher for c in cells} == {None}
 
 
+def test_a_study_extends_another_and_changes_only_what_it_says() -> None:
+    base, limited = load_study("openmic"), load_study("openmic_limited")
+    assert limited.name == "openmic_limited"
+    assert limited.grid.fractions == (0.05, 0.1, 0.25, 0.5, 1.0)
+    assert limited.grid.stages == ("final",)
+    assert limited.grid.lam_by_teacher == base.grid.lam_by_teacher  # kept from the base
+    assert limited.grid.teachers == base.grid.teachers
+    for kept in ("recipe", "features", "student_options", "systems", "resources"):
+        assert getattr(limited, kept) == getattr(base, kept), kept
+
+
+def test_extends_errors_name_the_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text(f'extends = "{b}"\nname = "a"\n')
+    b.write_text(f'extends = "{a}"\nname = "b"\n')
+    with pytest.raises(SpecError, match="extends: a cycle"):
+        load_study(a)
+    b.write_text("extends = 3\n")
+    with pytest.raises(SpecError, match="extends: got 3, expected a study name or path"):
+        load_study(b)
+
+
 def test_bad_toml_and_missing_study_are_reported(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("name = \n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_study(bad)
-    with pytest.raises(FileNotFoundError, match="known studies: demo, magnatagatune, openmic"):
+    with pytest.raises(FileNotFoundError, match="known studies: demo, magnatagatune, "):
         load_study("no_such_study")
 
 
