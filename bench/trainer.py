@@ -35,7 +35,7 @@ import torch
 
 from bench import bare_step, local_ray, timed
 from east_ray.config import SYSTEMS, Cell, Features, Recipe
-from east_ray.data.openmic import read_openmic
+from east_ray.data.datasets import get_dataset
 from east_ray.data.parquet import LabelTable, read_labels
 from east_ray.data.prepare import prepare
 from east_ray.synthmic import synthesize
@@ -160,7 +160,7 @@ def run(steps: int, base_channels: int, clips: int) -> dict[str, Any]:
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="east_ray_bench_"))
     synthesize(tmp / "raw", n_clips=clips)
-    prepare(read_openmic(tmp / "raw", dataset="synthmic"), FEATURES, tmp / "data")
+    prepare(get_dataset("synthmic").read(tmp / "raw"), FEATURES, tmp / "data")
     data_dir = tmp / "data"
     extract_teacher(data_dir, "handcrafted")
     fit_teacher_lr(data_dir, "handcrafted", fraction=1.0, seed=0, max_epochs=5)

@@ -101,10 +101,11 @@ def prepared_openmic(tmp: Path, n: int = 24, valid_fraction: float = 0.3) -> Pat
     """A prepared (Parquet) copy of `write_openmic`'s release, built in-process."""
     from east_ray.data.openmic import read_openmic
     from east_ray.data.prepare import ShardJob, build_shard, prepare
+    from east_ray.data.valid_split import SeededSplit
 
     fx = write_openmic(tmp / "openmic-2018", n=n)
     out = tmp / "prepared"
-    index = read_openmic(fx.root, valid_fraction=valid_fraction)
+    index = read_openmic(fx.root, SeededSplit(valid_fraction))
 
     def in_process(jobs: list[ShardJob]) -> None:
         for job in jobs:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
 import os
 import pickle
+import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,14 @@ from east_ray.data.openmic import read_openmic
 from east_ray.data.parquet import column_numpy, read_meta
 from east_ray.data.prepare import ShardJob, build_shard, prepare
 from east_ray.data.subsets import training_subset
+from east_ray.data.valid_split import (
+    AUTHORS_CLIPS,
+    AUTHORS_MD5,
+    AUTHORS_SIZE,
+    SeededSplit,
+    read_valid_list,
+)
+from east_ray.errors import BadValueError
 from tests.release_fixtures import (
     OPENMIC_CLASSES,
     TEST_FEATURES,
@@ -29,6 +40,8 @@ from tests.release_fixtures import (
     write_mtat_audio,
     write_openmic,
 )
+
+SEEDED = SeededSplit()
 
 
 def _in_process(jobs: list[ShardJob]) -> None:
@@ -57,14 +70,14 @@ def test_synthmic_release_reads_with_the_openmic_reader(tmp_path: Path) -> None:
     from east_ray.data.datasets import get_dataset
 
     fx = write_openmic(tmp_path / "release")
-    index = get_dataset("synthmic").read(fx.root, "won")
+    index = get_dataset("synthmic").read(fx.root)
     assert index.dataset == "synthmic"
     assert sorted(index.clips["clip_id"]) == sorted(fx.keys)  # audio is checked at prepare
 
 
 def test_openmic_labels_and_mask_cell_by_cell(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
-    index = read_openmic(fx.root, valid_fraction=0.25, seed=3)
+    index = read_openmic(fx.root, SeededSplit(0.25, 3))
     assert index.classes == OPENMIC_CLASSES
     assert sorted(index.clips["clip_id"]) == sorted(fx.keys)
     for _, row in index.clips.iterrows():
@@ -80,14 +93,14 @@ def test_openmic_labels_and_mask_cell_by_cell(tmp_path: Path) -> None:
 
 def test_openmic_splits_and_groups(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
-    index = read_openmic(fx.root, valid_fraction=0.25, seed=3)
+    index = read_openmic(fx.root, SeededSplit(0.25, 3))
     split = dict(zip(index.clips["clip_id"], index.clips["split"], strict=True))
     assert {k for k, s in split.items() if s == "test"} == set(fx.test)
     valid = {k for k, s in split.items() if s == "valid"}
     assert len(valid) == round(0.25 * len(fx.train)) and valid <= set(fx.train)
-    again = read_openmic(fx.root, valid_fraction=0.25, seed=3)
+    again = read_openmic(fx.root, SeededSplit(0.25, 3))
     assert again.clips["split"].tolist() == index.clips["split"].tolist()
-    other = read_openmic(fx.root, valid_fraction=0.25, seed=4)
+    other = read_openmic(fx.root, SeededSplit(0.25, 4))
     assert other.clips["split"].tolist() != index.clips["split"].tolist()
     group = dict(zip(index.clips["clip_id"], index.clips["group"], strict=True))
     assert group[fx.keys[0]] == group[fx.keys[2]] == "artist0"
@@ -97,7 +110,7 @@ def test_openmic_partition_key_without_label_row_is_skipped(tmp_path: Path) -> N
     fx = write_openmic(tmp_path / "openmic-2018")
     with (fx.root / "partitions" / "split01_test.csv").open("a") as fh:
         fh.write("999999_0\n")
-    index = read_openmic(fx.root)
+    index = read_openmic(fx.root, SEEDED)
     assert [(s.clip_id, s.reason.split(" but")[0]) for s in index.skipped] == [
         ("999999_0", "in partition test")
     ]
@@ -118,18 +131,136 @@ def test_openmic_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
         for name, data in members.items():
             archive.writestr(name, data)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        read_openmic(fx.root)
+        read_openmic(fx.root, SEEDED)
 
 
 def test_wrong_root_and_missing_files_are_named(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
     with pytest.raises(FileNotFoundError, match=r"no class-map.json here.*did you mean"):
-        read_openmic(tmp_path)
+        read_openmic(tmp_path, SEEDED)
     with pytest.raises(FileNotFoundError, match="not a directory"):
-        read_openmic(tmp_path / "nowhere")
+        read_openmic(tmp_path / "nowhere", SEEDED)
     (fx.root / "partitions" / "split01_test.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"split01_test.csv: missing; expected the Open"):
-        read_openmic(fx.root)
+        read_openmic(fx.root, SEEDED)
+
+
+# --- OpenMIC validation split -------------------------------------------------------------
+
+
+def test_seeded_split_is_the_one_read_openmic_always_took(tmp_path: Path) -> None:
+    fx = write_openmic(tmp_path / "openmic-2018")
+    index = read_openmic(fx.root, SeededSplit())  # 15%, seed 1223: pinned from before the rules
+    valid = index.clips.loc[index.clips["split"] == "valid", "clip_id"].tolist()
+    assert valid == ["000107_1000", "000114_2000", "000191_1000"]
+    assert index.valid_split == {"rule": "seeded", "fraction": 0.15, "seed": 1223}
+    with pytest.raises(BadValueError, match=r"valid fraction: got 1.0, expected a number in"):
+        SeededSplit(1.0)
+
+
+def _authors_style(keys: list[str]) -> str:
+    """Lines shaped like the authors' openmic_valid.json (the reader needs only sample_key)."""
+    return "".join(json.dumps({"sample_key": k, "label": [0] * 20}) + "\n" for k in keys)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [_authors_style, json.dumps, lambda keys: "\n".join(keys) + "\n"],
+    ids=["json-lines", "json-array", "one-key-per-line"],
+)
+def test_valid_list_file_decides_the_validation_clips(
+    tmp_path: Path, write: Callable[[list[str]], str]
+) -> None:
+    fx = write_openmic(tmp_path / "openmic-2018")
+    chosen = [fx.train[5], fx.train[0], fx.train[9]]
+    list_file = tmp_path / "valid.json"
+    list_file.write_text(write(chosen))
+    split = read_valid_list(list_file)
+    assert split.keys == tuple(sorted(chosen))
+    index = read_openmic(fx.root, split)
+    by_split = index.clips.groupby("split")["clip_id"].apply(set).to_dict()
+    assert by_split == {
+        "valid": set(chosen),
+        "train": set(fx.train) - set(chosen),
+        "test": set(fx.test),
+    }
+    assert index.valid_split == {
+        "rule": "list",  # not the authors' file (md5)
+        "source": str(list_file),
+        "md5": hashlib.md5(list_file.read_bytes()).hexdigest(),
+        "clips": 3,
+    }
+
+
+def test_valid_list_key_outside_the_training_partition_is_refused(tmp_path: Path) -> None:
+    fx = write_openmic(tmp_path / "openmic-2018")
+    list_file = tmp_path / "valid.json"
+    list_file.write_text(_authors_style([fx.train[0], fx.test[1], "999999_0"]))
+    with pytest.raises(BadValueError) as caught:
+        read_openmic(fx.root, read_valid_list(list_file))
+    message = str(caught.value)
+    assert message.startswith(f"{list_file}: 2 of its 3 validation keys are not in the training")
+    assert str(fx.root / "partitions" / "split01_train.csv") in message
+    assert repr(sorted([fx.test[1], "999999_0"])) in message
+    assert "--valid-list FILE" in message and "--valid-split seeded" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_authors_style(["000100_0", "000107_1000", "000100_0"]), r"1 sample keys appear more"),
+        ("", "holds no sample keys"),
+        ('{"sample_key": "000100_0"}\n{"key": 1}\n', "line 2 has no string 'sample_key'"),
+        ('{"sample_key": "000100_0"}\n{oops\n', "line 2 is not JSON"),
+        ('["000100_0", 7]', "expected a JSON array of sample-key strings"),
+    ],
+    ids=["duplicates", "empty", "no-sample-key", "bad-json-line", "array-of-non-strings"],
+)
+def test_malformed_valid_list_is_refused_naming_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    list_file = tmp_path / "valid.json"
+    list_file.write_text(text)
+    with pytest.raises(BadValueError, match=message) as caught:
+        read_valid_list(list_file)
+    assert str(caught.value).startswith(f"{list_file}: ")
+    with pytest.raises(FileNotFoundError, match="missing; expected a validation list"):
+        read_valid_list(tmp_path / "nowhere.json")
+
+
+def test_dataset_registry_applies_each_dataset_s_validation_rules(tmp_path: Path) -> None:
+    from east_ray.data.datasets import ReadOptions, get_dataset
+
+    fx = write_openmic(tmp_path / "openmic-2018")
+    list_file = tmp_path / "valid.txt"
+    list_file.write_text(f"{fx.train[1]}\n")
+    openmic, synthmic = get_dataset("openmic"), get_dataset("synthmic")
+    assert openmic.valid_splits == ("authors", "seeded") and synthmic.valid_splits == ("seeded",)
+    listed = openmic.read(fx.root, ReadOptions(valid_list=list_file))  # authors' rule, a file
+    assert listed.valid_split["rule"] == "list" and listed.valid_split["clips"] == 1
+    seeded = openmic.read(fx.root, ReadOptions(valid_split="seeded"))
+    assert seeded.valid_split == SeededSplit().describe()
+    assert synthmic.read(fx.root).valid_split == SeededSplit().describe()
+    refusals = [
+        (synthmic, ReadOptions(valid_split="authors"), "got 'authors' for synthmic, whose rules"),
+        (synthmic, ReadOptions(valid_list=list_file), "only used by --valid-split authors"),
+        (openmic, ReadOptions("won", "seeded", list_file), "only used by --valid-split authors"),
+        (get_dataset("magnatagatune"), ReadOptions(valid_split="seeded"), "its splits are fixed"),
+    ]
+    for dataset, options, message in refusals:
+        with pytest.raises(BadValueError, match=message):
+            dataset.read(fx.root, options)
+
+
+def test_authors_list_from_shared_data_is_the_pinned_file(shared_data: Path) -> None:
+    path = shared_data / "openmic_valid.json"
+    split = read_valid_list(path)  # refuses duplicates
+    raw = [json.loads(line)["sample_key"] for line in path.read_text().splitlines()]
+    assert len(raw) == len(set(raw)) == AUTHORS_CLIPS == 2_223 and raw == sorted(raw)
+    assert split.keys == tuple(raw)
+    assert (split.md5, path.stat().st_size) == (AUTHORS_MD5, AUTHORS_SIZE)
+    assert split.describe()["rule"] == "authors"
+    assert all(re.fullmatch(r"\d{6}_\d+", k) for k in raw)  # OpenMIC sample keys
 
 
 # --- MagnaTagATune reader -----------------------------------------------------------------
@@ -231,7 +362,9 @@ def test_real_audio_decodes_to_mono_and_logmel(shared_data: Path) -> None:
 def test_prepare_writes_parquet_meta_and_skip_report(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
     out = tmp_path / "prepared"
-    meta = prepare(read_openmic(fx.root), TEST_FEATURES, out, shard_size=5, runner=_in_process)
+    meta = prepare(
+        read_openmic(fx.root, SEEDED), TEST_FEATURES, out, shard_size=5, runner=_in_process
+    )
     assert meta["complete"] and meta["classes"] == list(OPENMIC_CLASSES)
     assert meta["logmel"] == {**meta["logmel"], "shape": [32, 50], "hop_seconds": 0.02}
     skipped = {s["clip_id"]: s["reason"] for s in meta["skipped"]}
@@ -248,12 +381,13 @@ def test_prepare_writes_parquet_meta_and_skip_report(tmp_path: Path) -> None:
     labels, mask = column_numpy(table["labels"]), column_numpy(table["label_mask"])
     assert labels.shape == mask.shape == (table.num_rows, 20) and mask.dtype == bool
     assert read_meta(out) == meta
+    assert meta["valid_split"] == {"rule": "seeded", "fraction": 0.15, "seed": 1223}
 
 
 def test_prepare_is_idempotent_and_resumes_partial_output(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
     out = tmp_path / "prepared"
-    index = read_openmic(fx.root)
+    index = read_openmic(fx.root, SEEDED)
     prepare(index, TEST_FEATURES, out, shard_size=5, runner=_in_process)
     built: list[int] = []
 
@@ -273,9 +407,34 @@ def test_prepare_is_idempotent_and_resumes_partial_output(tmp_path: Path) -> Non
         prepare(index, other, out, shard_size=5, runner=counting)
 
 
+def test_validation_rule_is_recorded_and_part_of_the_fingerprint(tmp_path: Path) -> None:
+    fx = write_openmic(tmp_path / "openmic-2018", n=8)
+    here, there = tmp_path / "valid.json", tmp_path / "elsewhere" / "valid.json"
+    here.write_text(_authors_style(fx.train[:2]))
+    there.parent.mkdir()
+    there.write_bytes(here.read_bytes())
+    out = tmp_path / "prepared"
+    meta = prepare(
+        read_openmic(fx.root, read_valid_list(here)), TEST_FEATURES, out, runner=_in_process
+    )
+    assert meta["valid_split"]["rule"] == "list" and meta["valid_split"]["source"] == str(here)
+    assert meta["valid_split"]["md5"] == hashlib.md5(here.read_bytes()).hexdigest()
+    built: list[ShardJob] = []
+    same_list = read_openmic(fx.root, read_valid_list(there))
+    assert prepare(same_list, TEST_FEATURES, out, runner=built.extend) == meta  # reused
+    assert built == []
+    seeded = read_openmic(fx.root, SeededSplit(0.3))
+    with pytest.raises(FileExistsError, match="validation rule list, now seeded"):
+        prepare(seeded, TEST_FEATURES, out, runner=built.extend)
+    before = {k: v for k, v in meta.items() if k != "valid_split"} | {"version": 1}
+    (out / "meta.json").write_text(json.dumps(before))  # prepared before the rule was recorded
+    with pytest.raises(BadValueError, match="version 1, expected 2; prepare the dataset again"):
+        read_meta(out)
+
+
 def test_prepare_runs_on_ray(tmp_path: Path, ray_local: None) -> None:
     fx = write_openmic(tmp_path / "openmic-2018", n=12)
-    meta = prepare(read_openmic(fx.root), TEST_FEATURES, tmp_path / "out", shard_size=4)
+    meta = prepare(read_openmic(fx.root, SEEDED), TEST_FEATURES, tmp_path / "out", shard_size=4)
     n_ok = len(fx.keys) - len([k for k in fx.bad if k in fx.keys])
     assert sum(meta["counts"].values()) == n_ok
     assert len(list((tmp_path / "out" / "clips").glob("part-*.parquet"))) == 3

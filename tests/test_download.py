@@ -1,4 +1,5 @@
-"""Release downloads against a local HTTP server, and the `download` command.
+"""Release downloads against a local HTTP server, and the `download` command; the authors'
+OpenMIC validation list (downloaded once, md5-checked, cached) and `prepare`'s options for it.
 
 The fixture archives are tiny copies of the real release layouts: an OpenMIC-shaped .tgz and
 an MTAT-shaped zip split into three parts.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import logging
 import tarfile
 import zipfile
@@ -18,12 +20,15 @@ from pathlib import Path
 import pytest
 
 from east_ray.data import __main__ as data_cli
-from east_ray.data import download, fetch
+from east_ray.data import download, fetch, valid_split
 from east_ray.data.archives import MARKER, ArchiveError
 from east_ray.data.download import add_cli, download_release
 from east_ray.data.fetch import ChecksumError, DownloadError
+from east_ray.data.release import ReleaseIndex
+from east_ray.data.valid_split import authors_valid_list
 from east_ray.errors import UnknownNameError
 from tests.http_fixtures import Server, State, md5, payload, serve
+from tests.release_fixtures import OpenmicFixture, write_openmic
 
 
 @pytest.fixture
@@ -276,3 +281,116 @@ def test_cli_download_of_parts_that_are_no_archive_exits_2(
     err = capsys.readouterr().err
     assert err.startswith("error: archive: ") and "mp3.zip is neither a tar nor a zip" in err
     assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- validation list
+
+
+@pytest.fixture
+def valid_list(
+    server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[OpenmicFixture, bytes]:
+    """A release, and a list of 3 of its training keys served (in the authors' JSON-lines
+    form) where the pinned URL of the authors' list is pointed."""
+    fx = write_openmic(tmp_path / "openmic-2018", n=12)
+    body = "".join(
+        json.dumps({"sample_key": k, "label": [0] * 20}) + "\n" for k in sorted(fx.train[:3])
+    ).encode()
+    server.state.files["/pinned/openmic_valid.json"] = body
+    monkeypatch.setattr(valid_split, "AUTHORS_URL", server.url + "pinned/openmic_valid.json")
+    monkeypatch.setattr(valid_split, "AUTHORS_MD5", md5(body))
+    monkeypatch.setattr(valid_split, "AUTHORS_SIZE", len(body))
+    return fx, body
+
+
+def test_authors_valid_list_is_downloaded_once_verified_and_cached(
+    server: Server, valid_list: tuple[OpenmicFixture, bytes]
+) -> None:
+    fx, body = valid_list
+    split = authors_valid_list(fx.root)
+    assert split.keys == tuple(sorted(fx.train[:3]))
+    assert (fx.root / "east_ray" / "openmic_valid.json").read_bytes() == body
+    assert server.state.requests == [("/pinned/openmic_valid.json", None)]
+    assert authors_valid_list(fx.root) == split  # from the cache
+    assert len(server.state.requests) == 1
+    assert split.describe() == {
+        "rule": "authors",
+        "source": valid_split.AUTHORS_URL,
+        "md5": md5(body),
+        "clips": 3,
+    }
+
+
+def test_authors_valid_list_with_another_md5_is_refused(
+    server: Server, valid_list: tuple[OpenmicFixture, bytes]
+) -> None:
+    fx, body = valid_list
+    server.state.files["/pinned/openmic_valid.json"] = body.replace(b"_", b"-")  # same size
+    with pytest.raises(ChecksumError) as caught:
+        authors_valid_list(fx.root)
+    message = str(caught.value)
+    assert message.startswith("openmic_valid.json: md5 mismatch: expected " + md5(body))
+    assert "--valid-list FILE" in message and "--valid-split seeded" in message
+    assert list((fx.root / "east_ray").iterdir()) == []  # nothing kept
+
+
+def _prepare_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[int, list[object]]:
+    """Run `prepare` on the command line up to the Parquet writer (not run); returns the exit
+    code and the release index (at most one) the writer was handed."""
+    seen: list[object] = []
+    monkeypatch.setattr(data_cli, "prepare", lambda index, *a, **k: seen.append(index))
+    return _main(["-q", "prepare", *argv]), seen
+
+
+def test_cli_prepare_openmic_defaults_to_the_authors_list(
+    server: Server,
+    valid_list: tuple[OpenmicFixture, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    fx, body = valid_list
+    base = ["openmic", "--root", str(fx.root), "--out", str(tmp_path / "out")]
+    rc, seen = _prepare_cli(monkeypatch, base)
+    assert rc == 0 and len(server.state.requests) == 1
+    (index,) = seen
+    assert isinstance(index, ReleaseIndex) and index.valid_split["rule"] == "authors"
+    assert sorted(index.clips.loc[index.clips["split"] == "valid", "clip_id"]) == sorted(
+        fx.train[:3]
+    )
+    del server.state.files["/pinned/openmic_valid.json"]  # neither of these may ask for it
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(body)
+    rc, seen = _prepare_cli(monkeypatch, [*base, "--valid-list", str(copy)])
+    assert rc == 0 and isinstance(seen[0], ReleaseIndex)
+    assert seen[0].valid_split == {**index.valid_split, "source": str(copy)}
+    rc, seen = _prepare_cli(monkeypatch, [*base, "--valid-split", "seeded"])
+    assert rc == 0 and isinstance(seen[0], ReleaseIndex)
+    assert seen[0].valid_split == {"rule": "seeded", "fraction": 0.15, "seed": 1223}
+    assert len(server.state.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["openmic", "--valid-list", "{bad}"], "validation keys are not in the training partition"),
+        (["synthmic", "--valid-split", "authors"], "got 'authors' for synthmic"),
+        (["openmic", "--valid-list", "{missing}"], "missing; expected a validation list"),
+    ],
+    ids=["key-outside-train", "synthmic-has-no-list", "missing-list"],
+)
+def test_cli_prepare_validation_errors_exit_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    fx = write_openmic(tmp_path / "openmic-2018", n=8)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{fx.train[0]}\n{fx.test[0]}\n")
+    paths = {"bad": str(bad), "missing": str(tmp_path / "missing.json")}
+    argv = [a.format(**paths) for a in argv]
+    rc, seen = _prepare_cli(monkeypatch, [*argv, "--root", str(fx.root), "--out", "unused"])
+    assert rc == 2 and seen == []
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and message in errors[0]

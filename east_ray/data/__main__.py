@@ -11,8 +11,9 @@ from pathlib import Path
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
 from east_ray.data import download
-from east_ray.data.datasets import DATASETS, get_dataset
+from east_ray.data.datasets import DATASETS, ReadOptions, get_dataset
 from east_ray.data.prepare import prepare
+from east_ray.data.valid_split import AUTHORS_CLIPS, CACHE, RULES
 from east_ray.errors import BadValueError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ def _prepare(args: argparse.Namespace) -> int:
             f"--study {args.study}: its dataset is {spec.dataset!r}, not {args.dataset!r}; "
             f"name a study of {args.dataset}"
         )
-    index = dataset.read(Path(args.root), args.split_scheme)
+    options = ReadOptions(args.split_scheme, args.valid_split, args.valid_list)
+    index = dataset.read(Path(args.root), options)
     logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
     prepare(
         index,
@@ -57,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="won",
         choices=["won", "pons"],
         help="MagnaTagATune split variant (default: won, the paper's)",
+    )
+    prep.add_argument(
+        "--valid-split",
+        choices=RULES,
+        default=None,
+        help="how OpenMIC's validation clips are taken from split01_train: 'authors' (the "
+        f"default) uses the authors' committed list of {AUTHORS_CLIPS:,} clips, downloaded "
+        f"once (md5-checked) to ROOT/{CACHE.as_posix()} or read from --valid-list; 'seeded' "
+        "holds out a seeded 15%% (not the authors' clips; SynthMIC's only rule)",
+    )
+    prep.add_argument(
+        "--valid-list",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a copy of the authors' openmic_valid.json (or any list of training keys: JSON "
+        "lines with sample_key, a JSON array, or one key per line) to use instead of the download",
     )
     prep.add_argument("--shard-size", type=int, default=64, help="clips per Parquet shard")
     prep.add_argument(

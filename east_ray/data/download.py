@@ -20,6 +20,9 @@ What is checksummed, and how
   (published on Zenodo record 1432913), is verified before the file gets its final name.
   A mismatch raises `ChecksumError` naming the file, the expected and the actual md5, and
   deletes the download (the next run starts over).
+- OpenMIC's validation list (the authors' `openmic_valid.json`, fetched by `prepare`, not
+  by this command): pinned to a commit of their repository, md5 and size checked; see
+  `east_ray.data.valid_split`.
 - MagnaTagATune: the host (mirg.city.ac.uk) publishes no checksum for `mp3.zip.001..003`
   or `annotations_final.csv`, and none was found in public loaders that download MTAT (the
   CLMR / torchaudio-style `MAGNATAGATUNE` loaders list these URLs with empty checksums), so

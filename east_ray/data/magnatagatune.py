@@ -112,4 +112,5 @@ def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
         skipped=tuple(skipped),
         published_counts=dict(PUBLISHED_COUNTS[split_scheme]),
         source_md5={ANNOTATIONS: md5sum(root / ANNOTATIONS)},
+        valid_split={"rule": "folder", "folder": "c", "scheme": split_scheme},
     )

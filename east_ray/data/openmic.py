@@ -8,8 +8,9 @@ optionally `X` VGGish), `partitions/split01_{train,test}.csv` (one key per line)
 
 Labels: positive where `Y_true > 0.5`, negative where `< 0.5`, unlabelled where `Y_mask`
 is False (exactly the entries at 0.5; a release where the two disagree is refused).
-Splits: the official test partition; validation is a seeded hold-out of
-`valid_fraction` of split01_train (the authors held out 15%).
+Splits: the official test partition; validation is taken out of split01_train by a
+`valid_split` rule (`east_ray.data.valid_split`): the authors' committed list of 2,223
+clips, or a seeded fraction (SynthMIC, or OpenMIC offline).
 
 VGGish: the release ships the teacher's embeddings as `X` (8-bit PCA output, 10 frames per
 clip); `release_vggish` reads them dequantised as `(x - 128) / 256`, the scale of the
@@ -41,6 +42,7 @@ from east_ray.data.release import (
     require_file,
     require_root,
 )
+from east_ray.data.valid_split import ValidSplit
 from east_ray.errors import BadValueError
 
 NPZ = "openmic-2018.npz"
@@ -124,17 +126,14 @@ def _groups(root: Path, keys: list[str]) -> dict[str, str]:
     return groups
 
 
-def read_openmic(
-    root: Path, valid_fraction: float = 0.15, seed: int = 1223, dataset: str = "openmic"
-) -> ReleaseIndex:
-    """Read an OpenMIC-2018-layout release at `root` (the folder holding class-map.json).
+def read_openmic(root: Path, valid_split: ValidSplit, dataset: str = "openmic") -> ReleaseIndex:
+    """Read an OpenMIC-2018-layout release at `root` (the folder holding class-map.json),
+    holding out the training clips `valid_split` chooses for validation.
 
     `dataset` names what is read ("synthmic" shares the layout); only "openmic" is compared
     with the published split sizes.
     """
     root = require_root(Path(root), "OpenMIC-2018", "class-map.json")
-    if not 0.0 <= valid_fraction < 1.0:
-        raise BadValueError(f"valid_fraction: got {valid_fraction}, expected a number in [0, 1)")
     class_map = json.loads(require_file(root / "class-map.json", "the class map").read_text())
     if sorted(class_map.values()) != list(range(len(class_map))):
         raise BadValueError(
@@ -159,20 +158,16 @@ def read_openmic(
             f"{npz_path}: {disagree} entries where Y_mask disagrees with Y_true == 0.5"
             " (expected unobserved entries to be exactly 0.5 and unmasked)"
         )
-    partitions = {
-        split: _read_keys(
-            require_file(
-                root / "partitions" / f"split01_{split}.csv",
-                f"the OpenMIC {split} partition, one key per line",
-            )
+    partition_files = {
+        split: require_file(
+            root / "partitions" / f"split01_{split}.csv",
+            f"the OpenMIC {split} partition, one key per line",
         )
         for split in ("train", "test")
     }
-    train_keys = sorted(partitions["train"])
-    order = np.random.default_rng(seed).permutation(len(train_keys))
-    n_valid = round(valid_fraction * len(train_keys))
-    valid = {train_keys[i] for i in order[:n_valid]}
-    split_of = {k: ("valid" if k in valid else "train") for k in train_keys}
+    partitions = {split: _read_keys(path) for split, path in partition_files.items()}
+    valid = valid_split.choose(partitions["train"], partition_files["train"])
+    split_of = {k: ("valid" if k in valid else "train") for k in sorted(partitions["train"])}
     split_of.update({k: "test" for k in partitions["test"]})
 
     row_of = {k: i for i, k in enumerate(keys)}
@@ -199,4 +194,5 @@ def read_openmic(
         skipped=tuple(skipped),
         published_counts=dict(PUBLISHED_COUNTS) if dataset == "openmic" else {},
         source_md5={name: md5sum(root / name) for name in sources},
+        valid_split=valid_split.describe(),
     )

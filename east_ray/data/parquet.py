@@ -32,7 +32,9 @@ import pyarrow.parquet as pq
 from east_ray.data.subsets import training_subset
 from east_ray.errors import BadValueError
 
-META_VERSION = 1
+META_VERSION = 2
+"""2: `meta.json` records the validation rule (`valid_split`); a version-1 dataset does not
+say how its validation clips were chosen (OpenMIC's were the seeded 15%), so it is refused."""
 META = "meta.json"
 
 
@@ -136,7 +138,7 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
     if meta.get("version") != META_VERSION:
         raise BadValueError(
             f"{path}: version {meta.get('version')!r}, expected {META_VERSION}; "
-            "prepare the dataset again"
+            "prepare the dataset again (into a new folder, or remove this one first)"
         )
     return meta
 

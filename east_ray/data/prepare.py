@@ -8,8 +8,9 @@ atomically. Ray spreads the shards over every CPU of the local machine or cluste
 shows progress.
 
 Re-running is cheap and safe: a complete output with the same fingerprint (release
-content, features, settings) is left alone; an interrupted one resumes from the shards
-already written; an output prepared with other settings is refused, never mixed in.
+content, validation rule, features, settings) is left alone; an interrupted one resumes
+from the shards already written; an output prepared with other settings is refused, never
+mixed in.
 Clips that cannot be used (missing, empty, undecodable, much shorter than a clip) are
 skipped and listed with their reason in `meta.json`; nothing is zero-filled.
 """
@@ -82,6 +83,8 @@ def _fingerprint(
         "shard_size": shard_size,
         "min_fraction": min_fraction,
         "sources": index.source_md5,
+        # the rule, not where its list was read from: the same list from another path is reused
+        "valid_split": {k: v for k, v in index.valid_split.items() if k != "source"},
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
     for column in ("clip_id", "split", "group", "audio_path"):
@@ -175,17 +178,23 @@ def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] |
     ds.map(run, num_cpus=1).materialize()
 
 
-def _check_existing(out: Path, fingerprint: str) -> bool:
+def _rule(valid_split: Any) -> str:
+    return str(valid_split.get("rule")) if isinstance(valid_split, dict) else "unrecorded"
+
+
+def _check_existing(out: Path, fingerprint: str, valid_split: dict[str, Any]) -> bool:
     """True when `out` already holds this exact dataset; raise if it holds another one."""
     meta_path = out / META
     if meta_path.is_file():
         meta = read_meta(out)
         if meta.get("fingerprint") == fingerprint and meta.get("complete"):
             return True
+        old, new = _rule(meta.get("valid_split")), _rule(valid_split)
+        rules = f"; validation rule {old}, now {new}" if old != new else ""
         raise FileExistsError(
             f"{out}: holds a dataset prepared from other data or settings (fingerprint "
-            f"{str(meta.get('fingerprint'))[:12]}, now {fingerprint[:12]}); choose another --out "
-            "or remove it"
+            f"{str(meta.get('fingerprint'))[:12]}, now {fingerprint[:12]}{rules}); choose "
+            "another --out or remove it"
         )
     progress = out / PROGRESS
     if progress.is_file() and json.loads(progress.read_text()).get("fingerprint") != fingerprint:
@@ -216,7 +225,7 @@ def prepare(
     out = Path(out)
     manifest = _manifest(index, shard_size)
     fingerprint = _fingerprint(index, features, shard_size, min_fraction, manifest)
-    if _check_existing(out, fingerprint):
+    if _check_existing(out, fingerprint, index.valid_split):
         logger.info(
             "%s: already prepared (%s, fingerprint %s)", out, index.dataset, fingerprint[:12]
         )
@@ -284,6 +293,7 @@ def _meta(
         },
         "counts": {split: counts.get(split, 0) for split in ("train", "valid", "test")},
         "published_counts": index.published_counts,
+        "valid_split": index.valid_split,
         "padded_clips": sum(1 for s in statuses if s.get("padded")),
         "min_fraction": min_fraction,
         "shard_size": shard_size,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ class ReleaseIndex:
     skipped: tuple[Skipped, ...] = ()
     published_counts: dict[str, int] = field(default_factory=dict)
     source_md5: dict[str, str] = field(default_factory=dict)
+    valid_split: dict[str, Any] = field(default_factory=dict)  # the rule, for meta.json
 
     def __post_init__(self) -> None:
         missing = [c for c in CLIP_COLUMNS if c not in self.clips.columns]
