@@ -16,6 +16,7 @@ from east_ray.config import (
     STUDIES_DIR,
     SpecError,
     StudySpec,
+    TeacherLRRecipe,
     expand_cells,
     load_study,
     parse_study,
@@ -58,6 +59,20 @@ def test_paper_recipes() -> None:
     assert (mtat.recipe.plateau_patience, mtat.recipe.early_stop_patience) == (5, 12)
     assert openmic.recipe.mixup_alpha == 0.3 and mtat.recipe.mixup_alpha == 0.0
     assert openmic.recipe.lr == mtat.recipe.lr == 1e-4
+
+
+def test_teacher_lr_recipes_are_the_authors() -> None:
+    openmic, mtat, demo = (load_study(n).teacher_lr for n in ("openmic", "magnatagatune", "demo"))
+    assert demo == TeacherLRRecipe() == dataclasses.replace(openmic, lr_by_teacher={})
+    assert (demo.lr, demo.batch_size, demo.grad_clip, demo.max_steps) == (0.1, 16, 1.0, 80_000)
+    assert (demo.plateau_factor, demo.plateau_patience, demo.early_stop_patience) == (0.1, 1, 3)
+    lrs = {t: (openmic.lr_for(t), mtat.lr_for(t)) for t in ("vggish", "openl3", "passt", "panns")}
+    assert lrs == {
+        "vggish": (0.2, 0.1),
+        "openl3": (0.1, 0.1),
+        "passt": (0.1, 0.2),
+        "panns": (0.1, 0.1),
+    }
 
 
 def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> None:
@@ -117,6 +132,42 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
         (
             lambda t: t.update(student="mobile_fcn", student_options={"n_mels": 96}),
             "student_options.n_mels: got 96, but features.n_mels is 128",
+        ),
+        (
+            lambda t: t["teacher_lr"]["lr_by_teacher"].update(wav2vec=0.2),
+            "teacher_lr.lr_by_teacher.wav2vec: got 'wav2vec', expected one of: vggish, openl3",
+        ),
+        (
+            lambda t: t["teacher_lr"]["lr_by_teacher"].update(vggish=0.0),
+            "teacher_lr.lr_by_teacher.vggish: got 0.0, expected a number > 0",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(lr_by_teacher={"vggish": "fast"}),
+            "teacher_lr.lr_by_teacher: got {'vggish': 'fast'}, expected a table of numbers",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(lr=-0.1),
+            "teacher_lr.lr: got -0.1, expected a number > 0",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(max_steps=0),
+            "teacher_lr.max_steps: got 0, expected a number > 0",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(grad_clip=0),
+            "teacher_lr.grad_clip: got 0.0, expected a number > 0",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(early_stop_patience=-1),
+            "teacher_lr.early_stop_patience: got -1, expected a number >= 0",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(plateau_factor=2.0),
+            "teacher_lr.plateau_factor: got 2.0, expected a number in [0, 1]",
+        ),
+        (
+            lambda t: t["teacher_lr"].update(momentum=0.9),
+            "teacher_lr.momentum: unknown key; known keys: lr, lr_by_teacher, batch_size",
         ),
     ],
 )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import logging
+import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from east_ray.config import TeacherLRRecipe
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import read_labels, read_meta
 from east_ray.errors import BadValueError, UnknownNameError
@@ -32,6 +38,10 @@ EXPECTED_T = {
     "musicnn": (3, 9),
     "handcrafted": (10, 30),
 }
+
+
+# A short Teacher_LR fit: the 12 training clips of `prepared` make one step per epoch.
+SHORT = TeacherLRRecipe(max_steps=30)
 
 
 def _in_process(jobs: list[EmbedJob]) -> None:
@@ -204,11 +214,11 @@ def test_extraction_on_ray_actors(prepared: Path, ray_local: None) -> None:
 
 def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     extract_teacher(prepared, "handcrafted", runner=_in_process)
-    record = fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5, max_epochs=30)
-    assert 1 <= record["best_epoch"] <= record["epochs"] <= 30
+    record = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
+    assert 1 <= record["best_epoch"] <= record["epochs"] <= record["steps"] <= 30
     assert {"mAP", "ROC-AUC", "F1", "F1_pos", "n_classes"} <= set(record["test"])
     assert json.loads(Path(record["logits"]).with_suffix(".json").read_text()) == record
-    assert fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5) == record
+    assert fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5) == record
     labels = read_labels(prepared)
     logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
     assert logits.shape == (len(labels.clip_ids), 20) and np.isfinite(logits).all()
@@ -219,11 +229,93 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     stored = Path(record["logits"])
     for damaged in (stored.with_suffix(".json"), stored):
         damaged.write_bytes(damaged.read_bytes()[:20])
-        refit = fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=5, max_epochs=30)
+        refit = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
         assert refit["test"] == record["test"] and refit["best_epoch"] == record["best_epoch"]
     assert len(list(stored.parent.glob("_*.corrupt-*"))) == 4
     again = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
     assert np.array_equal(again, logits)
+
+
+@pytest.fixture
+def sgd_steps() -> Iterator[list[tuple[float, float]]]:
+    """(lr, norm of the gradient applied) of every optimiser step while the test runs."""
+    steps: list[tuple[float, float]] = []
+
+    def before_step(opt: torch.optim.Optimizer, *_: object) -> None:
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+        steps.append((opt.param_groups[0]["lr"], norm))
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    yield steps
+    handle.remove()
+
+
+@pytest.fixture
+def handcrafted(prepared: Path) -> Path:
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    return prepared
+
+
+def test_teacher_lr_clips_every_step_to_grad_clip(
+    handcrafted: Path, sgd_steps: list[tuple[float, float]]
+) -> None:
+    recipe = TeacherLRRecipe(max_steps=5, early_stop_patience=100)
+    fit_teacher_lr(handcrafted, "handcrafted", dataclasses.replace(recipe, grad_clip=1e9), seed=5)
+    unclipped = [norm for _, norm in sgd_steps]
+    sgd_steps.clear()
+    fit_teacher_lr(handcrafted, "handcrafted", dataclasses.replace(recipe, grad_clip=1e-3), seed=5)
+    clipped = [norm for _, norm in sgd_steps]
+    assert len(clipped) == len(unclipped) == 5
+    assert unclipped[0] > 1e-2  # same start: the clip binds on the first step
+    assert clipped[0] == pytest.approx(1e-3, rel=1e-4)
+    assert max(clipped) <= 1e-3 * (1 + 1e-6)
+
+
+def test_teacher_lr_uses_the_per_teacher_lr(
+    handcrafted: Path, sgd_steps: list[tuple[float, float]]
+) -> None:
+    for by_teacher, lr in (({"handcrafted": 0.37}, 0.37), ({"vggish": 0.37}, 0.01)):
+        sgd_steps.clear()
+        recipe = TeacherLRRecipe(lr=0.01, lr_by_teacher=by_teacher, max_steps=2)
+        record = fit_teacher_lr(handcrafted, "handcrafted", recipe, seed=5)
+        assert record["recipe"]["lr"] == lr and "lr_by_teacher" not in record["recipe"]
+        assert sgd_steps[0][0] == lr  # the plateau schedule may only lower it later
+
+
+def test_teacher_lr_stops_at_the_step_cap(
+    handcrafted: Path, sgd_steps: list[tuple[float, float]]
+) -> None:
+    capped = TeacherLRRecipe(batch_size=4, max_steps=7, early_stop_patience=100)
+    record = fit_teacher_lr(handcrafted, "handcrafted", capped, seed=5)
+    per_epoch = math.ceil(record["train_clips"] / 4)
+    assert 7 % per_epoch != 0  # the cap ends an epoch part-way
+    assert record["steps"] == len(sgd_steps) == 7
+    assert record["epochs"] == math.ceil(7 / per_epoch)
+
+
+def test_teacher_lr_fitted_with_another_recipe_is_fitted_again(
+    handcrafted: Path, sgd_steps: list[tuple[float, float]], caplog: pytest.LogCaptureFixture
+) -> None:
+    recipe = TeacherLRRecipe(max_steps=4)
+    first = fit_teacher_lr(handcrafted, "handcrafted", recipe, seed=5)
+    sgd_steps.clear()
+    # Another teacher's lr is no change to this fit: it is read back, not fitted.
+    other_lr = dataclasses.replace(recipe, lr_by_teacher={"passt": 0.2})
+    assert fit_teacher_lr(handcrafted, "handcrafted", other_lr, seed=5) == first
+    assert sgd_steps == []
+    changed = dataclasses.replace(recipe, grad_clip=0.5)
+    with caplog.at_level(logging.WARNING, logger="east_ray"):
+        again = fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5)
+    assert sgd_steps and again["recipe"]["grad_clip"] == 0.5
+    assert "fitted with another recipe (grad_clip 1.0 -> 0.5); fitting it again" in caplog.text
+    stored = Path(again["logits"]).with_suffix(".json")
+    assert json.loads(stored.read_text()) == again
+    # A record that names no recipe (written before records did) is fitted again too.
+    stored.write_text(json.dumps({k: v for k, v in again.items() if k != "recipe"}))
+    sgd_steps.clear()
+    assert fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5) == again
+    assert len(sgd_steps) == 4
 
 
 def test_embed_cli_writes_t_by_d(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

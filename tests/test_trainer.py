@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from east_ray.config import SYSTEMS, Cell, Recipe
+from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.train.data import TrialData, load_trial_data, make_batch
@@ -49,7 +49,7 @@ def _with_teacher(prepared: Path, seed: int = 0) -> Path:
             embed_shard(job, extractor)
 
     extract_teacher(prepared, "handcrafted", runner=run)
-    fit_teacher_lr(prepared, "handcrafted", fraction=1.0, seed=seed, max_epochs=5)
+    fit_teacher_lr(prepared, "handcrafted", TeacherLRRecipe(max_steps=5), fraction=1.0, seed=seed)
     return prepared
 
 

@@ -55,6 +55,7 @@ def ensure_teachers(data_dir: Path, cells: Sequence[Cell], spec: StudySpec) -> l
                     fit_teacher_lr(
                         data_dir,
                         teacher,
+                        spec.teacher_lr,
                         fraction=fraction,
                         seed=seed,
                         threshold=spec.recipe.f1_threshold,

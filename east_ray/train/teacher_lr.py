@@ -1,20 +1,24 @@
 """Teacher_LR: a linear classifier on the time-mean teacher embedding (DESIGN §1).
 
-One `Linear(D, C)` on `mean_t embedding`, masked BCE, plain SGD (lr 0.1, no weight decay,
-batch 16), ReduceLROnPlateau(factor 0.1, patience 1) and early stopping (patience 3) on
-the validation loss; the epoch with the best validation mAP is kept. It is a row of the
-paper's table and the KD teacher, so it is fitted per (dataset, teacher, training subset,
-seed) on the same subset the students see, and its logits for every clip are stored:
+One `Linear(D, C)` on `mean_t embedding`, masked BCE, plain SGD without weight decay,
+gradients clipped to a norm, ReduceLROnPlateau and early stopping on the validation loss,
+at most `max_steps` optimiser steps; the epoch with the best validation mAP is kept. The
+recipe is the study spec's `[teacher_lr]` table (`config.TeacherLRRecipe`, defaults the
+authors'). It is a row of the paper's table and the KD teacher, so it is fitted per
+(dataset, teacher, training subset, seed) on the same subset the students see, and its
+logits for every clip are stored:
 
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.parquet   clip_id, logits float32[C]
-    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      validation and test metrics
+    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      recipe, validation and test metrics
 
-Fitting again with the same arguments returns the stored result; stored files that
-cannot be read are set aside with a warning and fitted again.
+Fitting again with the same arguments returns the stored result. A stored fit made with
+another recipe (as the record says) is fitted again, with a log line naming what changed;
+stored files that cannot be read are set aside with a warning and fitted again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -25,7 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from east_ray.config import TeacherLRRecipe
 from east_ray.data.parquet import (
+    LabelTable,
     column_numpy,
     move_aside,
     read_labels,
@@ -38,15 +44,23 @@ from east_ray.metrics import evaluate
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.selection import Selection
 
-LR, BATCH, PLATEAU_FACTOR, PLATEAU_PATIENCE, EARLY_STOP = 0.1, 16, 0.1, 1, 3
-
-
 logger = logging.getLogger(__name__)
+
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path]:
     stem = Path(data_dir) / "teacher_lr" / teacher / f"frac{fraction:g}-seed{seed}"
     return stem.with_suffix(".parquet"), stem.with_suffix(".json")
+
+
+def applied_recipe(recipe: TeacherLRRecipe, teacher: str) -> dict[str, Any]:
+    """What a fit for `teacher` uses: the recipe with its lr resolved for that teacher (so
+    a per-teacher lr for another teacher does not count as a change)."""
+    applied = dataclasses.asdict(recipe)
+    del applied["lr_by_teacher"]
+    applied["lr"] = recipe.lr_for(teacher)
+    return applied
 
 
 def _loss_and_scores(
@@ -60,49 +74,64 @@ def _loss_and_scores(
 def fit_teacher_lr(
     data_dir: Path,
     teacher: str,
+    recipe: TeacherLRRecipe | None = None,
     *,
     fraction: float = 1.0,
     seed: int = 1223,
-    max_epochs: int = 200,
     threshold: float = 0.4,
 ) -> dict[str, Any]:
-    """Fit (or read back) Teacher_LR; returns its record (metrics, epochs, logits path)."""
+    """Fit (or read back) Teacher_LR with `recipe` (default: the authors'); returns its
+    record (recipe, metrics, epochs, steps, logits path)."""
+    recipe = recipe or TeacherLRRecipe()
+    logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
+    stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
+    if stored is not None:
+        return stored
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:
-        return _fit(
-            data_dir,
-            teacher,
-            fraction=fraction,
-            seed=seed,
-            max_epochs=max_epochs,
-            threshold=threshold,
-        )
+        return _fit(data_dir, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(
-    data_dir: Path, teacher: str, *, fraction: float, seed: int, max_epochs: int, threshold: float
-) -> dict[str, Any]:
-    logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
-    if logits_path.is_file() and record_path.is_file():
-        try:
-            stored: dict[str, Any] = json.loads(record_path.read_text())
-            pq.read_metadata(logits_path)
-            return stored
-        except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
-            moved = [move_aside(p).name for p in (logits_path, record_path)]
-            logger.warning(
-                "Teacher_LR %s cannot be read (%s); moved to %s, fitting it again",
-                record_path.with_suffix(""),
-                exc,
-                ", ".join(moved),
-            )
-    table = read_labels(data_dir)
-    x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
-    train_rows = table.training_rows(fraction, seed)
-    tensors = {
+def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored record if both files read and it was made with `applied`; else None,
+    with damaged files set aside."""
+    if not (logits_path.is_file() and record_path.is_file()):
+        return None
+    try:
+        stored = json.loads(record_path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError("the record is not a JSON object")
+        pq.read_metadata(logits_path)
+    except ValueError as exc:  # also JSON, UTF-8 and Arrow decoding errors
+        moved = [move_aside(p).name for p in (logits_path, record_path)]
+        logger.warning(
+            "Teacher_LR %s cannot be read (%s); moved to %s, fitting it again",
+            record_path.with_suffix(""),
+            exc,
+            ", ".join(moved),
+        )
+        return None
+    made_with = stored.get("recipe")
+    if made_with == applied:
+        return stored
+    old = made_with if isinstance(made_with, dict) else {}
+    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in applied.items() if old.get(k) != v]
+    logger.warning(
+        "Teacher_LR %s was fitted with another recipe (%s); fitting it again",
+        record_path.with_suffix(""),
+        ", ".join(changed),
+    )
+    return None
+
+
+def _split_tensors(
+    table: LabelTable, x_all: np.ndarray, train_rows: np.ndarray
+) -> dict[str, Tensors]:
+    """(mean embedding, labels, mask) of the training subset, validation and test."""
+    return {
         split: (
             torch.from_numpy(x_all[rows]),
             torch.from_numpy(table.labels[rows]),
@@ -114,39 +143,85 @@ def _fit(
             ("test", table.rows("test")),
         )
     }
-    gen = torch.Generator().manual_seed(seed)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One fit's model, optimiser and schedule, and where it stands."""
+
+    model: torch.nn.Linear
+    opt: torch.optim.SGD
+    recipe: TeacherLRRecipe
+    gen: torch.Generator
+    selection: Selection = dataclasses.field(default_factory=Selection)
+    epoch: int = 0
+    steps: int = 0
+
+    def train_epoch(self, train: Tensors) -> None:
+        """One shuffled pass over `train`, cut short at `recipe.max_steps`."""
+        x, y, m = train
+        for idx in torch.randperm(len(x), generator=self.gen).split(self.recipe.batch_size):
+            if self.steps >= self.recipe.max_steps:
+                break
+            self.opt.zero_grad()
+            masked_bce(self.model(x[idx]), y[idx], m[idx]).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+            self.opt.step()
+            self.steps += 1
+        self.epoch += 1
+
+
+def _train(run: _Run, tensors: dict[str, Tensors], threshold: float) -> None:
+    """Epochs until early stopping or the step cap; leaves the best-mAP weights loaded."""
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        run.opt, factor=run.recipe.plateau_factor, patience=run.recipe.plateau_patience
+    )
+    _, y_val, m_val = tensors["valid"]
+    best_state = run.model.state_dict()
+    while run.steps < run.recipe.max_steps:
+        run.train_epoch(tensors["train"])
+        val_loss, val_scores = _loss_and_scores(run.model, *tensors["valid"])
+        val_map = evaluate(val_scores, y_val.numpy(), m_val.numpy(), threshold)["mAP"]
+        best, patience_used = run.selection.update(
+            run.epoch, val_map, val_loss, run.recipe.early_stop_patience
+        )
+        if best:
+            best_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+        plateau.step(val_loss)
+        if patience_used:
+            break
+    run.model.load_state_dict(best_state)
+
+
+def _fit(
+    data_dir: Path,
+    teacher: str,
+    recipe: TeacherLRRecipe,
+    *,
+    fraction: float,
+    seed: int,
+    threshold: float,
+) -> dict[str, Any]:
+    logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
+    table = read_labels(data_dir)
+    x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
+    train_rows = table.training_rows(fraction, seed)
+    tensors = _split_tensors(table, x_all, train_rows)
     model = torch.nn.Linear(x_all.shape[1], table.labels.shape[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.reset_parameters()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-    )
-    x, y, m = tensors["train"]
-    selection, best_state, epoch = Selection(), model.state_dict(), 0
-    for epoch in range(1, max_epochs + 1):
-        for idx in torch.randperm(len(x), generator=gen).split(BATCH):
-            opt.zero_grad()
-            masked_bce(model(x[idx]), y[idx], m[idx]).backward()
-            opt.step()
-        val_loss, val_scores = _loss_and_scores(model, *tensors["valid"])
-        val_map = evaluate(
-            val_scores, tensors["valid"][1].numpy(), tensors["valid"][2].numpy(), threshold
-        )["mAP"]
-        best, patience_used = selection.update(epoch, val_map, val_loss, EARLY_STOP)
-        if best:
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        plateau.step(val_loss)
-        if patience_used:
-            break
-    model.load_state_dict(best_state)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr_for(teacher))
+    run = _Run(model, opt, recipe, torch.Generator().manual_seed(seed))
+    _train(run, tensors, threshold)
     record: dict[str, Any] = {
         "teacher": teacher,
         "fraction": fraction,
         "seed": seed,
-        "epochs": epoch,
-        "best_epoch": selection.best_epoch,
+        "recipe": applied_recipe(recipe, teacher),
+        "epochs": run.epoch,
+        "steps": run.steps,
+        "best_epoch": run.selection.best_epoch,
         "train_clips": len(train_rows),
         "logits": str(logits_path),
     }
