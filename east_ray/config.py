@@ -103,6 +103,21 @@ class Recipe:
     kd_temperature: float = 2.0
     kd_weight_in_dcor_kd: float = 0.3
     f1_threshold: float = 0.4
+    # Named options (RECIPE_CHOICES): the defaults are the authors' (DESIGN §1), the other
+    # values ours, each listed with its reason in the README's method differences.
+    specaug_on: str = "log_power"  # "mixed_input": mask after mixup, stripes 0 (the mean)
+    mixup_partner: str = "training_set"  # "batch": partners permuted within the batch
+    precision: str = "fp32"  # TF32 matmuls on CUDA; "bf16": bf16 autocast
+    kd_mask: str = "labelled"  # "all": KD averaged over every entry, labelled or not
+
+
+# The values each named option of `Recipe` accepts; the first is the default.
+RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
+    "specaug_on": ("log_power", "mixed_input"),
+    "mixup_partner": ("training_set", "batch"),
+    "precision": ("fp32", "bf16"),
+    "kd_mask": ("labelled", "all"),
+}
 
 
 @dataclass(frozen=True)
@@ -351,6 +366,14 @@ def _check_systems(spec: StudySpec, problems: list[str]) -> None:
         problems += [f"{where}.{p}" for p in found]
 
 
+def recipe_choice_problems(recipe: Recipe) -> list[str]:
+    """A problem for each named option of `recipe` that is not one of RECIPE_CHOICES."""
+    problems: list[str] = []
+    for name, allowed in RECIPE_CHOICES.items():
+        _one_of(f"recipe.{name}", getattr(recipe, name), allowed, problems)
+    return problems
+
+
 def _check(spec: StudySpec, problems: list[str]) -> None:
     """Semantic checks on a spec whose types are already right."""
     _check_systems(spec, problems)
@@ -418,6 +441,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
         if len(set(values)) != len(values):
             problems.append(f"grid.{axis}: got {list(values)!r}, expected no repeated values")
     r, f = spec.recipe, spec.features
+    problems += recipe_choice_problems(r)
     positive = {
         "recipe.lr": r.lr,
         "recipe.batch_size": r.batch_size,

@@ -3,7 +3,8 @@
 - `L_pred`: binary cross-entropy on logits, averaged over labelled entries only.
 - `L_reg`, one of
   - `kd`: per-class binary KL divergence between teacher and student at temperature τ,
-    masked, × τ²;
+    averaged over labelled entries (`kd_mask="labelled"`, the authors' current code) or
+    over all entries (`"all"`, their first commit), × τ²;
   - `dcor`: mean over aligned time steps of `1 − dCor²` across the batch (the squared
     distance correlation of Székely et al. 2007, biased V-statistic);
   - `cos_diff`: mean |difference| of the per-step cosine-similarity Gram matrices;
@@ -27,7 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from east_ray.config import LOGIT_REGULARIZERS, REGULARIZERS, SEQUENCE_REGULARIZERS, STAGES
+from east_ray.config import (
+    LOGIT_REGULARIZERS,
+    RECIPE_CHOICES,
+    REGULARIZERS,
+    SEQUENCE_REGULARIZERS,
+    STAGES,
+)
 from east_ray.models.common import StudentOutput
 
 
@@ -51,16 +58,18 @@ def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
 
 
 def kd_loss(
-    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float = 2.0
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None, temperature: float = 2.0
 ) -> Tensor:
-    """τ² · mean over labelled entries of KL(Bern(σ(z_t/τ)) ‖ Bern(σ(z_s/τ))), `(B, K)` each."""
+    """τ² · mean of KL(Bern(σ(z_t/τ)) ‖ Bern(σ(z_s/τ))) over the entries where `mask` is
+    True, or over all entries when `mask` is None; `(B, K)` each."""
     zs = _at_least_f32(student_logits) / temperature
     zt = _at_least_f32(teacher_logits) / temperature
     pt = torch.sigmoid(zt)
     kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (
         F.logsigmoid(-zt) - F.logsigmoid(-zs)
     )
-    return masked_mean(kl, mask) * temperature**2
+    mean = kl.mean() if mask is None else masked_mean(kl, mask)
+    return mean * temperature**2
 
 
 def _double_centred_distances(x: Tensor) -> Tensor:
@@ -146,6 +155,7 @@ class LossSpec:
     lam: float = 0.0
     kd_temperature: float = 2.0
     kd_weight_in_dcor_kd: float = 0.3
+    kd_mask: str = "labelled"  # or "all"
 
     def __post_init__(self) -> None:
         if self.regularizer not in REGULARIZERS:
@@ -160,6 +170,10 @@ class LossSpec:
             )
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam: got {self.lam}, expected a number in [0, 1]")
+        if self.kd_mask not in RECIPE_CHOICES["kd_mask"]:
+            raise ValueError(
+                f"kd_mask: got {self.kd_mask!r}, expected one of {RECIPE_CHOICES['kd_mask']}"
+            )
 
 
 class LossTerms(NamedTuple):
@@ -204,6 +218,7 @@ def east_loss(
     `teacher_logits` `(B, K)` for kd/dcor_kd; `stage_hops` are the stage hops in seconds.
     """
     pred = masked_bce(out.logits, labels, mask)
+    kd_mask = mask if spec.kd_mask == "labelled" else None
     reg_name = spec.regularizer
     if reg_name in LOGIT_REGULARIZERS and teacher_logits is None:
         raise ValueError(f"teacher_logits: required for regularizer {reg_name!r}, got None")
@@ -213,13 +228,14 @@ def east_loss(
         reg = torch.zeros((), device=pred.device)
     elif reg_name == "kd":
         assert teacher_logits is not None
-        reg = kd_loss(out.logits, teacher_logits, mask, spec.kd_temperature)
+        reg = kd_loss(out.logits, teacher_logits, kd_mask, spec.kd_temperature)
     else:
         assert teacher_seq is not None
         reg = _sequence_loss(spec, out.stages, stage_hops, teacher_seq, teacher_hop)
         if reg_name == "dcor_kd":
             assert teacher_logits is not None
             w = spec.kd_weight_in_dcor_kd
-            reg = w * kd_loss(out.logits, teacher_logits, mask, spec.kd_temperature) + (1 - w) * reg
+            kd = kd_loss(out.logits, teacher_logits, kd_mask, spec.kd_temperature)
+            reg = w * kd + (1 - w) * reg
     total = (1 - spec.lam) * pred + spec.lam * reg
     return LossTerms(total, pred, reg)

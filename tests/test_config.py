@@ -75,6 +75,23 @@ def test_teacher_lr_recipes_are_the_authors() -> None:
     }
 
 
+def test_the_recipe_options_default_to_the_authors_and_list_the_default_first() -> None:
+    authors = {
+        "specaug_on": "log_power",
+        "mixup_partner": "training_set",
+        "precision": "fp32",
+        "kd_mask": "labelled",
+    }
+    recipe = config.Recipe()
+    assert {name: getattr(recipe, name) for name in config.RECIPE_CHOICES} == authors
+    assert {name: choices[0] for name, choices in config.RECIPE_CHOICES.items()} == authors
+    table = _table()
+    table["recipe"].update(specaug_on="mixed_input", mixup_partner="batch", precision="bf16")
+    spec = parse_study(table, "test.toml")
+    assert (spec.recipe.specaug_on, spec.recipe.mixup_partner) == ("mixed_input", "batch")
+    assert (spec.recipe.precision, spec.recipe.kd_mask) == ("bf16", "labelled")
+
+
 def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> None:
     table = _table()
     table["grid"].pop("lam_by_teacher")  # choose λ among `lams` instead
@@ -168,6 +185,26 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
         (
             lambda t: t["teacher_lr"].update(momentum=0.9),
             "teacher_lr.momentum: unknown key; known keys: lr, lr_by_teacher, batch_size",
+        ),
+        (
+            lambda t: t["recipe"].update(specaug_on="after"),
+            "recipe.specaug_on: got 'after', expected one of: log_power, mixed_input",
+        ),
+        (
+            lambda t: t["recipe"].update(mixup_partner="epoch"),
+            "recipe.mixup_partner: got 'epoch', expected one of: training_set, batch",
+        ),
+        (
+            lambda t: t["recipe"].update(precision="fp16"),
+            "recipe.precision: got 'fp16', expected one of: fp32, bf16",
+        ),
+        (
+            lambda t: t["recipe"].update(kd_mask=True),
+            "recipe.kd_mask: got True, expected a string",
+        ),
+        (
+            lambda t: t["recipe"].update(kd_mask="labeled"),
+            "recipe.kd_mask: got 'labeled', expected one of: labelled, all",
         ),
     ],
 )

@@ -134,6 +134,45 @@ def test_kd_loss_is_scaled_masked_binary_kl() -> None:
     assert kd_loss(zt, zt, mask, tau).item() == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("regularizer", ["kd", "dcor_kd"])
+def test_kd_mask_all_averages_over_every_entry(regularizer: str) -> None:
+    """kd_mask "labelled": KD over the labelled entries; "all": over every entry, so the two
+    differ by exactly the unlabelled entries' KL, and agree when everything is labelled."""
+    gen = _rng(10)
+    out = _toy_output(gen)
+    t_logits = torch.randn(8, 5, generator=gen)
+    teacher = torch.randn(8, 2, 16, generator=gen)
+    labels = torch.zeros(8, 5)
+    mask = torch.rand(8, 5, generator=gen) > 0.4
+    stage = "final" if regularizer == "dcor_kd" else None
+
+    def reg(kd_mask: str, m: torch.Tensor) -> float:
+        spec = LossSpec(regularizer, stage, 0.5, kd_mask=kd_mask)
+        terms = east_loss(
+            out,
+            labels,
+            m,
+            spec,
+            stage_hops=(0.16,) * 3,
+            teacher_seq=teacher,
+            teacher_hop=0.96,
+            teacher_logits=t_logits,
+        )
+        return terms.reg.item()
+
+    every = torch.ones_like(mask)
+    w = 1.0 if regularizer == "kd" else 0.3  # KD's share of L_reg
+    labelled, everywhere = kd_loss(out.logits, t_logits, mask), kd_loss(out.logits, t_logits, None)
+    assert everywhere.item() == pytest.approx(kd_loss(out.logits, t_logits, every).item())
+    assert reg("all", mask) - reg("labelled", mask) == pytest.approx(
+        w * (everywhere - labelled).item(), rel=1e-5
+    )
+    assert abs(everywhere - labelled).item() > 1e-3
+    assert reg("all", every) == pytest.approx(reg("labelled", every))
+    with pytest.raises(ValueError, match="kd_mask: got 'some'"):
+        LossSpec("kd", None, 0.5, kd_mask="some")
+
+
 @pytest.mark.parametrize(
     ("n_s", "hop_s", "n_t", "hop_t", "length"),
     [

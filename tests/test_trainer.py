@@ -7,6 +7,8 @@ import errno
 import json
 import subprocess
 import sys
+import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +17,31 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
+from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
+from east_ray.data.parquet import LabelTable
+from east_ray.errors import BadValueError
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
-from east_ray.train.data import TrialData, load_trial_data, make_batch
+from east_ray.train.data import (
+    ArrayStore,
+    Batch,
+    TrialData,
+    epoch_batches,
+    load_trial_data,
+    make_batch,
+)
 from east_ray.train.result import RunResult
 from east_ray.train.teacher_lr import fit_teacher_lr
 from east_ray.train.trainer import (
+    MASK_FILL,
     NonFiniteLossError,
     TrialSpec,
     _Inputs,
     _Run,
+    autocast,
     limit_gpu_memory,
     mixup,
+    spec_augment,
     train,
 )
 from tests.release_fixtures import TEST_FEATURES
@@ -53,7 +68,7 @@ def _with_teacher(prepared: Path, seed: int = 0) -> Path:
     return prepared
 
 
-def _spec(regularizer: str, stage: str | None, seed: int = 0, **recipe: float) -> TrialSpec:
+def _spec(regularizer: str, stage: str | None, seed: int = 0, **recipe: float | str) -> TrialSpec:
     lam = 0.0 if regularizer == "none" else 0.5
     teacher = None if regularizer == "none" else "handcrafted"
     cell = Cell("synthmic", "cp_resnet", regularizer, teacher, stage, lam, 1.0, seed)
@@ -159,36 +174,198 @@ def test_non_finite_loss_names_step_and_terms(prepared: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mixup_mixes_every_input_with_one_partner_by_one_weight(seed: int) -> None:
-    """Properties, not a replayed random stream: row i of the batch becomes
-    λ_i·row_i + (1 − λ_i)·row_p(i) with λ_i ≥ 0.5, the same λ_i and partner for log-mel,
-    labels, teacher sequence and teacher logits, and the partner's label mask OR-ed in."""
+def test_mixup_mixes_each_row_with_its_partner_by_one_weight(seed: int) -> None:
+    """Properties, not a replayed random stream: row i becomes λ_i·row_i + (1 − λ_i)·partner_i
+    with λ_i ≥ 0.5, the same λ_i for log-mel, labels, teacher sequence and teacher logits,
+    and the partner's label mask OR-ed in."""
     torch.manual_seed(seed)
     b, c = 8, 5
-    x = torch.eye(b)[:, :, None].repeat(1, 1, 3)  # (B, F = B, T): row i is e_i
-    inp = _Inputs(
-        x,
-        torch.rand(b, c),
-        torch.rand(b, c) < 0.5,
-        torch.randn(b, 4, 6),
-        torch.randn(b, c),
-    )
-    mixed = mixup(inp, 0.3)
-    weights = mixed.x[:, :, 0]  # row i: λ_i at i, 1 − λ_i at its partner
-    assert torch.allclose(weights.sum(dim=1), torch.ones(b))
-    assert ((weights > 0).sum(dim=1) <= 2).all() and (weights.diagonal() >= 0.5).all()
-    assert torch.equal(mixed.x[:, :, 1:], mixed.x[:, :, :1].expand(b, b, 2))
-    partner = torch.where(
-        weights.diagonal() < 1,
-        (weights - torch.diag(weights.diagonal())).argmax(1),
-        torch.arange(b),
-    )
-    lam = weights.diagonal()
+
+    def inputs(x: float) -> _Inputs:
+        return _Inputs(
+            torch.full((b, 3, 4), x),
+            torch.rand(b, c),
+            torch.rand(b, c) < 0.5,
+            torch.randn(b, 4, 6),
+            torch.randn(b, c),
+        )
+
+    inp, partner = inputs(1.0), inputs(0.0)
+    mixed = mixup(inp, partner, 0.3)
+    lam = mixed.x[:, 0, 0]  # 1·λ + 0·(1 − λ)
+    assert torch.equal(mixed.x, lam.view(b, 1, 1).expand(b, 3, 4)) and (lam >= 0.5).all()
     for name in ("labels", "teacher_seq", "teacher_logits"):
-        t, out = getattr(inp, name), getattr(mixed, name)
+        t, u, out = getattr(inp, name), getattr(partner, name), getattr(mixed, name)
         w = lam.view(-1, *[1] * (t.ndim - 1))
-        assert torch.allclose(out, w * t + (1 - w) * t[partner], atol=1e-6), name
-    assert torch.equal(mixed.mask, inp.mask | inp.mask[partner])
+        assert torch.allclose(out, w * t + (1 - w) * u, atol=1e-6), name
+    assert torch.equal(mixed.mask, inp.mask | partner.mask)
+
+
+def test_spec_augment_stripes_hold_log_power_zero() -> None:
+    """One frequency and one time stripe per example, narrower than the limits, holding the
+    normalised log-power 0 of the log-mel front end; the rest untouched."""
+    fill = MASK_FILL["log_power"]
+    assert fill * NORM_SCALE - NORM_SHIFT == pytest.approx(0.0)  # log-power 0, normalised
+    torch.manual_seed(0)
+    x = torch.randn(64, 20, 50)
+    y = spec_augment(x, 6, 15, fill)
+    masked = y != x
+    assert torch.all(y[masked] == fill)
+    freq_rows = masked.all(dim=2)  # (B, F): whole frequency rows masked
+    time_cols = masked.all(dim=1)  # (B, T): whole frames masked
+    assert torch.equal(masked, freq_rows[:, :, None] | time_cols[:, None, :])
+    for rows, limit in ((freq_rows, 6), (time_cols, 15)):
+        widths = rows.sum(1)
+        assert widths.max() < limit and widths.max() > 0
+        starts = rows.int().argmax(1)
+        for i, w in enumerate(widths.tolist()):  # one contiguous stripe
+            assert rows[i, starts[i] : starts[i] + w].all()
+
+
+def _mix_run(prepared: Path, tmp_path: Path, **recipe: float | str) -> _Run:
+    spec = _spec("none", None, **{"specaug_freq": 8, "specaug_time": 16, **recipe})
+    return _Run(spec, _data(prepared, spec), tmp_path, torch.device("cpu"))
+
+
+def _const_batch(value: float, b: int = 8, partner: Batch | None = None) -> Batch:
+    f, t = TEST_FEATURES.n_mels, TEST_FEATURES.frames
+    return Batch(
+        np.arange(b),
+        np.full((b, f, t), value, np.float16),
+        np.full((b, 20), value, np.float32),  # mixed like the log-mel: shows λ
+        np.ones((b, 20), bool),
+        None,
+        None,
+        partner,
+    )
+
+
+@pytest.mark.parametrize("specaug_on", ["log_power", "mixed_input"])
+def test_spec_augment_comes_before_mixup_by_default(
+    prepared: Path, tmp_path: Path, specaug_on: str
+) -> None:
+    """Example a = 3 everywhere, partner p = −2, stripe value f. Masks first (the default):
+    every value is λa + (1−λ)p, λf + (1−λ)p (the example's stripe, showing the partner),
+    λa + (1−λ)f (the partner's own stripe) or f, and both kinds of stripe occur, in
+    different places. Masks last ("mixed_input"): stripes hold exactly 0, the rest λa + (1−λ)p."""
+    a, p = 3.0, -2.0
+    torch.manual_seed(0)
+    run = _mix_run(prepared, tmp_path, specaug_on=specaug_on)
+    mixed = run.augment(_const_batch(a, partner=_const_batch(p)))
+    run.writer.close()
+    x, f = mixed.x, MASK_FILL[specaug_on]
+    lam = ((mixed.labels[:, 0] - p) / (a - p)).view(-1, 1, 1)
+    plain, own, partners = lam * a + (1 - lam) * p, lam * f + (1 - lam) * p, lam * a + (1 - lam) * f
+    if specaug_on == "mixed_input":
+        assert torch.all(torch.isclose(x, plain) | (x == 0.0))
+        return
+    kinds = [torch.isclose(x, v.expand_as(x), atol=1e-5) for v in (plain, own, partners)]
+    assert torch.all(kinds[0] | kinds[1] | kinds[2] | torch.isclose(x, torch.tensor(f)))
+    assert kinds[1].any() and kinds[2].any()  # stripes of the example and of the partner
+    assert not torch.equal(kinds[1], kinds[2])  # the partner has masks of its own
+
+
+def test_batch_partners_are_a_permutation_of_the_batch(prepared: Path, tmp_path: Path) -> None:
+    """`mixup_partner = "batch"`: row i (one-hot e_i along frequency) is mixed with one other
+    row of the same batch, each row the partner of exactly one."""
+    torch.manual_seed(1)
+    run = _mix_run(prepared, tmp_path, mixup_partner="batch", specaug_freq=0, specaug_time=0)
+    batch = _const_batch(0.0)
+    batch.logmel[:, :8, :] = np.eye(8, dtype=np.float16)[:, :, None]
+    weights = run.augment(batch).x[:, :8, 0]  # row i: λ_i at i, 1 − λ_i at its partner
+    run.writer.close()
+    assert torch.allclose(weights.sum(1), torch.ones(8)) and ((weights > 0).sum(1) <= 2).all()
+    off = weights - torch.diag(weights.diagonal())
+    partner = torch.where(off.max(1).values > 0, off.argmax(1), torch.arange(8))
+    assert sorted(partner.tolist()) == list(range(8))
+
+
+def test_training_set_partners_need_batches_that_carry_them(prepared: Path, tmp_path: Path) -> None:
+    run = _mix_run(prepared, tmp_path)
+    with pytest.raises(ValueError, match="needs batches with partners"):
+        run.augment(_const_batch(0.0))
+    run.writer.close()
+
+
+def _toy_data(n: int = 40, classes: int = 3) -> TrialData:
+    """Log-mel row r holds r everywhere (store rows reversed); splits interleaved."""
+    split = np.array(["train", "train", "valid", "train", "test"] * (n // 5))
+    labels = LabelTable(
+        [f"c{i}" for i in range(n)],
+        split,
+        np.arange(n).astype(str),
+        np.zeros((n, classes), np.float32),
+        np.ones((n, classes), bool),
+    )
+    store = ArrayStore([f"c{i}" for i in reversed(range(n))], np.arange(n)[::-1, None, None])
+    return TrialData(
+        labels=labels,
+        store=store,
+        store_rows=np.arange(n)[::-1].copy(),
+        train_rows=np.flatnonzero(split == "train")[:-4],  # a subset of the training split
+        valid_rows=labels.rows("valid"),
+        test_rows=labels.rows("test"),
+        teacher_seq=np.arange(n, dtype=np.float32)[:, None, None],
+        teacher_hop=1.0,
+        teacher_logits=None,
+    )
+
+
+def test_partners_come_from_the_training_subset_and_resume_with_the_batches() -> None:
+    data = _toy_data()
+    batches = list(epoch_batches(data, 4, seed=7, epoch=3, partners=True))
+    plain = list(epoch_batches(data, 4, seed=7, epoch=3))
+    assert [b.rows.tolist() for b in batches] == [b.rows.tolist() for b in plain]
+    assert all(b.partner is None for b in plain)
+    partners = [b.partner for b in batches]
+    assert all(q is not None for q in partners)
+    rows = np.concatenate([q.rows for q in partners if q is not None])
+    assert set(rows) <= set(data.train_rows)  # never a valid or test clip, nor one left out
+    assert any(not set(q.rows) <= set(b.rows) for b, q in zip(batches, partners, strict=True) if q)
+    for q in partners:  # each partner's own arrays, gathered through the store
+        assert q is not None
+        assert q.logmel[:, 0, 0].tolist() == q.rows.tolist()
+        assert q.teacher_seq is not None and q.teacher_seq[:, 0, 0].tolist() == q.rows.tolist()
+    resumed = list(epoch_batches(data, 4, seed=7, epoch=3, start=2, partners=True))
+    assert [b.partner.rows.tolist() for b in resumed if b.partner] == [
+        q.rows.tolist() for q in partners[2:] if q
+    ]
+    other = list(epoch_batches(data, 4, seed=7, epoch=4, partners=True))
+    assert [b.partner.rows.tolist() for b in other if b.partner] != [
+        q.rows.tolist() for q in partners if q
+    ]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_precision_chooses_its_autocast(precision: str, device: str) -> None:
+    with warnings.catch_warnings():  # no CUDA here: torch disables a CUDA autocast, keeps its kind
+        warnings.simplefilter("ignore", UserWarning)
+        context = autocast(precision, torch.device(device))
+    if precision == "fp32":
+        assert isinstance(context, nullcontext)
+    else:
+        assert isinstance(context, torch.autocast)
+        assert (context.device, context.fast_dtype) == (device, torch.bfloat16)
+
+
+def test_a_bf16_step_runs_the_student_in_bf16_and_the_losses_in_fp32(
+    prepared: Path, tmp_path: Path
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor_kd", "final", precision="bf16")
+    data = _data(prepared, spec)
+    run = _Run(spec, data, tmp_path, torch.device("cpu"))
+    inp = run.augment(make_batch(data, data.train_rows[:4], data.train_rows[4:8]))
+    out, terms = run.loss(inp)
+    run.writer.close()
+    assert out.logits.dtype == torch.bfloat16
+    assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in terms)
+
+
+def test_an_unknown_recipe_option_is_refused_with_field_value_and_choices() -> None:
+    with pytest.raises(BadValueError, match=r"recipe.precision: got 'fp16', expected one of: fp32"):
+        _spec("none", None, precision="fp16")
 
 
 def test_train_cli_runs_one_cell(

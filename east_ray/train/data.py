@@ -11,7 +11,10 @@ benchmarks) `ArrayStore` holds the spectrograms in process memory.
 
 Batches: the training rows are permuted by a generator seeded with `(seed, epoch)`, so
 the order is reproducible and an interrupted run resumes on the same batches; a batch
-copies only its own rows out of the store.
+copies only its own rows out of the store. For mixup the same generator then draws each
+example's partner uniformly, with replacement, from the training rows (the authors'
+dataset-level mixing: any training clip, the example itself included), so a batch also
+carries its partners' rows, one gathered row per example.
 """
 
 from __future__ import annotations
@@ -155,9 +158,11 @@ class Batch:
     mask: np.ndarray  # (B, C) bool
     teacher_seq: np.ndarray | None
     teacher_logits: np.ndarray | None
+    partner: Batch | None = None  # row i's mixup partner is row i of `partner`
 
 
-def make_batch(data: TrialData, rows: np.ndarray) -> Batch:
+def make_batch(data: TrialData, rows: np.ndarray, partner_rows: np.ndarray | None = None) -> Batch:
+    """The batch of label-table `rows`, with the batch of `partner_rows` as its partners."""
     return Batch(
         rows=rows,
         logmel=data.store.gather(data.store_rows[rows]),
@@ -165,18 +170,30 @@ def make_batch(data: TrialData, rows: np.ndarray) -> Batch:
         mask=data.labels.mask[rows],
         teacher_seq=None if data.teacher_seq is None else data.teacher_seq[rows],
         teacher_logits=None if data.teacher_logits is None else data.teacher_logits[rows],
+        partner=None if partner_rows is None else make_batch(data, partner_rows),
     )
 
 
 def epoch_batches(
-    data: TrialData, batch_size: int, seed: int, epoch: int, start: int = 0
+    data: TrialData,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    *,
+    partners: bool = False,
 ) -> Iterator[Batch]:
     """Shuffled training batches of `epoch` (reproducible from seed and epoch), from batch
-    index `start` on; the last incomplete batch is dropped (the losses compare rows)."""
-    order = np.random.default_rng([seed, epoch]).permutation(data.train_rows)
+    index `start` on; the last incomplete batch is dropped (the losses compare rows). With
+    `partners`, each batch carries one mixup partner per example, drawn uniformly from the
+    training rows after the order (which stays the same with or without them)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(data.train_rows)
     n_batches = len(order) // batch_size
+    partner_rows = rng.choice(data.train_rows, (n_batches, batch_size)) if partners else None
     for b in range(start, n_batches):
-        yield make_batch(data, order[b * batch_size : (b + 1) * batch_size])
+        rows = order[b * batch_size : (b + 1) * batch_size]
+        yield make_batch(data, rows, None if partner_rows is None else partner_rows[b])
 
 
 def eval_batches(data: TrialData, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:

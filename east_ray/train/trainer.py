@@ -1,12 +1,21 @@
 """The one shared EAsT trainer: one cell, one run, the authors' recipe. Knows nothing of Ray.
 
 `train(spec, data, run_dir)` trains the student of `spec.cell` on `data` (a `TrialData`):
-Adam with weight decay, gradient clipping, mixup (log-mel, labels, OR-ed masks, teacher
-sequences and logits) and SpecAugment as the recipe says, the composite loss
-`(1 - λ)·L_pred + λ·L_reg`; after each epoch it validates, steps ReduceLROnPlateau and
-early stopping on the combined validation loss, keeps the weights of the best validation
-mAP, and writes a checkpoint (model, optimiser, scheduler, early-stopping state, RNG
-states, step). At the end the kept weights are evaluated on the test split.
+Adam with weight decay, gradient clipping, SpecAugment and mixup as the recipe says (below),
+the composite loss `(1 - λ)·L_pred + λ·L_reg`; after each epoch it validates, steps
+ReduceLROnPlateau and early stopping on the combined validation loss, keeps the weights of
+the best validation mAP, and writes a checkpoint (model, optimiser, scheduler,
+early-stopping state, RNG states, step). At the end the kept weights are evaluated on the
+test split.
+
+Augmentation, by default the authors' (DESIGN §1): each example gets one frequency and
+one time mask (SpecAugment) in the log-power domain, before normalisation, so a stripe
+holds log-power 0, i.e. (0 + NORM_SHIFT) / NORM_SCALE in the stored units; its mixup
+partner, drawn uniformly from the training subset (`epoch_batches(partners=True)`), gets
+masks of its own; then the two are mixed, λ ~ Beta(α, α), λ = max(λ, 1 − λ): log-mel,
+labels, teacher sequences and logits, with the label masks OR-ed. `recipe.specaug_on =
+"mixed_input"` masks the mixed input instead, stripes 0 (the normalisation's mean), and
+`recipe.mixup_partner = "batch"` mixes with a permutation of the batch.
 
 Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
 the final metrics equal those of an uninterrupted run. The previous epoch's checkpoint is
@@ -17,6 +26,9 @@ the previous one, or starts over when neither is usable. Per-step losses
 `run_dir/tb`; the per-epoch metrics, always with the same keys, also go to `report`
 (the study turns them into `tune.report`). A non-finite loss stops the run with an error
 naming the step and every loss term.
+
+The forward pass runs in fp32 (TF32 matmuls on CUDA) or, with `recipe.precision = "bf16"`,
+under bf16 autocast; the losses are computed in fp32 either way.
 
 On a GPU the host runs one step ahead: batches are copied from pinned memory without
 waiting for the device, and a step's losses are read back (the step's only
@@ -31,7 +43,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +52,8 @@ import torch
 import torchaudio.functional as AF
 from torch.utils.tensorboard import SummaryWriter
 
-from east_ray.config import Cell, Features, Recipe, StudySpec
+from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
+from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
 from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.errors import BadValueError, UserError
 from east_ray.losses import LossSpec, LossTerms, east_loss
@@ -52,6 +65,10 @@ from east_ray.train.selection import Selection
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
+# The value a SpecAugment stripe holds, in the stored (normalised) log-mel units, for each
+# `recipe.specaug_on`. Masking is a replacement, so writing normalise(0) into a normalised
+# log-mel equals writing log-power 0 before the affine normalisation, as the authors did.
+MASK_FILL = {"log_power": (0.0 + NORM_SHIFT) / NORM_SCALE, "mixed_input": 0.0}
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +90,11 @@ class TrialSpec:
     student_options: dict[str, int | float | str | bool] = dataclasses.field(default_factory=dict)
     max_epochs: int | None = None  # a cap on top of recipe.max_steps (tests, smoke runs)
     gpu_fraction: float = 1.0  # this process's share of the GPU memory
+
+    def __post_init__(self) -> None:
+        problems = recipe_choice_problems(self.recipe)
+        if problems:
+            raise BadValueError(f"cell {self.cell.cell_id}: {'; '.join(problems)}")
 
     @classmethod
     def for_cell(
@@ -105,6 +127,7 @@ class TrialSpec:
             self.cell.lam,
             self.recipe.kd_temperature,
             self.recipe.kd_weight_in_dcor_kd,
+            self.recipe.kd_mask,
         )
 
 
@@ -177,35 +200,62 @@ def _inputs(batch: Batch, device: torch.device) -> _Inputs:
     )
 
 
-def mixup(inp: _Inputs, alpha: float) -> _Inputs:
-    """Mix each example with a random partner: λ ~ Beta(α, α), λ = max(λ, 1 − λ) per example;
-    log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
-    b = inp.x.shape[0]
-    lam = _to_device(torch.distributions.Beta(alpha, alpha).sample((b,)), inp.x.device)
-    lam = torch.maximum(lam, 1 - lam)
-    partner = _to_device(torch.randperm(b), inp.x.device)
+def _take(inp: _Inputs, index: torch.Tensor) -> _Inputs:
+    """Rows `index` `(B,)` of every input."""
 
-    def mix(t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None:
-            return None
-        w = lam.view(-1, *([1] * (t.ndim - 1)))
-        return w * t + (1 - w) * t[partner]
+    def take(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[index]
 
-    x, labels = mix(inp.x), mix(inp.labels)
-    assert x is not None and labels is not None
     return _Inputs(
-        x, labels, inp.mask | inp.mask[partner], mix(inp.teacher_seq), mix(inp.teacher_logits)
+        inp.x[index],
+        inp.labels[index],
+        inp.mask[index],
+        take(inp.teacher_seq),
+        take(inp.teacher_logits),
     )
 
 
-def spec_augment(x: torch.Tensor, freq: int, time_: int) -> torch.Tensor:
-    """One frequency and one time mask per example, widths up to `freq` / `time_` bins."""
+def mixup(inp: _Inputs, partner: _Inputs, alpha: float) -> _Inputs:
+    """Mix row i of `inp` with row i of `partner` (same shapes): λ_i ~ Beta(α, α),
+    λ_i = max(λ_i, 1 − λ_i); log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
+    b = inp.x.shape[0]
+    lam = _to_device(torch.distributions.Beta(alpha, alpha).sample((b,)), inp.x.device)
+    lam = torch.maximum(lam, 1 - lam)
+
+    def mix(t: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or u is None:
+            return None
+        w = lam.view(-1, *([1] * (t.ndim - 1)))
+        return w * t + (1 - w) * u
+
+    x, labels = mix(inp.x, partner.x), mix(inp.labels, partner.labels)
+    assert x is not None and labels is not None
+    return _Inputs(
+        x,
+        labels,
+        inp.mask | partner.mask,
+        mix(inp.teacher_seq, partner.teacher_seq),
+        mix(inp.teacher_logits, partner.teacher_logits),
+    )
+
+
+def spec_augment(x: torch.Tensor, freq: int, time_: int, fill: float) -> torch.Tensor:
+    """One frequency and one time mask per example of `x` `(B, F, T)`, widths drawn
+    uniformly below `freq` / `time_` bins (torchaudio's rule, as the authors'), set to `fill`."""
     y = x.unsqueeze(1)
     if freq > 0:
-        y = AF.mask_along_axis_iid(y, freq, 0.0, 2)
+        y = AF.mask_along_axis_iid(y, freq, fill, 2)
     if time_ > 0:
-        y = AF.mask_along_axis_iid(y, time_, 0.0, 3)
+        y = AF.mask_along_axis_iid(y, time_, fill, 3)
     return y.squeeze(1)
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
+    """The forward pass's context for `recipe.precision`: bf16 autocast on `device` for
+    "bf16" (CPU autocast included, so a CPU run is what was asked for), none for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 class _Run:
@@ -222,6 +272,9 @@ class _Run:
         self.model.to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            # "fp32" allows TF32: cuDNN convolutions use it by default, matmuls from here on
+            # (a process-wide switch; every trial process sets it the same way).
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.opt = torch.optim.Adam(self.model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, factor=r.plateau_factor, patience=r.plateau_patience
@@ -234,13 +287,11 @@ class _Run:
         self.run_dir = run_dir
         self.writer = SummaryWriter(str(run_dir / "tb"))
 
-    def autocast(self) -> Any:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+    def autocast(self) -> AbstractContextManager[Any]:
+        return autocast(self.spec.recipe.precision, self.device)
 
     def loss(self, inp: _Inputs) -> tuple[StudentOutput, LossTerms]:
-        """Forward pass (autocast on CUDA) and the composite loss, in float32."""
+        """Forward pass (in the recipe's precision) and the composite loss, in float32."""
         with self.autocast():
             out = self.model(inp.x)
         return out, east_loss(
@@ -254,15 +305,51 @@ class _Run:
             teacher_logits=inp.teacher_logits,
         )
 
+    @property
+    def needs_partners(self) -> bool:
+        """Whether the training batches must carry partners drawn from the training subset."""
+        r = self.spec.recipe
+        return r.mixup_alpha > 0 and r.mixup_partner == "training_set"
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """SpecAugment of `x` `(B, F, T)` with the recipe's widths and fill."""
+        r = self.spec.recipe
+        return spec_augment(x, r.specaug_freq, r.specaug_time, MASK_FILL[r.specaug_on])
+
+    def partners(self, batch: Batch, inp: _Inputs) -> _Inputs:
+        """Row i's mixup partner: row i of `batch.partner` (drawn from the training subset),
+        masked like an example but with masks of its own; or, with `mixup_partner = "batch"`,
+        a row of `inp` itself (already masked when masks come first)."""
+        r = self.spec.recipe
+        if r.mixup_partner == "batch":
+            return _take(inp, _to_device(torch.randperm(len(batch.rows)), self.device))
+        if batch.partner is None:
+            raise ValueError(
+                'recipe.mixup_partner "training_set" needs batches with partners: '
+                "epoch_batches(..., partners=True) or make_batch(data, rows, partner_rows)"
+            )
+        partner = _inputs(batch.partner, self.device)
+        if r.specaug_on == "log_power":
+            partner.x = self.mask(partner.x)
+        return partner
+
+    def augment(self, batch: Batch) -> _Inputs:
+        """`batch` as the student sees it in training (module doc: masks, then mixup, or
+        mixup, then masks)."""
+        r = self.spec.recipe
+        inp = _inputs(batch, self.device)
+        if r.specaug_on == "log_power":
+            inp.x = self.mask(inp.x)
+        if r.mixup_alpha > 0:
+            inp = mixup(inp, self.partners(batch, inp), r.mixup_alpha)
+        if r.specaug_on == "mixed_input":
+            inp.x = self.mask(inp.x)
+        return inp
+
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimiser step; returns (total, pred, reg) still on the device (no sync)."""
         r = self.spec.recipe
-        inp = _inputs(batch, self.device)
-        if r.mixup_alpha > 0:
-            inp = mixup(inp, r.mixup_alpha)
-        if r.specaug_freq > 0 or r.specaug_time > 0:
-            inp.x = spec_augment(inp.x, r.specaug_freq, r.specaug_time)
-        _, terms = self.loss(inp)
+        _, terms = self.loss(self.augment(batch))
         self.state.step += 1
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -431,7 +518,10 @@ def train(
     try:
         for epoch in _epochs(run):
             started = time.perf_counter()
-            totals, n = run.train_batches(epoch_batches(data, r.batch_size, spec.cell.seed, epoch))
+            batches = epoch_batches(
+                data, r.batch_size, spec.cell.seed, epoch, partners=run.needs_partners
+            )
+            totals, n = run.train_batches(batches)
             val_loss, val = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state
