@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from east_ray.config import USES_STAGE
+from east_ray.reference import REFERENCE
 
 SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
 _NAMES = {
@@ -185,6 +186,49 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     systems = list(dict.fromkeys(table["system"]))
     columns = list(dict.fromkeys(zip(table["teacher"], table["metric"], strict=True)))
     return wide.loc[systems, columns]
+
+
+def paper_reference(dataset: str) -> pd.DataFrame:
+    """The published cells we know for `dataset` (`reference.REFERENCE`), tidy."""
+    rows = [r[1:] for r in REFERENCE if r[0] == dataset]
+    return pd.DataFrame(rows, columns=["system", "teacher", "metric", "paper", "source"])
+
+
+def beside_paper(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """A `paper_table` joined with the published cells: ours, the paper's, ours − paper,
+    and whether the difference exceeds our 95% CI (NaN without a CI, e.g. one seed)."""
+    free = reference["teacher"] == "-"  # the baseline: compared under every teacher
+    joined = pd.concat(
+        [
+            table.merge(reference[~free], on=["system", "teacher", "metric"]),
+            table.merge(reference[free].drop(columns="teacher"), on=["system", "metric"])
+            .drop_duplicates(["system", "metric"])
+            .assign(teacher="-"),
+        ],
+        ignore_index=True,
+    )
+    out = joined[["system", "teacher", "metric", "mean", "ci95", "paper", "source"]]
+    out = out.rename(columns={"mean": "ours"}).assign(diff=lambda f: f["ours"] - f["paper"])
+    out["beyond_ci"] = np.where(out["ci95"].isna(), np.nan, out["diff"].abs() > out["ci95"])
+    return out.reset_index(drop=True)
+
+
+def format_beside_paper(compared: pd.DataFrame) -> pd.DataFrame:
+    """One row per published cell: "ours / paper (ours − paper)", `*` beyond our CI."""
+
+    def cell(row: pd.Series) -> str:
+        ours = "missing" if pd.isna(row["ours"]) else f"{row['ours']:.3f}"
+        diff = (
+            ""
+            if pd.isna(row["diff"])
+            else f" ({row['diff']:+.3f}{'*' if row['beyond_ci'] == 1 else ''})"
+        )
+        return f"{ours} / {row['paper']:.3f}{diff}"
+
+    text = compared.assign(value=compared.apply(cell, axis=1))
+    return text.pivot_table(
+        index=["system", "teacher"], columns="metric", values="value", aggfunc="first", sort=False
+    )
 
 
 def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:

@@ -138,3 +138,22 @@ def test_an_extra_system_is_its_own_row_repeated_under_every_teacher() -> None:
 def test_limited_data_figure_is_a_png(tmp_path: Path) -> None:
     path = limited_data_figure(_results(), "mAP", tmp_path / "fig.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_our_cells_beside_the_published_ones() -> None:
+    from east_ray.tables import beside_paper, format_beside_paper, paper_reference
+
+    reference = paper_reference("openmic")
+    assert {"Baseline", "EAsT_Final", "Teacher_LR"} <= set(reference["system"])
+    assert paper_reference("synthmic").empty
+    expected = expected_pairs(("none", "dcor"), ("final",), ("vggish", "openl3"))
+    compared = beside_paper(paper_table(_results(), expected, ("mAP", "F1")), reference)
+    base = compared[(compared["system"] == "Baseline") & (compared["metric"] == "mAP")]
+    assert len(base) == 1 and base["teacher"].item() == "-"  # once, not per teacher column
+    assert base["ours"].item() == pytest.approx(0.40)
+    assert base["diff"].item() == pytest.approx(0.40 - 0.819)
+    assert base["beyond_ci"].item() == 1  # |−0.419| is far outside a 3-seed CI
+    final = compared[(compared["system"] == "EAsT_Final") & (compared["teacher"] == "vggish")]
+    assert set(final["metric"]) == {"mAP", "F1"}  # only the published cells of our rows
+    wide = format_beside_paper(compared)
+    assert wide.loc[("EAsT_Final", "vggish"), "mAP"].startswith("0.410 / 0.842 (-0.432")

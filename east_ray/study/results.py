@@ -23,9 +23,12 @@ from east_ray.data.parquet import (
 )
 from east_ray.tables import (
     TABLE_METRICS,
+    beside_paper,
     expected_pairs,
+    format_beside_paper,
     format_table,
     limited_data_figure,
+    paper_reference,
     paper_table,
 )
 from east_ray.train.result import RunResult
@@ -124,6 +127,19 @@ def lambda_rule(grid: Grid) -> str:
     return "; ".join(rules) or "no teacher"
 
 
+def _beside_paper(spec: StudySpec, tidy: pd.DataFrame) -> tuple[str, pd.DataFrame | None]:
+    """A title and the published cells we know beside ours (None: nothing to compare)."""
+    reference = paper_reference(spec.dataset)
+    if reference.empty:
+        return f"{spec.dataset}: no published numbers to set beside these", None
+    compared = beside_paper(tidy, reference)
+    title = (
+        f"beside the paper: ours / the paper's (ours − paper; * beyond our 95% CI), the "
+        f"{len(reference)} published cells we know (east_ray/reference.py)"
+    )
+    return title, format_beside_paper(compared)
+
+
 def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None) -> str:
     """The tables as terminal text; with `study_dir`, also (re)write tables.md, tables.tex
     and figure.png there (each atomically)."""
@@ -137,7 +153,8 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
     )
     parts, markdown, latex = [], [], []
     for fraction in sorted(spec.grid.fractions, reverse=True):
-        table = format_table(paper_table(results, expected, metrics, fraction))
+        tidy = paper_table(results, expected, metrics, fraction)
+        table = format_table(tidy)
         title = (
             f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
             f"({lambda_rule(spec.grid)}; mean ± 95% CI over seeds)"
@@ -145,6 +162,10 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
         parts += [title, table.to_string(), ""]
         markdown += [f"### {title}", "", table.to_markdown(), ""]
         latex += [f"% {title}", table.to_latex(), ""]
+        if fraction == 1.0:
+            note, beside = _beside_paper(spec, tidy)
+            parts += [note, *([beside.to_string(), ""] if beside is not None else [""])]
+            markdown += [note, "", *([beside.to_markdown(), ""] if beside is not None else [])]
     if study_dir is None:
         return "\n".join(parts)
     write_text_atomic("\n".join(markdown), study_dir / "tables.md")
