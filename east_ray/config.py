@@ -38,6 +38,9 @@ STUDENTS = tuple(STUDENT_OPTIONS)
 TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
 REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
 STAGES = ("final", "all")
+# How teacher and student frames pair (east_ray.losses): the authors' repeat-and-truncate,
+# or frames covering the same audio.
+ALIGNMENTS = ("authors", "time")
 # What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
 SEQUENCE_REGULARIZERS = ("cos_diff", "dcor", "dcor_kd")
 LOGIT_REGULARIZERS = ("kd", "dcor_kd")
@@ -102,6 +105,7 @@ class Recipe:
     kd_temperature: float = 2.0
     kd_weight_in_dcor_kd: float = 0.3
     f1_threshold: float = 0.4
+    alignment: str = "authors"  # one of ALIGNMENTS
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
         if len(set(values)) != len(values):
             problems.append(f"grid.{axis}: got {list(values)!r}, expected no repeated values")
     r, f = spec.recipe, spec.features
+    _one_of("recipe.alignment", r.alignment, ALIGNMENTS, problems)
     positive = {
         "recipe.lr": r.lr,
         "recipe.batch_size": r.batch_size,

@@ -10,7 +10,8 @@ seed) on the same subset the students see, and its logits for every clip are sto
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      validation and test metrics
 
 Fitting again with the same arguments returns the stored result; stored files that
-cannot be read are set aside with a warning and fitted again.
+cannot be read are set aside with a warning and fitted again, and so is a result fitted
+on embeddings of another framing than the teacher's now (`teacher_framing`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from east_ray.data.parquet import (
 )
 from east_ray.losses import masked_bce
 from east_ray.metrics import evaluate
-from east_ray.teachers.stored import load_embeddings
+from east_ray.teachers.registry import get_teacher
+from east_ray.teachers.stored import UNRECORDED_FRAMING, load_embeddings
 from east_ray.train.selection import Selection
 
 LR, BATCH, PLATEAU_FACTOR, PLATEAU_PATIENCE, EARLY_STOP = 0.1, 16, 0.1, 1, 3
@@ -86,11 +88,11 @@ def _fit(
     data_dir: Path, teacher: str, *, fraction: float, seed: int, max_epochs: int, threshold: float
 ) -> dict[str, Any]:
     logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
+    framing = get_teacher(teacher).framing
     if logits_path.is_file() and record_path.is_file():
         try:
             stored: dict[str, Any] = json.loads(record_path.read_text())
             pq.read_metadata(logits_path)
-            return stored
         except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
             moved = [move_aside(p).name for p in (logits_path, record_path)]
             logger.warning(
@@ -98,6 +100,18 @@ def _fit(
                 record_path.with_suffix(""),
                 exc,
                 ", ".join(moved),
+            )
+        else:
+            fitted_on = stored.get("teacher_framing", UNRECORDED_FRAMING)
+            if fitted_on == framing:
+                return stored
+            logger.warning(
+                "Teacher_LR %s was fitted on %r-framed embeddings, %s now frames %r; "
+                "fitting it again",
+                record_path.with_suffix(""),
+                fitted_on,
+                teacher,
+                framing,
             )
     table = read_labels(data_dir)
     x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
@@ -143,6 +157,7 @@ def _fit(
     model.load_state_dict(best_state)
     record: dict[str, Any] = {
         "teacher": teacher,
+        "teacher_framing": framing,
         "fraction": fraction,
         "seed": seed,
         "epochs": epoch,

@@ -102,6 +102,7 @@ class TrialSpec:
             self.cell.lam,
             self.recipe.kd_temperature,
             self.recipe.kd_weight_in_dcor_kd,
+            alignment=self.recipe.alignment,
         )
 
 
@@ -248,6 +249,7 @@ class _Run:
             stage_hops=self.stage_hops,
             teacher_seq=inp.teacher_seq,
             teacher_hop=self.data.teacher_hop,
+            teacher_first_centre=self.data.teacher_first_centre,
             teacher_logits=inp.teacher_logits,
         )
 
