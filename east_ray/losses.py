@@ -12,13 +12,30 @@
 - Stage "final" uses the last stage map, "all" averages the loss over every stage.
 
 Student stage maps `(B, C, F, T)` are averaged over frequency to `(B, T, C)` and put on
-one frame grid with the teacher `(B, T', D)` by repeating the coarser sequence (derived
-from the two hops in seconds) and truncating to the shorter; a clip-level teacher
-(`hop=None`, `T' = 1`) is repeated at every student frame.
+one frame grid with the teacher `(B, T', D)` (`align`), by one of `ALIGNMENTS`:
+
+- "authors" (default), the pairing of the authors' code: the sequence with the longer hop
+  is repeated frame-wise (`repeat_interleave` by hop_t / hop_s, the factor they hard-coded:
+  ×6 for a 0.96 s teacher against CP-ResNet's 0.16 s stages, the student ×2 for Mobile FCN's
+  1.92 s stages against 0.96 s) and both are truncated to the shorter; a ratio that is not
+  whole repeats frame k of the finer sequence at coarse frame ⌊k · ratio⌋. A clip-level
+  teacher (`hop=None`) is repeated over the student frames that start within the whole
+  0.96 s frames the student's span holds, their `teacher_expand`: 60 of CP-ResNet's 62 on
+  OpenMIC (VGGish's 10 frames × 6), all 30 / 15 of Mobile FCN's on MTAT.
+- "time": frames that cover the same audio are paired. Student frame k spans
+  `[k, k + 1) · hop_s`; teacher frame t is centred `first_centre + t · hop_t` seconds into
+  the clip (0 for a centred teacher) and spans a hop around it. Each frame of the finer
+  sequence is paired with the frame of the other that holds its midpoint (a midpoint on a
+  boundary goes to the later frame); frames with no partner are dropped. A clip-level
+  teacher is repeated at every student frame. It differs from "authors" for the centred
+  teachers (OpenL3, PaSST), whose frame t the authors pair with the student frames of
+  `[t, t + 1) · 0.96 s`, half a window later than the audio it saw, and for PANNs on
+  OpenMIC (62 frames, not 60).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from east_ray.config import (
+    ALIGNMENTS,
     LOGIT_REGULARIZERS,
     RECIPE_CHOICES,
     REGULARIZERS,
@@ -111,22 +129,59 @@ def stage_sequence(feature_map: Tensor) -> Tensor:
     return feature_map.mean(dim=2).transpose(1, 2)
 
 
-def _coarse_index(n_fine: int, fine_hop: float, coarse_hop: float, n_coarse: int) -> Tensor:
-    """Index of the coarse frame under each fine frame, dropping fine frames past the end."""
-    # +1e-9: 6 · 0.16 / 0.96 must give 1, not 0.99999…
-    idx = [math.floor(k * fine_hop / coarse_hop + 1e-9) for k in range(n_fine)]
-    return torch.tensor([i for i in idx if i < n_coarse], dtype=torch.long)
+_EPS = 1e-9  # 6 · 0.16 / 0.96 must give 1, not 0.99999…
+AUTHORS_CLIP_GRID_SECONDS = 0.96  # the hop of the grid the authors sized PANNs' repeat by
+
+
+class _Grid(NamedTuple):
+    """`n` frames, frame i owning the seconds `[origin + i · hop, origin + (i + 1) · hop)`."""
+
+    n: int
+    hop: float
+    origin: float
+
+
+@functools.lru_cache(maxsize=256)  # the same few grids every step
+def _frame_pairs(
+    student: _Grid, teacher: _Grid, anchor: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Student and teacher frame of each aligned step: every frame of the finer grid, at
+    `origin + (i + anchor) · hop`, with the frame of the coarser grid owning that time."""
+    student_finer = student.hop <= teacher.hop
+    fine, coarse = (student, teacher) if student_finer else (teacher, student)
+    pairs = [
+        (i, math.floor((fine.origin + (i + anchor) * fine.hop - coarse.origin) / coarse.hop + _EPS))
+        for i in range(fine.n)
+    ]
+    fine_idx = tuple(i for i, j in pairs if 0 <= j < coarse.n)
+    coarse_idx = tuple(j for _, j in pairs if 0 <= j < coarse.n)
+    return (fine_idx, coarse_idx) if student_finer else (coarse_idx, fine_idx)
+
+
+def _authors_clip_frames(n_s: int, student_hop: float) -> int:
+    """How many student frames the authors paired with a clip-level teacher vector."""
+    grid = AUTHORS_CLIP_GRID_SECONDS
+    span = math.floor(n_s * student_hop / grid + _EPS) * grid
+    return max(1, min(n_s, math.ceil(span / student_hop - _EPS)))
 
 
 def align(
-    student_seq: Tensor, student_hop: float, teacher_seq: Tensor, teacher_hop: float | None
+    student_seq: Tensor,
+    student_hop: float,
+    teacher_seq: Tensor,
+    teacher_hop: float | None,
+    *,
+    alignment: str = "authors",
+    teacher_first_centre: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Put `(B, T_s, C)` and `(B, T_t, D)` on one frame grid → two `(B, T, ·)` tensors.
 
-    The coarser sequence's frames are repeated (`repeat_interleave` when the hops divide)
-    and both are truncated to the shorter length. `teacher_hop=None` marks a clip-level
-    teacher, whose single frame is repeated at every student frame.
+    `alignment` is one of `ALIGNMENTS` (module docstring); `teacher_hop=None` marks a
+    clip-level teacher. `teacher_first_centre`: seconds from the clip's start to the centre
+    of teacher frame 0 (used by "time" only).
     """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment: got {alignment!r}, expected one of {ALIGNMENTS}")
     if student_hop <= 0:
         raise ValueError(f"student_hop: got {student_hop}, expected seconds > 0")
     n_s, n_t = student_seq.shape[1], teacher_seq.shape[1]
@@ -136,14 +191,22 @@ def align(
                 f"teacher_seq: got {n_t} frames for a clip-level teacher (teacher_hop=None), "
                 "expected 1"
             )
-        return student_seq, teacher_seq.expand(-1, n_s, -1)
+        n = n_s if alignment == "time" else _authors_clip_frames(n_s, student_hop)
+        return student_seq[:, :n], teacher_seq.expand(-1, n, -1)
     if teacher_hop <= 0:
         raise ValueError(f"teacher_hop: got {teacher_hop}, expected seconds > 0 or None")
-    if student_hop <= teacher_hop:
-        idx = _coarse_index(n_s, student_hop, teacher_hop, n_t).to(teacher_seq.device)
-        return student_seq[:, : len(idx)], teacher_seq[:, idx]
-    idx = _coarse_index(n_t, teacher_hop, student_hop, n_s).to(student_seq.device)
-    return student_seq[:, idx], teacher_seq[:, : len(idx)]
+    # "authors": both grids from 0, fine frames by their start; "time": teacher frames
+    # around their centres, fine frames by their midpoint
+    time = alignment == "time"
+    teacher_origin = teacher_first_centre - teacher_hop / 2 if time else 0.0
+    s_idx, t_idx = _frame_pairs(
+        _Grid(n_s, student_hop, 0.0), _Grid(n_t, teacher_hop, teacher_origin), 0.5 if time else 0.0
+    )
+    device = student_seq.device
+    return (
+        student_seq[:, torch.tensor(s_idx, device=device)],
+        teacher_seq[:, torch.tensor(t_idx, device=device)],
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +219,7 @@ class LossSpec:
     kd_temperature: float = 2.0
     kd_weight_in_dcor_kd: float = 0.3
     kd_mask: str = "labelled"  # or "all"
+    alignment: str = "authors"  # how teacher and student frames pair (module docstring)
 
     def __post_init__(self) -> None:
         if self.regularizer not in REGULARIZERS:
@@ -174,6 +238,8 @@ class LossSpec:
             raise ValueError(
                 f"kd_mask: got {self.kd_mask!r}, expected one of {RECIPE_CHOICES['kd_mask']}"
             )
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment: got {self.alignment!r}, expected one of {ALIGNMENTS}")
 
 
 class LossTerms(NamedTuple):
@@ -187,7 +253,9 @@ def _sequence_loss(
     stages: Sequence[Tensor],
     stage_hops: Sequence[float],
     teacher_seq: Tensor,
+    *,
     teacher_hop: float | None,
+    teacher_first_centre: float,
 ) -> Tensor:
     """dcor or cos-diff on the selected stages, equally weighted."""
     if len(stages) != len(stage_hops):
@@ -196,7 +264,14 @@ def _sequence_loss(
     fn = cos_diff_loss if spec.regularizer == "cos_diff" else dcor_loss
     losses = []
     for i in chosen:
-        s, t = align(stage_sequence(stages[i]), stage_hops[i], teacher_seq, teacher_hop)
+        s, t = align(
+            stage_sequence(stages[i]),
+            stage_hops[i],
+            teacher_seq,
+            teacher_hop,
+            alignment=spec.alignment,
+            teacher_first_centre=teacher_first_centre,
+        )
         losses.append(fn(s, t))
     return torch.stack(losses).mean()
 
@@ -210,12 +285,14 @@ def east_loss(
     stage_hops: Sequence[float] = (),
     teacher_seq: Tensor | None = None,
     teacher_hop: float | None = None,
+    teacher_first_centre: float = 0.0,
     teacher_logits: Tensor | None = None,
 ) -> LossTerms:
     """The composite loss of one batch for the system `spec` describes.
 
     `labels`/`mask` `(B, K)`; `teacher_seq` `(B, T', D)` for cos_diff/dcor/dcor_kd,
-    `teacher_logits` `(B, K)` for kd/dcor_kd; `stage_hops` are the stage hops in seconds.
+    `teacher_logits` `(B, K)` for kd/dcor_kd; `stage_hops` are the stage hops in seconds;
+    `teacher_hop`, `teacher_first_centre` place the teacher's frames (`align`).
     """
     pred = masked_bce(out.logits, labels, mask)
     kd_mask = mask if spec.kd_mask == "labelled" else None
@@ -231,7 +308,14 @@ def east_loss(
         reg = kd_loss(out.logits, teacher_logits, kd_mask, spec.kd_temperature)
     else:
         assert teacher_seq is not None
-        reg = _sequence_loss(spec, out.stages, stage_hops, teacher_seq, teacher_hop)
+        reg = _sequence_loss(
+            spec,
+            out.stages,
+            stage_hops,
+            teacher_seq,
+            teacher_hop=teacher_hop,
+            teacher_first_centre=teacher_first_centre,
+        )
         if reg_name == "dcor_kd":
             assert teacher_logits is not None
             w = spec.kd_weight_in_dcor_kd

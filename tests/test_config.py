@@ -59,6 +59,7 @@ def test_paper_recipes() -> None:
     assert (mtat.recipe.plateau_patience, mtat.recipe.early_stop_patience) == (5, 12)
     assert openmic.recipe.mixup_alpha == 0.3 and mtat.recipe.mixup_alpha == 0.0
     assert openmic.recipe.lr == mtat.recipe.lr == 1e-4
+    assert openmic.recipe.alignment == mtat.recipe.alignment == "authors"
 
 
 def test_teacher_lr_recipes_are_the_authors() -> None:
@@ -133,6 +134,10 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
             "recipe.batch_size: got 16.5, expected an integer",
         ),
         (lambda t: t["recipe"].update(batch_size=True), "recipe.batch_size: got True"),
+        (
+            lambda t: t["recipe"].update(alignment="hops"),
+            "recipe.alignment: got 'hops', expected one of: authors, time",
+        ),
         (
             lambda t: t["resources"].update(gpus_per_trial=1.5),
             "resources.gpus_per_trial: got 1.5, expected a fraction in [0, 1] or a whole number",

@@ -173,31 +173,83 @@ def test_kd_mask_all_averages_over_every_entry(regularizer: str) -> None:
         LossSpec("kd", None, 0.5, kd_mask="some")
 
 
-@pytest.mark.parametrize(
-    ("n_s", "hop_s", "n_t", "hop_t", "length"),
-    [
-        (62, 0.16, 10, 0.96, 60),
-        (62, 0.16, 3, 0.96, 18),
-        (30, 0.96, 30, 0.96, 30),
-        (15, 1.92, 30, 0.96, 30),
-        (15, 1.92, 29, 0.96, 29),
-    ],
-)
-def test_align_repeats_coarser_sequence_then_truncates(
-    n_s: int, hop_s: float, n_t: int, hop_t: float, length: int
-) -> None:
-    student = torch.arange(n_s, dtype=torch.float64).view(1, n_s, 1)
-    teacher = torch.arange(n_t, dtype=torch.float64).view(1, n_t, 1)
-    s, t = align(student, hop_s, teacher, hop_t)
-    assert s.shape[1] == t.shape[1] == length
-    if hop_s <= hop_t:
-        r = round(hop_t / hop_s)
-        ref = teacher.repeat_interleave(r, dim=1)[:, :length]
-        assert torch.equal(t, ref) and torch.equal(s, student[:, :length])
-    else:
-        r = round(hop_s / hop_t)
-        ref = student.repeat_interleave(r, dim=1)[:, :length]
-        assert torch.equal(s, ref) and torch.equal(t, teacher[:, :length])
+# The authors' pairing, from their released configs (config/<dataset>/east_final_<teacher>.json,
+# "stages_args": student_expand / teacher_expand per stage) and their teachers' frame counts:
+# both sequences are repeated frame-wise by those factors, then truncated to the shorter.
+# (student frames, stage hop in s, student_expand) per stage:
+AUTHORS_STAGES = {
+    "openmic": [(62, 0.16, 1)] * 3,  # CP-ResNet, 10 s: every stage 8 × 62
+    "magnatagatune": [(30, 0.96, 1), (15, 1.92, 2), (15, 1.92, 2)],  # Mobile FCN, 29.1 s
+}
+# teacher → (frames a clip, hop in s, teacher_expand per stage), per dataset
+AUTHORS_TEACHERS = {
+    "openmic": {
+        "vggish": (10, 0.96, [6, 6, 6]),
+        "openl3": (11, 0.96, [6, 6, 6]),  # centred: 11 frames for 10 s
+        "passt": (11, 0.96, [6, 6, 6]),
+        "panns": (1, None, [60, 60, 60]),
+    },
+    "magnatagatune": {
+        "vggish": (30, 0.96, [1, 1, 1]),
+        "openl3": (31, 0.96, [1, 1, 1]),  # centred: 31 frames for 29.1 s
+        "passt": (31, 0.96, [1, 1, 1]),
+        "panns": (1, None, [30, 15, 15]),  # and student_expand 1 on every stage
+    },
+}
+AUTHORS_CASES = [
+    (dataset, teacher, stage)
+    for dataset, teachers in AUTHORS_TEACHERS.items()
+    for teacher in teachers
+    for stage in range(3)
+]
+
+
+def _repeat_and_truncate(
+    student: torch.Tensor, s_expand: int, teacher: torch.Tensor, t_expand: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    s = student.repeat_interleave(s_expand, dim=1)
+    t = teacher.repeat_interleave(t_expand, dim=1)
+    length = min(s.shape[1], t.shape[1])
+    return s[:, :length], t[:, :length]
+
+
+def _frame_ids(n: int) -> torch.Tensor:
+    """A sequence `(1, n, 1)` whose frame i holds i: aligned values are frame indices."""
+    return torch.arange(n, dtype=torch.float64).view(1, n, 1)
+
+
+@pytest.mark.parametrize(("dataset", "teacher", "stage"), AUTHORS_CASES)
+def test_default_alignment_is_the_authors_pairing(dataset: str, teacher: str, stage: int) -> None:
+    n_s, hop_s, s_expand = AUTHORS_STAGES[dataset][stage]
+    n_t, hop_t, t_expands = AUTHORS_TEACHERS[dataset][teacher]
+    if hop_t is None:  # their clip-level PANNs never repeats the student
+        s_expand = 1
+    student, teach = _frame_ids(n_s), _frame_ids(n_t)
+    s, t = align(student, hop_s, teach, hop_t)
+    ref_s, ref_t = _repeat_and_truncate(student, s_expand, teach, t_expands[stage])
+    assert torch.equal(s, ref_s) and torch.equal(t, ref_t)
+
+
+def test_authors_pairing_lengths() -> None:
+    """The table of the report: aligned steps per dataset, teacher and stage."""
+    lengths = {
+        (dataset, teacher): [
+            align(_frame_ids(n_s), hop_s, _frame_ids(n_t), hop_t)[0].shape[1]
+            for n_s, hop_s, _ in AUTHORS_STAGES[dataset]
+        ]
+        for dataset, teachers in AUTHORS_TEACHERS.items()
+        for teacher, (n_t, hop_t, _) in teachers.items()
+    }
+    assert lengths == {
+        ("openmic", "vggish"): [60, 60, 60],
+        ("openmic", "openl3"): [62, 62, 62],
+        ("openmic", "passt"): [62, 62, 62],
+        ("openmic", "panns"): [60, 60, 60],
+        ("magnatagatune", "vggish"): [30, 30, 30],
+        ("magnatagatune", "openl3"): [30, 30, 30],
+        ("magnatagatune", "passt"): [30, 30, 30],
+        ("magnatagatune", "panns"): [30, 15, 15],
+    }
 
 
 def test_align_non_integer_ratio_and_clip_level() -> None:
@@ -208,9 +260,63 @@ def test_align_non_integer_ratio_and_clip_level() -> None:
     assert t[0, :, 0].tolist() == [min(int(k * 0.16 / 3.0 + 1e-9), 3) for k in range(62)]
     clip = torch.randn(2, 1, 5)
     s, t = align(torch.randn(2, 7, 3), 0.16, clip, None)
-    assert t.shape == (2, 7, 5) and torch.equal(t[:, 3], clip[:, 0])
+    assert t.shape == (2, 6, 5) and torch.equal(t[:, 3], clip[:, 0])  # the 0.96 s in 1.12 s
+    s, t = align(torch.randn(2, 7, 3), 0.16, clip, None, alignment="time")
+    assert t.shape == (2, 7, 5)  # "time": every student frame
     with pytest.raises(ValueError, match="teacher_seq: got 3 frames"):
         align(torch.randn(2, 7, 3), 0.16, torch.randn(2, 3, 5), None)
+    with pytest.raises(ValueError, match="alignment: got 'hops'"):
+        align(student, 0.16, teacher, 3.0, alignment="hops")
+
+
+# (student frames, stage hop, teacher frames, teacher hop, first centre): CP-ResNet and
+# Mobile FCN stages against centred (OpenL3, PaSST), start-framed (VGGish: a .975 s window)
+# and musicnn-like teachers
+TIME_CASES = [
+    (62, 0.16, 11, 0.96, 0.0),
+    (62, 0.16, 10, 0.96, 0.4875),
+    (30, 0.96, 31, 0.96, 0.0),
+    (30, 0.96, 30, 0.96, 0.4875),
+    (15, 1.92, 31, 0.96, 0.0),
+    (62, 0.16, 3, 2.992, 1.488),
+]
+
+
+@pytest.mark.parametrize(("n_s", "hop_s", "n_t", "hop_t", "centre"), TIME_CASES)
+def test_time_alignment_pairs_frames_covering_the_same_audio(
+    n_s: int, hop_s: float, n_t: int, hop_t: float, centre: float
+) -> None:
+    s, t = align(
+        _frame_ids(n_s),
+        hop_s,
+        _frame_ids(n_t),
+        hop_t,
+        alignment="time",
+        teacher_first_centre=centre,
+    )
+    pairs = list(zip(s[0, :, 0].long().tolist(), t[0, :, 0].long().tolist(), strict=True))
+    student_mid = [(k + 0.5) * hop_s for k, _ in pairs]
+    teacher_mid = [centre + j * hop_t for _, j in pairs]
+    # the finer frame's midpoint lies in the coarser frame it is paired with
+    half = max(hop_s, hop_t) / 2
+    assert all(abs(a - b) <= half + 1e-9 for a, b in zip(student_mid, teacher_mid, strict=True))
+    fine = [k for k, _ in pairs] if hop_s <= hop_t else [j for _, j in pairs]
+    assert fine == sorted(set(fine))  # each finer frame at most once, in order
+    n_fine = n_s if hop_s <= hop_t else n_t
+    dropped = set(range(n_fine)) - set(fine)
+    if hop_s <= hop_t:  # a student frame is dropped only past the teacher's frames
+        assert all((k + 0.5) * hop_s > centre + (n_t - 0.5) * hop_t - 1e-9 for k in dropped)
+    else:
+        assert all(centre + j * hop_t >= n_s * hop_s - 1e-9 for j in dropped)
+
+
+def test_time_alignment_differs_from_the_authors_for_centred_teachers() -> None:
+    student, teacher = _frame_ids(62), _frame_ids(11)
+    _, t = align(student, 0.16, teacher, 0.96, alignment="time")
+    # student frame k (midpoint .16 k + .08 s) pairs with OpenL3's frame centred nearest
+    assert t[0, :, 0].long().tolist() == [(k + 3) // 6 for k in range(62)]
+    _, t = align(student, 0.16, teacher, 0.96)
+    assert t[0, :, 0].long().tolist() == [k // 6 for k in range(62)]
 
 
 def _toy_output(gen: torch.Generator, batch: int = 8) -> StudentOutput:
@@ -266,3 +372,26 @@ def test_east_loss_names_missing_teacher_inputs() -> None:
         LossSpec("dcor", None, 0.5)
     with pytest.raises(ValueError, match="lam: got 1.5"):
         LossSpec("kd", None, 1.5)
+    with pytest.raises(ValueError, match="alignment: got 'hops'"):
+        LossSpec("dcor", "final", 0.5, alignment="hops")
+
+
+def test_east_loss_aligns_as_its_spec_says() -> None:
+    gen = _rng(10)
+    out = _toy_output(gen)  # stage maps of 12 frames
+    labels, mask = torch.zeros(8, 5), torch.ones(8, 5, dtype=torch.bool)
+    teacher = torch.randn(8, 3, 16, generator=gen)
+    final = out.stages[2].mean(2).transpose(1, 2)
+    for alignment in ("authors", "time"):
+        terms = east_loss(
+            out,
+            labels,
+            mask,
+            LossSpec("dcor", "final", 0.5, alignment=alignment),
+            stage_hops=(0.16, 0.16, 0.16),
+            teacher_seq=teacher,
+            teacher_hop=0.96,
+            teacher_first_centre=0.0,
+        )
+        s, t = align(final, 0.16, teacher, 0.96, alignment=alignment)
+        assert terms.reg.item() == pytest.approx(dcor_loss(s, t).item(), rel=1e-6)

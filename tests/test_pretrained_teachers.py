@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from east_ray.errors import BadValueError
 from east_ray.teachers.extractor import Extractor
@@ -28,10 +29,10 @@ from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.weights import WeightsUnavailableError, state_dict_of
 
 DURATIONS = (10.0, 29.1)
-EXPECTED_T = {  # the documented frame counts
+EXPECTED_T = {  # the documented frame counts; OpenL3 and PaSST centred, as the authors'
     "vggish": {10.0: 10, 29.1: 30},
-    "openl3": {10.0: 10, 29.1: 30},
-    "passt": {10.0: 10, 29.1: 30},
+    "openl3": {10.0: 11, 29.1: 31},
+    "passt": {10.0: 11, 29.1: 31},
     "panns": {10.0: 1, 29.1: 1},
 }
 PACKAGES = {
@@ -115,6 +116,36 @@ def test_vggish_contract(vggish: Extractor, seconds: float) -> None:
     torch.testing.assert_close(vggish(audio[1:]), out[1:])
 
 
+class _Pooled(nn.Module):
+    """Stands in for PaSST's transformer: `PasstBasicWrapper` wants (logits, features)."""
+
+    def forward(self, specs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = specs.mean(dim=(1, 2))
+        return pooled, pooled
+
+
+@pytest.mark.parametrize("n_samples", [1, 23_999, 24_001, 48_000, 70_080, 70_081, 480_000])
+def test_openl3_frames_follow_torchopenl3(n_samples: int) -> None:
+    """T(N) is the window count of torchopenl3's `center=True` framing at a 0.96 s hop."""
+    core = pytest.importorskip("torchopenl3.core")
+    count = core._get_num_windows(n_samples, 48_000, 46_080, True)
+    assert get_teacher("openl3").frames(n_samples) == count
+
+
+@pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore:stft with return_complex=False:UserWarning")
+@pytest.mark.parametrize("n_samples", [15_361, 30_719, 30_720, 61_440, 320_000, 931_200])
+def test_passt_frames_follow_hear21passt(n_samples: int) -> None:
+    """T(N) is the number of hear21passt's timestamp embeddings (960 ms window and hop)."""
+    wrapper = pytest.importorskip("hear21passt.wrapper")
+    preprocess = pytest.importorskip("hear21passt.models.preprocess")
+    mel = preprocess.AugmentMelSTFT(fmax=15_000)
+    model = wrapper.PasstBasicWrapper(mel=mel, net=_Pooled(), mode="embed_only").eval()
+    with torch.inference_mode():
+        out, _ = model.get_timestamp_embeddings(torch.zeros(1, n_samples), 30_720, 30_720)
+    assert get_teacher("passt").frames(n_samples) == out.shape[1]
+
+
 def test_vggish_frames_follow_its_front_end() -> None:
     """The documented T(N) is what torchvggish's own front end produces."""
     front_end = pytest.importorskip("torchvggish.vggish_input")
@@ -128,29 +159,32 @@ def test_vggish_frames_follow_its_front_end() -> None:
 def test_openl3_contract(openl3: Extractor, seconds: float) -> None:
     audio = _audio(openl3.sample_rate, seconds)
     out = _check_contract(openl3, audio, seconds)
-    # Frame t is the network on the 1 s window from 0.96 t s, minus 2.24.
-    last = out.shape[1] - 1
-    for t in (0, last):
-        window = audio[:, t * 46_080 : t * 46_080 + 48_000].unsqueeze(1)
+    # Frame t is the network, minus 2.24, on the t-th window torchopenl3 cuts with
+    # center=True, hop_size=0.96 (the authors' call): centred on 0.96 t s.
+    utils = pytest.importorskip("torchopenl3.utils")
+    windows = utils.preprocess_audio_batch(audio, 48_000, center=True, hop_size=0.96)
+    windows = windows.view(audio.shape[0], -1, 1, 48_000)
+    assert windows.shape[1] == out.shape[1]
+    for t in (0, out.shape[1] - 1):
         with torch.inference_mode():
-            expected = openl3.model(window) - 2.24
+            expected = openl3.model(windows[:, t]) - 2.24
         torch.testing.assert_close(out[:, t], expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Input image size:UserWarning")  # the direct calls below
 @pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore:stft with return_complex=False:UserWarning")
 @pytest.mark.parametrize("seconds", DURATIONS)
 def test_passt_contract(passt: Extractor, seconds: float) -> None:
     audio = _audio(passt.sample_rate, seconds)
     out = _check_contract(passt, audio, seconds)
-    # Frame t is the embed_only output for the 0.96 s window from 0.96 t s, not normalised.
-    last = out.shape[1] - 1
-    for t in (0, last):
-        window = audio[:, t * 30_720 : (t + 1) * 30_720]
-        with torch.inference_mode():
-            expected = passt.model(window)
-        torch.testing.assert_close(out[:, t], expected, atol=1e-4, rtol=1e-4)
+    # Exactly hear21passt's timestamp embeddings with a 960 ms window and hop (the
+    # authors' call): reflect-padded, frame t centred on 0.96 t s, not normalised.
+    with torch.inference_mode():  # one clip of the two: the network is slow on a CPU
+        expected, stamps = passt.model.get_timestamp_embeddings(audio[1:], 30_720, 30_720)
+    torch.testing.assert_close(out[1:], expected, atol=1e-4, rtol=1e-4)
+    assert stamps[0].tolist() == pytest.approx([960.0 * t for t in range(out.shape[1])])
 
 
 @pytest.mark.slow

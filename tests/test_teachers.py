@@ -26,14 +26,20 @@ from east_ray.teachers import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.__main__ import main as teachers_main
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.handcrafted import handcrafted_embedding
-from east_ray.teachers.stored import load_embeddings, read_record, record_path
+from east_ray.teachers.stored import (
+    SHARD_FRAMING_KEY,
+    load_embeddings,
+    read_record,
+    record_path,
+)
 from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
 
-# T for clips of 10 s and 29.1 s, per teacher (documented in the teachers' modules)
+# T for clips of 10 s and 29.1 s, per teacher (documented in the teachers' modules);
+# OpenL3 and PaSST are centred, as the authors extracted them
 EXPECTED_T = {
     "vggish": (10, 30),
-    "openl3": (10, 30),
-    "passt": (10, 30),
+    "openl3": (11, 31),
+    "passt": (11, 31),
     "panns": (1, 1),
     "musicnn": (3, 9),
     "handcrafted": (10, 30),
@@ -54,6 +60,7 @@ def test_registry_facts_and_unknown_name() -> None:
     assert set(TEACHERS) == set(EXPECTED_T)
     assert get_teacher("panns").hop_seconds is None  # clip-level
     assert get_teacher("musicnn").hop_seconds == pytest.approx(2.992)
+    assert {n for n, info in TEACHERS.items() if info.centred} == {"openl3", "passt"}
     assert {TEACHERS[n].hop_seconds for n in ("vggish", "openl3", "passt", "handcrafted")} == {0.96}
     with pytest.raises(UnknownNameError, match="known teachers: handcrafted, musicnn, openl3"):
         get_teacher("wav2vec")
@@ -73,7 +80,11 @@ def test_registry_row(name: str) -> None:
     frames = tuple(info.frames(round(s * info.sample_rate)) for s in (10.0, 29.1))
     assert frames == EXPECTED_T[name]
     assert info.frames(1) == (1 if info.pads_short_clips else 0)
-    assert info.frames(info.window) == 1
+    # a centred teacher's frame 1 is centred within a one-window clip
+    assert info.frames(info.window) == (2 if info.centred else 1)
+    assert info.first_centre_seconds == (
+        0.0 if info.centred else info.window / 2 / info.sample_rate
+    )
     with pytest.raises(BadValueError, match="at least one sample"):
         info.frames(0)
 
@@ -318,6 +329,20 @@ def test_teacher_lr_fitted_with_another_recipe_is_fitted_again(
     assert len(sgd_steps) == 4
 
 
+def test_teacher_lr_fitted_on_another_framing_is_fitted_again(
+    prepared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    short = TeacherLRRecipe(max_steps=10)
+    record = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)
+    assert record["teacher_framing"] == "start"
+    path = Path(record["logits"]).with_suffix(".json")
+    path.write_text(json.dumps({**record, "teacher_framing": "centred_zeros"}))
+    with caplog.at_level("WARNING", logger="east_ray.train.teacher_lr"):
+        refit = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)
+    assert refit == record and "fitted on 'centred_zeros'-framed embeddings" in caplog.text
+
+
 def test_embed_cli_writes_t_by_d(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import soundfile as sf
 
@@ -361,6 +386,71 @@ def test_missing_or_damaged_shards_of_a_finished_teacher_are_extracted_again(
     assert shards[0].name in caplog.text and shards[1].name in caplog.text
     assert len(list(folder.glob("*.corrupt-*"))) == 1
     assert pq.read_table(folder).sort_by("clip_id").equals(original)
+
+
+def _rewrite_framing(data_dir: Path, name: str, framing: str | None) -> None:
+    """Make teacher `name`'s record and shards claim `framing` (None: written before the
+    framing was recorded)."""
+    path = record_path(data_dir, name)
+    record = {k: v for k, v in json.loads(path.read_text()).items() if k != "framing"}
+    path.write_text(json.dumps(record if framing is None else {**record, "framing": framing}))
+    for shard in (data_dir / "teachers" / name).glob("part-*.parquet"):
+        table = pq.read_table(shard)
+        metadata = None if framing is None else {SHARD_FRAMING_KEY: framing.encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), shard)
+
+
+def test_embeddings_of_another_framing_are_refused_then_extracted_again(
+    prepared: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = extract_teacher(prepared, "handcrafted", runner=_in_process)
+    assert record["framing"] == "start"
+    labels = read_labels(prepared)
+    original = load_embeddings(prepared, "handcrafted", labels.clip_ids)
+    _rewrite_framing(prepared, "handcrafted", "centred_zeros")  # e.g. OpenL3 before the fix
+    with pytest.raises(
+        BadValueError, match=r"'centred_zeros' framing.*teachers extract --teacher handcrafted"
+    ):
+        load_embeddings(prepared, "handcrafted", labels.clip_ids)
+    redone: list[int] = []
+
+    def rerun(jobs: list[EmbedJob]) -> None:
+        redone.extend(j.shard for j in jobs)
+        _in_process(jobs)
+
+    with caplog.at_level("WARNING", logger="east_ray.teachers.embeddings"):
+        again = extract_teacher(prepared, "handcrafted", runner=rerun)
+    shards = sorted(set(pq.read_table(prepared / "manifest.parquet")["shard"].to_pylist()))
+    assert sorted(redone) == shards and again == record
+    assert "'centred_zeros' framing" in caplog.text and "extracting it again" in caplog.text
+    assert np.array_equal(load_embeddings(prepared, "handcrafted", labels.clip_ids), original)
+
+
+def test_records_from_before_the_framing_was_recorded(prepared: Path) -> None:
+    """Every teacher framed from 0 then: still good for the teachers that still do."""
+    record = extract_teacher(prepared, "handcrafted", runner=_in_process)
+    _rewrite_framing(prepared, "handcrafted", None)
+    again = extract_teacher(prepared, "handcrafted", runner=lambda jobs: pytest.fail("redo"))
+    assert again == {k: v for k, v in record.items() if k != "framing"}
+    assert load_embeddings(prepared, "handcrafted", []).shape[0] == 0
+
+
+def test_an_interrupted_extraction_resumes_only_on_shards_of_its_framing(prepared: Path) -> None:
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    folder = prepared / "teachers" / "handcrafted"
+    record_path(prepared, "handcrafted").unlink()  # the run died before its record
+    first = sorted(folder.glob("part-*.parquet"))[0]
+    table = pq.read_table(first)
+    pq.write_table(table.replace_schema_metadata({SHARD_FRAMING_KEY: b"centred_reflect"}), first)
+    redone: list[str] = []
+
+    def rerun(jobs: list[EmbedJob]) -> None:
+        redone.extend(f"part-{j.shard:05d}.parquet" for j in jobs)
+        _in_process(jobs)
+
+    extract_teacher(prepared, "handcrafted", runner=rerun)
+    assert redone == [first.name]
+    assert pq.read_schema(first).metadata[SHARD_FRAMING_KEY] == b"start"
 
 
 def test_a_damaged_record_is_set_aside_and_written_again(

@@ -1,14 +1,17 @@
 """Teacher embeddings of a prepared dataset, extracted as a Ray Data job.
 
 `extract_teacher(data_dir, name)` writes `teachers/<name>/part-NNNNN.parquet` (`clip_id`,
-`embedding` fixed-shape tensor `[T, D]` float32), one file per clip shard of the
-prepared dataset, then the teacher's record `teachers/<name>/_teacher.json` (hop, dim,
-frames, source; `east_ray.teachers.stored`). A pool of Ray actors loads the network once
-per actor and embeds whole shards, on a (fractional) GPU when the cluster has one, else
-on a CPU. Shards and record are written atomically, so an interrupted run resumes; a
-finished teacher is not extracted again, except for shards that have gone missing or
-cannot be read (set aside, re-extracted, with a warning naming them); the spectrograms
-and `meta.json` are never rewritten.
+`embedding` fixed-shape tensor `[T, D]` float32, the teacher's framing in the schema
+metadata), one file per clip shard of the prepared dataset, then the teacher's record
+`teachers/<name>/_teacher.json` (framing, frames, dim, hop, source;
+`east_ray.teachers.stored`). A pool of Ray actors loads the network once per actor and
+embeds whole shards, on a (fractional) GPU when the cluster has one, else on a CPU.
+Shards and record are written atomically, so an interrupted run resumes; a finished
+teacher is not extracted again, except for shards that have gone missing or cannot be
+read (set aside, re-extracted, with a warning naming them) or were made with another
+framing than the registry's (extracted again, with a warning). A record made with another
+framing (`stored.stale_reason`, e.g. OpenL3 from before its frames were centred) has every
+shard extracted again. The spectrograms and `meta.json` are never rewritten.
 
 VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz), read
 dequantised by `east_ray.data.openmic.release_vggish`.
@@ -46,7 +49,14 @@ from east_ray.errors import BadValueError
 from east_ray.ray_session import init_ray
 from east_ray.teachers.extractor import Extractor
 from east_ray.teachers.registry import get_teacher, load_extractor
-from east_ray.teachers.stored import read_record, record_path, teacher_dir
+from east_ray.teachers.stored import (
+    SHARD_FRAMING_KEY,
+    UNRECORDED_FRAMING,
+    read_record,
+    record_path,
+    stale_reason,
+    teacher_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +80,10 @@ def _shard_path(data_dir: Path, name: str, shard: int) -> Path:
 def _write_shard(
     data_dir: Path, name: str, shard: int, ids: list[str], embeddings: np.ndarray
 ) -> None:
-    table = pa.table({"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embeddings)})
+    table = pa.table(
+        {"clip_id": pa.array(ids, pa.string()), "embedding": tensor_array(embeddings)},
+        metadata={SHARD_FRAMING_KEY: get_teacher(name).framing.encode()},
+    )
     write_table_atomic(table, _shard_path(data_dir, name, shard))
 
 
@@ -163,18 +176,27 @@ def _run_on_ray(jobs: list[EmbedJob], checkpoint: Path | None, pretrained: bool)
     ).materialize()
 
 
-def _readable_shard(path: Path) -> bool:
-    """Whether a teacher shard exists and its Parquet footer reads; a damaged one is moved
-    aside with a warning (extraction then writes it again)."""
+def _current_shard(path: Path, framing: str) -> bool:
+    """Whether a teacher shard exists, reads, and was made with `framing`.
+
+    A damaged one is moved aside with a warning; one of another framing is left to be
+    overwritten, with a warning.
+    """
     if not path.is_file():
         return False
     try:
-        pq.read_metadata(path)
-        return True
+        metadata = pq.read_schema(path).metadata or {}
     except (pa.ArrowInvalid, OSError) as exc:
         aside = move_aside(path)
         logger.warning("%s cannot be read (%s); moved to %s", path, exc, aside.name)
         return False
+    made = metadata.get(SHARD_FRAMING_KEY, UNRECORDED_FRAMING.encode()).decode()
+    if made != framing:
+        logger.warning(
+            "%s was made with %r framing, not %r; extracting it again", path, made, framing
+        )
+        return False
+    return True
 
 
 def _finished_record(data_dir: Path, name: str) -> dict[str, Any] | None:
@@ -224,9 +246,15 @@ def extract_teacher(
     meta = read_meta(data_dir)
     clips = _ok_clips(data_dir)
     shards = sorted(set(clips["shard"].to_pylist()))
-    todo = [s for s in shards if not _readable_shard(_shard_path(data_dir, name, s))]
+    todo = [s for s in shards if not _current_shard(_shard_path(data_dir, name, s), info.framing)]
     done = _finished_record(data_dir, name)
-    if done is not None:
+    stale = None if done is None else stale_reason(name, done)
+    if stale is not None:
+        # The stale record stays until the new one replaces it, so an interrupted run
+        # starts over rather than trusting shards of either framing.
+        logger.warning("%s: %s; extracting it again", record_path(data_dir, name), stale)
+        todo = shards
+    elif done is not None:
         if not todo:
             logger.info(
                 "%s: teacher %s already extracted (%d clips)", data_dir, name, done["clips"]
@@ -270,6 +298,7 @@ def extract_teacher(
     record = {
         "complete": True,
         "clips": len(clips),
+        "framing": info.framing,
         "frames": int(shape[0]),
         "dim": int(shape[1]),
         "hop_seconds": info.hop_seconds,

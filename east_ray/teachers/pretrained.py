@@ -10,19 +10,22 @@ and hold each teacher's frame grid (`TeacherInfo.frames`):
 | teacher | D | sr | frame t (s) | T(N) | 10 s | 29.1 s | normalised |
 |---|---|---|---|---|---|---|---|
 | vggish | 128 | 16 kHz | [.96 t, .96 t + .975) | 1 + (N − 15600)//15360 | 10 | 30 | (q − 128)/256 |
-| openl3 | 512 | 48 kHz | [.96 t, .96 t + 1) | 1 + (N − 48000)//46080 | 10 | 30 | x − 2.24 |
-| passt | 768 | 32 kHz | [.96 t, .96 (t + 1)) | N//30720 | 10 | 30 | none |
+| openl3 | 512 | 48 kHz | [.96 t − .5, .96 t + .5) | 1 + ⌈(N − 24000)/46080⌉ | 11 | 31 | x − 2.24 |
+| passt | 768 | 32 kHz | [.96 t − .48, .96 t + .48) | 1 + N//30720 | 11 | 31 | none |
 | panns | 2048 | 32 kHz | the whole clip | 1 | 1 | 1 | none |
 
 For VGGish, q is the 8-bit PCA output (whole numbers 0..255), so its values lie in
-[−0.5, 0.5). A clip shorter than one window is zero-padded to one window (T = 1); PANNs
-clips shorter than 1 s are zero-padded to 1 s, as `panns-hear` does.
+[−0.5, 0.5). A VGGish clip shorter than one window is zero-padded to one window (T = 1);
+PANNs clips shorter than 1 s are zero-padded to 1 s, as `panns-hear` does.
 
-Frames start at 0, not centred. OpenL3's and hear21passt's own timestamp functions centre
-the first window on t = 0 and pad the tail, which with a 0.96 s hop gives 11 frames for a
-10 s clip; we frame all three sequence teachers alike instead, so frame t of every teacher
-starts at t · 0.96 s and a 10 s clip has 10 frames for each (as the VGGish frames shipped
-with OpenMIC do), the grid the losses align to.
+OpenL3 and PaSST frames are centred as the EAsT authors extracted them (registry
+`framing`): openl3's `get_audio_embedding(center=True, hop_size=0.96)` puts half a window
+of zeros in front (frame t centred on .96 t s) and zero-pads the end up to the last frame
+holding clip samples (T = 1 for N ≤ 24000); hear21passt's `get_timestamp_embeddings` with
+a 960 ms window and hop reflects half a window at each end (clips of at most half a window
+are zero-padded first, since reflection needs more samples than it mirrors) and drops a
+remainder shorter than a hop. VGGish frames start at 0, as the VGGish frames shipped with
+OpenMIC do.
 
 Networks and their settings:
 - VGGish: `torchvggish`'s network (its numpy front end `waveform_to_examples`: 25 ms / 10 ms
@@ -101,10 +104,18 @@ def _pad_to(audio: Tensor, n_samples: int) -> Tensor:
 
 
 def _windows(audio: Tensor, info: TeacherInfo) -> Tensor:
-    """`(B, N)` → `(B, T, window)`: the teacher's frames, windows from 0, hop, 2·hop, ..."""
+    """`(B, N)` → `(B, T, window)`: the teacher's frames, padded as its `framing` says."""
     if info.hop is None:
         raise ValueError(f"{info.name} is a clip-level teacher: it has no frames to cut")
-    return _pad_to(audio, info.window).unfold(-1, info.window, info.hop)
+    frames = info.frames(audio.shape[-1])
+    half = info.window // 2
+    if info.framing == "centred_reflect":
+        audio = F.pad(_pad_to(audio, half + 1).unsqueeze(1), (half, half), mode="reflect")
+        audio = audio.squeeze(1)
+    elif info.framing == "centred_zeros":
+        audio = F.pad(audio, (half, 0))
+    length = info.window + (frames - 1) * info.hop  # zeros at the end or the tail dropped
+    return _pad_to(audio, length)[..., :length].unfold(-1, info.window, info.hop)
 
 
 def _in_chunks(network: Callable[[Tensor], Tensor], inputs: Tensor, size: int) -> Tensor:
@@ -230,8 +241,8 @@ def load_openl3(
     *,
     max_batch: int = MAX_BATCH,
 ) -> Extractor:
-    """OpenL3 (mel128, music, 512): frames of 1 s every 0.96 s from 48 kHz audio, minus 2.24.
-    `checkpoint`: `torchopenl3_mel128_music_512.pth.tar`."""
+    """OpenL3 (mel128, music, 512): frames of 1 s centred every 0.96 s from 48 kHz audio,
+    minus 2.24. `checkpoint`: `torchopenl3_mel128_music_512.pth.tar`."""
     device = _check("openl3", device, max_batch)
     models = import_package("openl3", "torchopenl3.models", "torchopenl3")
     weights = read_weights("openl3", checkpoint, pretrained)
@@ -249,7 +260,7 @@ def load_openl3(
         return out
 
     def embed(audio: Tensor) -> Tensor:
-        windows = _windows(audio, info)  # (B, T, 48000)
+        windows = _windows(audio, info)  # (B, T, 48000), centred
         batch, frames = windows.shape[:2]
         out = _in_chunks(network, windows.flatten(0, 1), max_batch)
         return (out - _OPENL3_OFFSET).reshape(batch, frames, -1)
@@ -269,7 +280,8 @@ def load_passt(
     max_batch: int = MAX_BATCH,
 ) -> Extractor:
     """PaSST (`passt_s_swa_p16_128_ap476`, embed_only): 768-d frames from non-overlapping
-    0.96 s windows of 32 kHz audio. `checkpoint`: `passt-s-f128-p16-s10-ap.476-swa.pt`."""
+    0.96 s windows of 32 kHz audio, centred every 0.96 s. `checkpoint`:
+    `passt-s-f128-p16-s10-ap.476-swa.pt`."""
     device = _check("passt", device, max_batch)
     passt = import_package("passt", "hear21passt.models.passt", "hear21passt")
     preprocess = import_package("passt", "hear21passt.models.preprocess", "hear21passt")
@@ -311,7 +323,7 @@ def load_passt(
         return out
 
     def embed(audio: Tensor) -> Tensor:
-        windows = _windows(audio, info)  # (B, T, 30720)
+        windows = _windows(audio, info)  # (B, T, 30720), centred
         batch, frames = windows.shape[:2]
         out = _in_chunks(forward, windows.flatten(0, 1), max_batch)
         return out.reshape(batch, frames, -1)

@@ -1,10 +1,12 @@
 """Extracted teacher embeddings read back: `load_embeddings(data_dir, name, clip_ids)`.
 
 A teacher's folder `teachers/<name>/` holds its shards (`part-NNNNN.parquet`) and, once
-extraction finished, its record `_teacher.json` (clips, frames, dim, hop, source, ...);
-one file per teacher, so teachers extracted at once never write the same file. The
-leading underscore keeps the record out of Arrow's dataset discovery: the folder still
-reads as one Parquet dataset.
+extraction finished, its record `_teacher.json` (clips, framing, frames, dim, hop,
+source, ...); one file per teacher, so teachers extracted at once never write the same
+file. The leading underscore keeps the record out of Arrow's dataset discovery: the folder
+still reads as one Parquet dataset. A record made with another framing than the
+registry's (`stale_reason`, e.g. OpenL3 extracted before its frames were centred) is
+refused here, naming the command that extracts it again.
 
 `load_embeddings` returns them in the requested clip order, z-scored with training-split
 statistics for teachers marked `standardise`, refusing missing clips and non-finite
@@ -24,8 +26,12 @@ import pyarrow.parquet as pq
 
 from east_ray.data.parquet import column_numpy
 from east_ray.errors import BadValueError
+from east_ray.teachers.registry import get_teacher
 
 RECORD = "_teacher.json"
+# Records and shards written before the framing was recorded: every teacher framed from 0.
+UNRECORDED_FRAMING = "start"
+SHARD_FRAMING_KEY = b"east_ray.framing"  # a shard's framing, in its Parquet schema metadata
 
 
 def teacher_dir(data_dir: Path, name: str) -> Path:
@@ -36,15 +42,32 @@ def record_path(data_dir: Path, name: str) -> Path:
     return teacher_dir(data_dir, name) / RECORD
 
 
+def _extract_again(data_dir: Path, name: str) -> str:
+    return (
+        f"extract the teacher again (python -m east_ray.teachers extract --teacher {name} "
+        f"--data {data_dir})"
+    )
+
+
+def stale_reason(name: str, record: dict[str, Any]) -> str | None:
+    """Why a finished record no longer matches the registry's framing, or None."""
+    info = get_teacher(name)
+    framing = record.get("framing", UNRECORDED_FRAMING)
+    if framing == info.framing and record.get("hop_seconds") == info.hop_seconds:
+        return None
+    return (
+        f"extracted with {framing!r} framing and hop {record.get('hop_seconds')} s "
+        f"(T = {record.get('frames')}), but {name} now frames {info.framing!r} with hop "
+        f"{info.hop_seconds} s"
+    )
+
+
 def read_record(data_dir: Path, name: str) -> dict[str, Any] | None:
     """Teacher `name`'s extraction record, or None if its extraction never finished."""
     path = record_path(data_dir, name)
     if not path.is_file():
         return None
-    fix = (
-        f"extract the teacher again (python -m east_ray.teachers extract --teacher {name} "
-        f"--data {data_dir})"
-    )
+    fix = _extract_again(data_dir, name)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -69,6 +92,11 @@ def load_embeddings(data_dir: Path, name: str, clip_ids: list[str]) -> np.ndarra
             f"{extracted_teachers(data_dir) or 'none'} (run `python -m east_ray.teachers "
             f"extract --teacher {name} --data {data_dir}`)",
             str(record_path(data_dir, name)),
+        )
+    stale = stale_reason(name, record)
+    if stale is not None:
+        raise BadValueError(
+            f"{record_path(data_dir, name)}: {stale}; {_extract_again(data_dir, name)}"
         )
     table = pq.read_table(teacher_dir(data_dir, name))
     row_of = {c: i for i, c in enumerate(table["clip_id"].to_pylist())}

@@ -97,6 +97,7 @@ class TrialData:
     teacher_seq: np.ndarray | None  # (N, T', D)
     teacher_hop: float | None
     teacher_logits: np.ndarray | None  # (N, C)
+    teacher_first_centre: float = 0.0  # seconds to the centre of teacher frame 0
 
 
 def build_trial_data(
@@ -124,6 +125,9 @@ def build_trial_data(
         teacher_seq=teacher_seq,
         teacher_hop=get_teacher(cell.teacher).hop_seconds if cell.teacher else None,
         teacher_logits=teacher_logits,
+        teacher_first_centre=get_teacher(cell.teacher).first_centre_seconds
+        if cell.teacher
+        else 0.0,
     )
 
 

@@ -41,7 +41,8 @@ from east_ray.data.parquet import (
 )
 from east_ray.losses import masked_bce
 from east_ray.metrics import evaluate
-from east_ray.teachers.stored import load_embeddings
+from east_ray.teachers.registry import get_teacher
+from east_ray.teachers.stored import UNRECORDED_FRAMING, load_embeddings
 from east_ray.train.selection import Selection
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def fit_teacher_lr(
     recipe = recipe or TeacherLRRecipe()
     logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
-    if stored is not None:
+    if stored is not None and _same_framing(stored, teacher, record_path):
         return stored
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
@@ -125,6 +126,23 @@ def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> di
         ", ".join(changed),
     )
     return None
+
+
+def _same_framing(stored: dict[str, Any], teacher: str, record_path: Path) -> bool:
+    """Whether a stored fit was made on embeddings framed as the teacher frames them now
+    (a record from before framings were recorded counts as the original framing)."""
+    framing = get_teacher(teacher).framing
+    fitted_on = stored.get("teacher_framing", UNRECORDED_FRAMING)
+    if fitted_on == framing:
+        return True
+    logger.warning(
+        "Teacher_LR %s was fitted on %r-framed embeddings, %s now frames %r; fitting it again",
+        record_path.with_suffix(""),
+        fitted_on,
+        teacher,
+        framing,
+    )
+    return False
 
 
 def _split_tensors(
@@ -216,6 +234,7 @@ def _fit(
     _train(run, tensors, threshold)
     record: dict[str, Any] = {
         "teacher": teacher,
+        "teacher_framing": get_teacher(teacher).framing,
         "fraction": fraction,
         "seed": seed,
         "recipe": applied_recipe(recipe, teacher),

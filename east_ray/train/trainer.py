@@ -128,6 +128,7 @@ class TrialSpec:
             self.recipe.kd_temperature,
             self.recipe.kd_weight_in_dcor_kd,
             self.recipe.kd_mask,
+            alignment=self.recipe.alignment,
         )
 
 
@@ -302,6 +303,7 @@ class _Run:
             stage_hops=self.stage_hops,
             teacher_seq=inp.teacher_seq,
             teacher_hop=self.data.teacher_hop,
+            teacher_first_centre=self.data.teacher_first_centre,
             teacher_logits=inp.teacher_logits,
         )
 
