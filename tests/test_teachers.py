@@ -9,7 +9,7 @@ import logging
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -373,11 +373,7 @@ def test_missing_or_damaged_shards_of_a_finished_teacher_are_extracted_again(
     shards[0].unlink()  # deleted by hand while meta.json still lists the teacher
     shards[1].write_bytes(shards[1].read_bytes()[:100])  # truncated copy
     redone: list[int] = []
-
-    def rerun(jobs: list[EmbedJob]) -> None:
-        redone.extend(j.shard for j in jobs)
-        _in_process(jobs)
-
+    rerun = _recording(redone)
     with caplog.at_level("WARNING", logger="east_ray.teachers.embeddings"):
         again = extract_teacher(prepared, "handcrafted", runner=rerun)
     assert len(redone) == 2 and again == record
@@ -386,6 +382,16 @@ def test_missing_or_damaged_shards_of_a_finished_teacher_are_extracted_again(
     assert shards[0].name in caplog.text and shards[1].name in caplog.text
     assert len(list(folder.glob("*.corrupt-*"))) == 1
     assert pq.read_table(folder).sort_by("clip_id").equals(original)
+
+
+def _recording(redone: list[int]) -> Callable[[list[EmbedJob]], None]:
+    """An in-process runner that also notes the shards it runs in `redone`."""
+
+    def run(jobs: list[EmbedJob]) -> None:
+        redone.extend(j.shard for j in jobs)
+        _in_process(jobs)
+
+    return run
 
 
 def _rewrite_framing(data_dir: Path, name: str, framing: str | None) -> None:
@@ -413,11 +419,7 @@ def test_embeddings_of_another_framing_are_refused_then_extracted_again(
     ):
         load_embeddings(prepared, "handcrafted", labels.clip_ids)
     redone: list[int] = []
-
-    def rerun(jobs: list[EmbedJob]) -> None:
-        redone.extend(j.shard for j in jobs)
-        _in_process(jobs)
-
+    rerun = _recording(redone)
     with caplog.at_level("WARNING", logger="east_ray.teachers.embeddings"):
         again = extract_teacher(prepared, "handcrafted", runner=rerun)
     shards = sorted(set(pq.read_table(prepared / "manifest.parquet")["shard"].to_pylist()))
