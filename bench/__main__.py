@@ -2,8 +2,9 @@
 
 Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
 a ratio of two things measured side by side in the same run: trainer full path vs bare
-loop, regularizer vs baseline step, log-mel vs librosa, study runner vs in-process, and
-training FLOP/s vs this machine's matmul peak.
+loop, regularizer vs baseline step, log-mel vs librosa, study runner vs in-process, a
+trial's private memory with the object-store blocks viewed vs copied, and training FLOP/s
+vs this machine's matmul peak.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from bench import flops, local_ray, logmel, study_overhead, trainer
+from bench import flops, local_ray, logmel, study_overhead, trainer, trial_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +49,12 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(
             f"| {slots} trial(s) at once on fake GPUs | {row['trials_per_s']:.2f} trials/s | |"
         )
+    mem = result["trial_memory"]
+    lines.append(
+        f"| trial private memory / spectrogram MiB ({mem['data_mib']} MiB): views / joined "
+        f"chunks | {mem['private_per_data_views']:.3f} / {mem['private_per_data_joined']:.2f} "
+        "| ~0 |"
+    )
     for name, row in fl["students"].items():
         lines.append(f"| {name} training FLOP/s / matmul peak | {row['fraction_of_peak']:.2f} | |")
     return "\n".join(lines) + "\n"
@@ -66,6 +73,7 @@ def main() -> None:
     result["trainer"] = trainer.run(steps=3, base_channels=32, clips=40)
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)
+    result["trial_memory"] = trial_memory.run(clips=1000)
     result["seconds"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"{result['date']}-{result['host']}"

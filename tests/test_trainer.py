@@ -479,3 +479,34 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_generation_resumes(
     again = train(spec, data, run_dir, report=lambda m, _: epochs_run.append(m["epoch"]))
     assert epochs_run[0] == 1.0 and again.test == whole.test
     assert len(list(run_dir.glob("*.corrupt-*"))) == 3
+
+
+def test_block_store_views_object_store_blocks_without_copying(ray_local: None) -> None:
+    """The memory model: a trial maps the spectrogram blocks in place, so N trials on a
+    node share one copy. Blocks with several chunks (Parquet row groups) included."""
+    import pyarrow as pa
+    import ray
+
+    from east_ray.data.parquet import tensor_array
+    from east_ray.train.data import ArrayStore, BlockStore
+
+    logmel = np.random.default_rng(0).random((10, 4, 6)).astype(np.float16)
+    tensors = tensor_array(logmel)
+    ids = [f"c{i}" for i in range(10)]
+    blocks = [
+        pa.table({"clip_id": ids[:7], "logmel": pa.chunked_array([tensors[:3], tensors[3:7]])}),
+        pa.table({"clip_id": ids[7:], "logmel": pa.chunked_array([tensors[7:]])}),
+    ]
+    stored = ray.get([ray.put(b) for b in blocks])  # zero-copy reads of the object store
+    store = BlockStore(stored)
+    buffers = [
+        np.frombuffer(chunk.storage.values.buffers()[1], dtype=np.float16)
+        for b in stored
+        for chunk in b["logmel"].chunks
+    ]
+    assert len(store._arrays) == len(buffers) == 3
+    for view, buffer in zip(store._arrays, buffers, strict=True):
+        assert np.shares_memory(view, buffer)  # a view of the block, not a copy
+    rows = np.array([9, 0, 4, 3, 7])
+    assert store.clip_ids == ids
+    assert np.array_equal(store.gather(rows), ArrayStore(ids, logmel).gather(rows))

@@ -55,6 +55,14 @@ def vector_array(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
+def column_chunks(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A tensor column → one numpy view `(n_i, ...)` per chunk, no copy (read-only when
+    the buffers are, e.g. in Ray's object store)."""
+    if not isinstance(column.type, pa.FixedShapeTensorType):
+        raise TypeError(f"column: got Arrow type {column.type}, expected a tensor")
+    return [chunk.to_numpy_ndarray() for chunk in column.chunks if len(chunk)]
+
+
 def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A tensor or fixed-size-list column → one stacked numpy array `(N, ...)`."""
     array = column

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
-from east_ray.data.parquet import LabelTable, column_numpy, read_labels
+from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
 from east_ray.errors import BadValueError
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
@@ -57,10 +57,11 @@ class ArrayStore:
 
 
 class BlockStore:
-    """Spectrograms spread over Arrow blocks (e.g. Ray object-store blocks), not copied."""
+    """Spectrograms spread over Arrow blocks (e.g. Ray object-store blocks), not copied:
+    each chunk of each block is viewed in place (joining a block's chunks would copy it)."""
 
     def __init__(self, blocks: Sequence[pa.Table]) -> None:
-        self._arrays = [column_numpy(b["logmel"]) for b in blocks]
+        self._arrays = [a for b in blocks for a in column_chunks(b["logmel"])]
         self._clip_ids = [c for b in blocks for c in b["clip_id"].to_pylist()]
         sizes = [len(a) for a in self._arrays]
         self._block = np.repeat(np.arange(len(sizes)), sizes)
