@@ -35,6 +35,7 @@ _NAMES = {
     ("dcor_kd", "final"): "EAsT_KD",
 }
 _BASE_NAMES = {"cos_diff": "EAsT_Cos-Diff", "dcor": "EAsT", "dcor_kd": "EAsT_KD"}
+TEACHER_NAMES = {"vggish": "VGGish", "openl3": "OpenL3", "passt": "PaSST", "panns": "PANNs"}
 TABLE_METRICS = {
     "openmic": ("mAP", "F1"),
     "synthmic": ("mAP", "F1"),
@@ -171,6 +172,23 @@ def paper_table(
     return table.sort_values(keys).drop(columns=[f"_{c}" for c in ranks]).reset_index(drop=True)
 
 
+def display_name(teacher: str) -> str:
+    """How the paper writes a teacher's name (`passt` → `PaSST`); others unchanged."""
+    return TEACHER_NAMES.get(teacher, teacher)
+
+
+def percent(fraction: float) -> str:
+    """`0.05` → `5 %`."""
+    return f"{100 * fraction:g} %"
+
+
+def flat_columns(wide: pd.DataFrame) -> pd.DataFrame:
+    """A `format_table` with one header row, "VGGish · mAP", for Markdown and terminals."""
+    flat = wide.copy()
+    flat.columns = [f"{teacher} · {metric}" for teacher, metric in wide.columns]
+    return flat
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 ± 0.004"."""
 
@@ -181,10 +199,10 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
             return f"{row['mean']:.3f}"
         return f"{row['mean']:.3f} ± {row['ci95']:.3f}"
 
-    text = table.assign(value=table.apply(cell, axis=1))
+    text = table.assign(value=table.apply(cell, axis=1), teacher=table["teacher"].map(display_name))
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
-    systems = list(dict.fromkeys(table["system"]))
-    columns = list(dict.fromkeys(zip(table["teacher"], table["metric"], strict=True)))
+    systems = list(dict.fromkeys(text["system"]))
+    columns = list(dict.fromkeys(zip(text["teacher"], text["metric"], strict=True)))
     return wide.loc[systems, columns]
 
 
@@ -248,17 +266,22 @@ def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
         panel = pd.concat([baseline, summary[summary["teacher"] == teacher]])
         for system, group in panel.groupby("system", sort=False):
             rows = group.sort_values("fraction")
-            ax.errorbar(
+            (line,) = ax.plot(rows["fraction"], rows["mean"], marker="o", label=system)
+            ci = rows["ci95"].fillna(0.0)
+            ax.fill_between(
                 rows["fraction"],
-                rows["mean"],
-                yerr=rows["ci95"].fillna(0.0),
-                marker="o",
-                capsize=3,
-                label=system,
+                rows["mean"] - ci,
+                rows["mean"] + ci,
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
             )
+        fractions = sorted(panel["fraction"].unique())
         ax.set_xscale("log")
-        ax.set_title(f"teacher: {teacher}")
-        ax.set_xlabel("training data fraction")
+        ax.set_xticks(fractions, [percent(f) for f in fractions])
+        ax.minorticks_off()
+        ax.set_title(f"teacher: {display_name(teacher)}")
+        ax.set_xlabel("training data (band: 95% CI over seeds)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric}")
     axes[0][-1].legend(fontsize=7, loc="lower right")

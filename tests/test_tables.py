@@ -13,6 +13,7 @@ from east_ray.tables import (
     choose_lambda,
     ci95,
     expected_pairs,
+    flat_columns,
     format_table,
     limited_data_figure,
     paper_table,
@@ -106,9 +107,12 @@ def test_paper_table_keeps_missing_cells_and_repeats_baseline() -> None:
     assert east["mean"] == pytest.approx(0.41) and east["n"] == 3 and east["lam"] == 0.8
     wide = format_table(table)
     assert list(wide.index) == ["Baseline", "Teacher_LR", "KD", "EAsT_Final"]
-    assert wide.loc["KD", ("vggish", "mAP")] == "missing"
-    assert wide.loc["EAsT_Final", ("vggish", "mAP")].startswith("0.410 ± ")
-    assert list(wide.columns)[:2] == [("vggish", "mAP"), ("vggish", "F1")]
+    assert wide.loc["KD", ("VGGish", "mAP")] == "missing"
+    assert wide.loc["EAsT_Final", ("VGGish", "mAP")].startswith("0.410 ± ")
+    assert list(wide.columns)[:2] == [("VGGish", "mAP"), ("VGGish", "F1")]
+    flat = flat_columns(wide)  # one header row for Markdown and the terminal
+    assert list(flat.columns)[:3] == ["VGGish · mAP", "VGGish · F1", "OpenL3 · mAP"]
+    assert "| VGGish · mAP" in flat.to_markdown() and "('" not in flat.to_markdown()
     assert "EAsT_Final" in wide.to_markdown() and "tabular" in wide.to_latex()
 
 
@@ -135,8 +139,19 @@ def test_an_extra_system_is_its_own_row_repeated_under_every_teacher() -> None:
     assert base["mean"].tolist() == pytest.approx([0.40, 0.40])
 
 
-def test_limited_data_figure_is_a_png(tmp_path: Path) -> None:
+def test_limited_data_figure_is_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+
+    shown: list[list[str]] = []
+    real = plt.Axes.set_xticks
+
+    def record(ax: plt.Axes, ticks: list[float], labels: list[str]) -> object:
+        shown.append(list(labels))
+        return real(ax, ticks, labels)
+
+    monkeypatch.setattr(plt.Axes, "set_xticks", record)
     path = limited_data_figure(_results(), "mAP", tmp_path / "fig.png")
+    assert shown == [["10 %", "100 %"]]  # fractions as percentages, not 10⁻¹
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 

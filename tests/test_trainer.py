@@ -123,6 +123,34 @@ def test_train_reports_same_keys_each_epoch_and_writes_curves(
     tags = set(events.Tags()["scalars"])
     assert {"loss/total", "loss/pred", "loss/reg", "epoch/val_mAP"} <= tags
     assert len(events.Scalars("loss/total")) == result.steps
+    hparams, finals = _hparams(tmp_path / "run" / "tb")
+    assert hparams["regularizer"] == "dcor" and hparams["stage"] == "all"
+    assert hparams["teacher"] == "handcrafted" and hparams["lam"] == spec.cell.lam
+    assert finals["final/test_mAP"] == pytest.approx(result.test["mAP"])
+
+
+def _hparams(tb: Path) -> tuple[dict[str, object], dict[str, float]]:
+    """The HParams session a run wrote (its axes) and its `final/*` scalars, read back
+    from the event files as TensorBoard's HParams tab reads them."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    axes: dict[str, object] = {}
+    finals: dict[str, float] = {}
+    for path in sorted(tb.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == metadata.SESSION_START_INFO_TAG:
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    for name, v in data.session_start_info.hparams.items():
+                        axes[name] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                elif value.tag.startswith("final/"):
+                    finals[value.tag] = (
+                        value.tensor.float_val[0] if value.tensor.float_val else value.simple_value
+                    )
+    return axes, finals
 
 
 class _InterruptError(Exception):

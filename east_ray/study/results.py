@@ -25,6 +25,7 @@ from east_ray.tables import (
     TABLE_METRICS,
     beside_paper,
     expected_pairs,
+    flat_columns,
     format_beside_paper,
     format_table,
     limited_data_figure,
@@ -159,8 +160,8 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
             f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
             f"({lambda_rule(spec.grid)}; mean ± 95% CI over seeds)"
         )
-        parts += [title, table.to_string(), ""]
-        markdown += [f"### {title}", "", table.to_markdown(), ""]
+        parts += [title, flat_columns(table).to_string(), ""]
+        markdown += [f"### {title}", "", flat_columns(table).to_markdown(), ""]
         latex += [f"% {title}", table.to_latex(), ""]
         if fraction == 1.0:
             note, beside = _beside_paper(spec, tidy)

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
@@ -492,6 +493,25 @@ def _epochs(run: _Run) -> Iterator[int]:
         yield epoch
 
 
+def _write_hparams(
+    writer: SummaryWriter, cell: Cell, test: dict[str, float], best_val_map: float
+) -> None:
+    """The cell's axes and its final metrics for TensorBoard's HParams tab (one session
+    per run folder, so every trial of a study compares side by side)."""
+    axes = {
+        k: ("-" if v is None else v) for k, v in dataclasses.asdict(cell).items() if k != "student"
+    }
+    metrics = {f"final/test_{k}": test[k] for k in METRIC_KEYS}
+    metrics["final/best_val_mAP"] = best_val_map
+    # through this run's own writer: `add_hparams` would open a second event file
+    file_writer = writer.file_writer
+    assert file_writer is not None  # a SummaryWriter opens its file when constructed
+    for summary in hparams(axes, metrics):
+        file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value)
+
+
 def train(
     spec: TrialSpec,
     data: TrialData,
@@ -557,6 +577,7 @@ def train(
                 report(metrics, path)
         run.model.load_state_dict(run.best_weights)
         _, test = run.evaluate_rows(data.test_rows)
+        _write_hparams(run.writer, spec.cell, test, run.state.best_map)
     finally:
         run.writer.close()
     s = run.state
