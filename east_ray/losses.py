@@ -12,7 +12,7 @@
 - Stage "final" uses the last stage map, "all" averages the loss over every stage.
 
 Student stage maps `(B, C, F, T)` are averaged over frequency to `(B, T, C)` and put on
-one frame grid with the teacher `(B, T', D)` (`align`), by one of `ALIGNMENTS`:
+one frame grid with the teacher `(B, T', D)` (`align`), by `recipe.alignment`:
 
 - "authors" (default), the pairing of the authors' code: the sequence with the longer hop
   is repeated frame-wise (`repeat_interleave` by hop_t / hop_s, the factor they hard-coded:
@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from east_ray.config import (
-    ALIGNMENTS,
     LOGIT_REGULARIZERS,
     RECIPE_CHOICES,
     REGULARIZERS,
@@ -165,6 +164,12 @@ def _authors_clip_frames(n_s: int, student_hop: float) -> int:
     return max(1, min(n_s, math.ceil(span / student_hop - _EPS)))
 
 
+def _check_choice(name: str, value: str) -> None:
+    """A named recipe option must be one of `RECIPE_CHOICES[name]`."""
+    if value not in RECIPE_CHOICES[name]:
+        raise ValueError(f"{name}: got {value!r}, expected one of {RECIPE_CHOICES[name]}")
+
+
 def align(
     student_seq: Tensor,
     student_hop: float,
@@ -176,12 +181,11 @@ def align(
 ) -> tuple[Tensor, Tensor]:
     """Put `(B, T_s, C)` and `(B, T_t, D)` on one frame grid → two `(B, T, ·)` tensors.
 
-    `alignment` is one of `ALIGNMENTS` (module docstring); `teacher_hop=None` marks a
+    `alignment`: "authors" or "time" (module docstring); `teacher_hop=None` marks a
     clip-level teacher. `teacher_first_centre`: seconds from the clip's start to the centre
     of teacher frame 0 (used by "time" only).
     """
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"alignment: got {alignment!r}, expected one of {ALIGNMENTS}")
+    _check_choice("alignment", alignment)
     if student_hop <= 0:
         raise ValueError(f"student_hop: got {student_hop}, expected seconds > 0")
     n_s, n_t = student_seq.shape[1], teacher_seq.shape[1]
@@ -234,12 +238,8 @@ class LossSpec:
             )
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam: got {self.lam}, expected a number in [0, 1]")
-        if self.kd_mask not in RECIPE_CHOICES["kd_mask"]:
-            raise ValueError(
-                f"kd_mask: got {self.kd_mask!r}, expected one of {RECIPE_CHOICES['kd_mask']}"
-            )
-        if self.alignment not in ALIGNMENTS:
-            raise ValueError(f"alignment: got {self.alignment!r}, expected one of {ALIGNMENTS}")
+        _check_choice("kd_mask", self.kd_mask)
+        _check_choice("alignment", self.alignment)
 
 
 class LossTerms(NamedTuple):

@@ -82,6 +82,7 @@ def test_the_recipe_options_default_to_the_authors_and_list_the_default_first() 
         "mixup_partner": "training_set",
         "precision": "fp32",
         "kd_mask": "labelled",
+        "alignment": "authors",
     }
     recipe = config.Recipe()
     assert {name: getattr(recipe, name) for name in config.RECIPE_CHOICES} == authors
