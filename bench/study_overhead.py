@@ -23,7 +23,7 @@ from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
 from east_ray.data.datasets import get_dataset
 from east_ray.data.prepare import prepare
-from east_ray.study.tune import run_tune, shared_inputs
+from east_ray.study.tune import run_tune, shared_inputs, trial_key
 from east_ray.synthmic import synthesize
 from east_ray.train.data import load_trial_data
 from east_ray.train.trainer import TrialSpec, train
@@ -61,9 +61,10 @@ def run(trials: int) -> dict[str, Any]:
     def tune_seconds(spec: StudySpec, slots: int, folder: str) -> float:
         study_dir = tmp / folder
         study_dir.mkdir()
-        shared = shared_inputs(spec, cells, data, study_dir, max_epochs=1)
+        shared = {spec.name: shared_inputs(spec, cells, data, study_dir, max_epochs=1)}
+        pending = {trial_key(spec.name, c.cell_id): c for c in cells}
         begin = time.perf_counter()
-        run_tune(spec, cells, shared, study_dir, retries=0, max_concurrent=slots)
+        run_tune(spec.name, shared, pending, study_dir, retries=0, max_concurrent=slots)
         return time.perf_counter() - begin
 
     sequential = tune_seconds(spec, 1, "tune-1")

@@ -4,7 +4,8 @@ A study file (`studies/<name>.toml`) names the dataset, the student, the log-mel
 features, the training recipe, the per-trial resources and the grid axes. `load_study`
 returns a `StudySpec` or raises `SpecError` listing *every* problem, each with the field,
 the bad value and what was expected; an unknown key is an error, so a typo never passes
-silently.
+silently. A study file may instead list other studies (`includes = ["openmic",
+"magnatagatune"]`); `load_parts` returns every study a file names as one `Study`.
 
 The grid is expanded into canonical `Cell`s by `expand_cells`: axes that do not apply to
 a regularizer collapse (the baseline has no teacher, stage or λ; kd has no stage), and a
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -36,6 +38,8 @@ STUDENT_OPTIONS: dict[str, tuple[str, ...]] = {
     "mobile_fcn": ("n_mels", "dropout"),
 }
 STUDENTS = tuple(STUDENT_OPTIONS)
+# The mel-band counts a student's pooling is built for (students not listed take any).
+STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
 TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
 REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
 STAGES = ("final", "all")
@@ -49,6 +53,9 @@ USES_STAGE = {r: r in SEQUENCE_REGULARIZERS for r in REGULARIZERS}
 SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] else (None,)))
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+# a study's name is a folder name under the results storage
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NAME_RULE = "letters, digits, '_', '.' or '-' (a folder name), starting with a letter or digit"
 
 
 class SpecError(BadValueError):
@@ -379,6 +386,8 @@ def recipe_choice_problems(recipe: Recipe) -> list[str]:
 def _check(spec: StudySpec, problems: list[str]) -> None:
     """Semantic checks on a spec whose types are already right."""
     _check_systems(spec, problems)
+    if not _NAME.fullmatch(spec.name):
+        problems.append(f"name: got {spec.name!r}, expected {_NAME_RULE}")
     _one_of("dataset", spec.dataset, DATASETS, problems)
     _one_of("student", spec.student, STUDENTS, problems)
     if spec.student in STUDENTS:
@@ -395,6 +404,12 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
             f"student_options.n_mels: got {n_mels!r}, but features.n_mels is "
             f"{spec.features.n_mels}; the student reads the features' mel bands, so make "
             "them equal (or drop student_options.n_mels)"
+        )
+    allowed_mels = STUDENT_N_MELS.get(spec.student)
+    if allowed_mels is not None and spec.features.n_mels not in allowed_mels:
+        problems.append(
+            f"features.n_mels: got {spec.features.n_mels}, but {spec.student} is built for "
+            f"{' or '.join(map(str, allowed_mels))} mel bands; use one of those"
         )
     g = spec.grid
     if not g.regularizers:
@@ -559,6 +574,15 @@ def resolve_study_path(name_or_path: str) -> Path:
     )
 
 
+def _resolve_from(path: Path, name_or_path: str) -> Path:
+    """A study named inside file `path`: a relative .toml path is taken from `path`'s
+    folder, a name is looked up as on the command line."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and not candidate.is_absolute():
+        return resolve_study_path(str(path.parent / candidate))
+    return resolve_study_path(name_or_path)
+
+
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """`base` with `over` laid on top, table by table (a list or value replaces)."""
     out = dict(base)
@@ -583,15 +607,62 @@ def _load_table(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return table
     if not isinstance(base, str):
         raise SpecError(str(path), [f"extends: got {base!r}, expected a study name or path"])
-    parent = _load_table(resolve_study_path(base), (*seen, path.resolve()))
+    parent = _load_table(_resolve_from(path, base), (*seen, path.resolve()))
     return _merged(parent, table)
 
 
+@dataclass(frozen=True)
+class Study:
+    """What one `python -m east_ray.study NAME` runs in one Tune run: one spec per part.
+
+    A study file either is one part (a `StudySpec`) or lists parts by name, e.g. the whole
+    paper as `includes = ["openmic", "magnatagatune"]`; each part keeps its own dataset,
+    student, features, recipe and resources, and its results folder (so a part's finished
+    cells count whether it ran alone or within the larger study)."""
+
+    name: str
+    parts: tuple[StudySpec, ...]
+
+
 def load_study(name_or_path: str | Path) -> StudySpec:
-    """Load and validate a study by name (`openmic`) or path (`my/study.toml`); a study
-    may extend another (`extends = "openmic"`) and change only what differs."""
+    """Load and validate a one-part study by name (`openmic`) or path (`my/study.toml`); a
+    study may extend another (`extends = "openmic"`) and change only what differs."""
+    study = load_parts(name_or_path)
+    if len(study.parts) > 1 or study.parts[0].name != study.name:
+        raise SpecError(
+            str(resolve_study_path(str(name_or_path))),
+            [
+                f"includes: study {study.name!r} is made of the studies "
+                f"{', '.join(p.name for p in study.parts)}; name one of them here"
+            ],
+        )
+    return study.parts[0]
+
+
+def load_parts(name_or_path: str | Path) -> Study:
+    """Load and validate a study by name or path: one spec, or the studies it `includes`."""
     path = resolve_study_path(str(name_or_path))
-    return parse_study(_load_table(path), str(path))
+    table = _load_table(path)
+    if "includes" not in table:
+        spec = parse_study(table, str(path))
+        return Study(spec.name, (spec,))
+    includes, name = table.pop("includes"), table.pop("name", None)
+    problems = [
+        f"{key}: not allowed beside includes; set it in the included study" for key in table
+    ]
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        problems.append(f"name: got {name!r}, expected {_NAME_RULE}")
+    if not (isinstance(includes, list) and includes and all(isinstance(x, str) for x in includes)):
+        problems.append(f"includes: got {includes!r}, expected a list of study names or paths")
+    if problems:
+        raise SpecError(str(path), problems)
+    parts = tuple(load_study(_resolve_from(path, part)) for part in includes)
+    names = [p.name for p in parts]
+    if len(set(names)) < len(names):
+        raise SpecError(
+            str(path), [f"includes: the parts' names must differ, got {', '.join(names)}"]
+        )
+    return Study(name, parts)
 
 
 def expand_cells(spec: StudySpec) -> list[Cell]:

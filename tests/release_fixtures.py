@@ -134,6 +134,37 @@ def write_mtat_audio(root: Path, path: str, seconds: float, seed: int) -> None:
     sf.write(target, tone(seconds, 16000, 1, seed)[:, 0], 16000, format="MP3")
 
 
+def prepared_mtat(tmp: Path, n: int = 18) -> Path:
+    """A prepared (Parquet) MagnaTagATune-layout dataset of `n` one-second MP3 clips, built
+    in-process: folders 0-b train, c valid, d-f test; every split has clips with and
+    without each of three tags."""
+    from east_ray.data.magnatagatune import read_magnatagatune
+    from east_ray.data.prepare import ShardJob, build_shard, prepare
+
+    folders = ["0", "1", "2", "3", "4", "5", "c", "c", "d", "e", "f", "f"]
+    tags = (["rock"], ["classical"], ["guitar", "rock"])
+    clips = [
+        (
+            str(i),
+            f"{folders[i % len(folders)]}/artist{i % 5}-album-{i:02d}-song-0-29.mp3",
+            tags[i % 3],
+        )
+        for i in range(n)
+    ]
+    root = tmp / "magnatagatune"
+    write_mtat(root, clips)
+    for i, (_, path, _) in enumerate(clips):
+        write_mtat_audio(root, path, 1.0, i)
+    out = tmp / "prepared"
+
+    def in_process(jobs: list[ShardJob]) -> None:
+        for job in jobs:
+            build_shard(job)
+
+    prepare(read_magnatagatune(root), TEST_FEATURES, out, shard_size=8, runner=in_process)
+    return out
+
+
 def tiny_study(
     name: str,
     *,
@@ -142,10 +173,12 @@ def tiny_study(
     regularizers: str = '["none", "kd", "dcor"]',
     stages: str = '["final"]',
     lams: str = "0.5",
+    dataset: str = "openmic",
 ) -> str:
-    """A study TOML for `prepared_openmic` data: 8-channel CP-ResNet, handcrafted teacher."""
+    """A study TOML for `prepared_openmic` (or, with `dataset`, `prepared_mtat`) data:
+    8-channel CP-ResNet, handcrafted teacher."""
     return f"""name = "{name}"
-dataset = "openmic"
+dataset = "{dataset}"
 student = "cp_resnet"
 [student_options]
 base_channels = 8

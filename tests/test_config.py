@@ -44,10 +44,42 @@ def test_the_shipped_studies_load() -> None:
         "magnatagatune_limited",
         "openmic",
         "openmic_limited",
+        "paper",
     ]
     for name in SHIPPED:
-        spec = load_study(name)
-        assert isinstance(spec, StudySpec) and spec.name == name
+        study = config.load_parts(name)
+        assert study.name == name and all(isinstance(p, StudySpec) for p in study.parts)
+    paper = config.load_parts("paper")
+    assert paper.parts == (load_study("openmic"), load_study("magnatagatune"))
+
+
+def test_a_study_of_studies_takes_its_parts_as_they_load_alone(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.toml").write_text('extends = "openmic"\nname = "mine"\n')
+    both = tmp_path / "both.toml"
+    both.write_text('name = "both"\nincludes = ["sub/mine.toml", "magnatagatune"]\n')
+    study = config.load_parts(both)  # a relative path is taken from the including file
+    assert [p.name for p in study.parts] == ["mine", "magnatagatune"]
+    assert study.parts[0] == dataclasses.replace(load_study("openmic"), name="mine")
+    with pytest.raises(SpecError, match=r"study 'both' is made of the studies mine, magnatagatune"):
+        load_study(both)
+
+    both.write_text('name = "both/x"\nincludes = ["openmic", "openmic"]\nseeds = [1]\n')
+    with pytest.raises(SpecError) as info:
+        config.load_parts(both)
+    assert info.value.problems == [
+        "seeds: not allowed beside includes; set it in the included study",
+        "name: got 'both/x', expected letters, digits, '_', '.' or '-' (a folder name), "
+        "starting with a letter or digit",
+    ]
+    both.write_text('name = "both"\nincludes = ["openmic", "openmic"]\n')
+    with pytest.raises(
+        SpecError, match="includes: the parts' names must differ, got openmic, openmic"
+    ):
+        config.load_parts(both)
+    both.write_text('name = "both"\nincludes = "openmic"\n')
+    with pytest.raises(SpecError, match="includes: got 'openmic', expected a list of study names"):
+        config.load_parts(both)
 
 
 def test_paper_recipes() -> None:
@@ -157,6 +189,14 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
             "student_options.n_mels: got 96, but features.n_mels is 128",
         ),
         (
+            lambda t: (
+                t.update(student="mobile_fcn", student_options={}),
+                t["features"].update(n_mels=64),
+            ),
+            "features.n_mels: got 64, but mobile_fcn is built for 96 or 128 mel bands",
+        ),
+        (lambda t: t.update(name="a/b"), "name: got 'a/b', expected letters, digits"),
+        (
             lambda t: t["teacher_lr"]["lr_by_teacher"].update(wav2vec=0.2),
             "teacher_lr.lr_by_teacher.wav2vec: got 'wav2vec', expected one of: vggish, openl3",
         ),
@@ -226,6 +266,19 @@ def test_the_names_a_spec_may_use_are_the_registries_names() -> None:
 
     assert {name: student_options(name) for name in STUDENTS} == STUDENT_OPTIONS
     assert set(config.TEACHERS) == set(TEACHERS)
+
+
+@pytest.mark.parametrize("student", sorted(config.STUDENT_N_MELS))
+def test_the_mel_bands_a_spec_allows_are_those_the_student_builds_with(student: str) -> None:
+    from east_ray.models import build_student
+
+    for n_mels in range(16, 257, 16):
+        try:
+            build_student(student, 5, n_mels=n_mels)
+        except ValueError:
+            assert n_mels not in config.STUDENT_N_MELS[student]
+        else:
+            assert n_mels in config.STUDENT_N_MELS[student]
 
 
 def test_a_dry_run_imports_neither_torch_nor_ray() -> None:

@@ -151,7 +151,9 @@ def test_a_failed_trial_releases_its_cell_for_the_retry(
 
     spec = load_study(_write(tmp_path / "tiny.toml", "0.5"))
     cell = expand_cells(spec)[0]
-    shared = tune.Shared(spec, {cell.cell_id: cell}, str(tmp_path), 20, None, [], {}, {}, None)  # type: ignore[arg-type]
+    part = tune.Shared(spec, {cell.cell_id: cell}, str(tmp_path), 20, None, [], {}, {}, None)  # type: ignore[arg-type]
+    shared = {spec.name: part}
+    config = {"cell_id": tune.trial_key(spec.name, cell.cell_id)}
     attempts: list[int] = []
 
     def build_then_train(cell_: object, shared_: object, run_dir: Path) -> None:
@@ -162,8 +164,8 @@ def test_a_failed_trial_releases_its_cell_for_the_retry(
 
     monkeypatch.setattr(tune, "_train_cell", build_then_train)
     with pytest.raises(OSError, match="lost a block"):
-        tune.run_trial({"cell_id": cell.cell_id}, shared)
-    retry = threading.Thread(target=tune.run_trial, args=({"cell_id": cell.cell_id}, shared))
+        tune.run_trial(config, shared)
+    retry = threading.Thread(target=tune.run_trial, args=(config, shared))
     retry.start()
     retry.join(timeout=10)
     assert not retry.is_alive(), "the retry waits for a lock its own process still holds"
@@ -203,3 +205,46 @@ def test_an_added_extra_system_joins_a_results_folder_and_a_changed_one_is_refus
     other = dataclasses.replace(spec.systems[0], recipe={"early_stop_patience": 30})
     with pytest.raises(SpecError, match=r"systems\.Baseline \(authors' config\): the results"):
         check_study_dir(dataclasses.replace(spec, systems=(other,)), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_study_of_two_datasets_is_one_tune_run_with_tables_per_dataset(
+    prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.release_fixtures import prepared_mtat
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    prepared.rename(data_root / "openmic")
+    prepared_mtat(tmp_path / "mtat").rename(data_root / "magnatagatune")
+    common = {"recipe": "max_steps = 8", "regularizers": '["none", "dcor"]'}
+    (tmp_path / "om.toml").write_text(tiny_study("om", **common))
+    # the same student on both, so the fixture's 32 mel bands serve both datasets
+    (tmp_path / "tt.toml").write_text(tiny_study("tt", dataset="magnatagatune", **common))
+    both = tmp_path / "both.toml"
+    both.write_text('name = "both"\nincludes = ["om.toml", "tt.toml"]\n')
+    storage = tmp_path / "results"
+    args = [str(both), "--data-root", str(data_root), "--storage", str(storage)]
+
+    assert study.main([*args, "--dry-run"]) == 0
+    assert "4 cells in study 'both'" in capsys.readouterr().out
+
+    assert study.main(args) == 0
+    captured = capsys.readouterr()
+    assert "0 cells already done, 4 to run" in captured.err
+    runs = list((storage / "both" / "tune").glob("run-*"))
+    assert len(runs) == 1, runs  # one Tune run for both datasets
+    for part, dataset, metric in (("om", "openmic", "F1"), ("tt", "magnatagatune", "ROC-AUC")):
+        results = pd.read_parquet(storage / part / "results.parquet")
+        assert set(results["dataset"]) == {dataset}
+        assert sorted(results["regularizer"]) == ["dcor", "none", "teacher_lr"]
+        assert f"· {metric}" in (storage / part / "tables.md").read_text()
+        assert f"{part}: test mAP / {metric}" in captured.out
+
+    assert study.main([*args, "--tables-only"]) == 0
+    out = capsys.readouterr().out
+    assert "om: test mAP / F1" in out and "tt: test mAP / ROC-AUC" in out
+    assert study.main([*args, "--data", str(data_root / "openmic")]) == 2
+    assert "--data: study 'both' spans the datasets magnatagatune, openmic" in (
+        capsys.readouterr().err
+    )

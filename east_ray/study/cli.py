@@ -1,5 +1,6 @@
 """The study command: parse, validate, list the cells (`--dry-run`, which imports neither
-torch nor Ray), show stored tables (`--tables-only`), or run the missing cells."""
+torch nor Ray), show stored tables (`--tables-only`), or run the missing cells. A study of
+several parts (`includes = [...]`) keeps each part's results in `<storage>/<part>`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from east_ray.cli import add_output_options, configure_logging, run_command
-from east_ray.config import Cell, StudySpec, expand_cells, load_study
+from east_ray.config import Cell, Study, StudySpec, expand_cells, load_parts
 from east_ray.errors import BadValueError
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-render the tables from the stored results.parquet",
     )
-    parser.add_argument("--data", type=Path, help="prepared dataset (default: data/<dataset>)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="prepared dataset of a one-dataset study (default: DATA_ROOT/<dataset>)",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data"),
+        help="folder of the prepared datasets, one per dataset name (default: data/)",
+    )
     parser.add_argument(
         "--storage",
         type=Path,
@@ -105,38 +116,53 @@ def _with_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
     return dataclasses.replace(spec, resources=resources)
 
 
-def _show_tables(spec: StudySpec, study_dir: Path) -> int:
-    """`--tables-only`: print the stored tables; creates and rewrites nothing."""
+def _show_tables(study: Study, storage: Path) -> int:
+    """`--tables-only`: print each part's stored tables; creates and rewrites nothing."""
     import pandas as pd  # here, not at the top: --dry-run stays light
 
     from east_ray.study.results import check_study_dir, render_tables
 
-    path = study_dir / "results.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no stored results; run the study first")
-    check_study_dir(spec, study_dir, record=False)
-    print(render_tables(spec, pd.read_parquet(path), None))
+    paths = {spec.name: storage / spec.name / "results.parquet" for spec in study.parts}
+    for path in paths.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no stored results; run the study first")
+    for spec in study.parts:
+        check_study_dir(spec, paths[spec.name].parent, record=False)
+        print(render_tables(spec, pd.read_parquet(paths[spec.name]), None))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = _with_overrides(load_study(args.study), args)
-    cells = expand_cells(spec)
+    study = load_parts(args.study)
+    study = dataclasses.replace(
+        study, parts=tuple(_with_overrides(spec, args) for spec in study.parts)
+    )
+    cells = {spec.name: expand_cells(spec) for spec in study.parts}
+    if args.data is not None and len({spec.dataset for spec in study.parts}) > 1:
+        raise BadValueError(
+            f"--data: study {study.name!r} spans the datasets "
+            f"{', '.join(sorted({spec.dataset for spec in study.parts}))}, so one folder "
+            "cannot hold them; give --data-root, the folder that holds one per dataset name"
+        )
     if args.dry_run:
-        print(describe_cells(spec, cells))
+        for spec in study.parts:
+            print(describe_cells(spec, cells[spec.name]))
+        if len(study.parts) > 1:
+            print(f"{sum(map(len, cells.values()))} cells in study {study.name!r}")
         return 0
     if str(args.storage).startswith("s3://"):
         raise BadValueError(
             f"--storage: got {args.storage}; this version needs a local or NFS path"
         )
-    study_dir = Path(args.storage).resolve() / spec.name
+    storage = Path(args.storage).resolve()
     if args.tables_only:
-        return _show_tables(spec, study_dir)
-    logger.info(count_line(spec, cells))
+        return _show_tables(study, storage)
+    for spec in study.parts:
+        logger.info(count_line(spec, cells[spec.name]))
     # imported here: torch and Ray load only when trials are to run
     from east_ray.study.driver import run_study
 
-    return run_study(spec, cells, study_dir, args)
+    return run_study(study, cells, storage, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

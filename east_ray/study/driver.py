@@ -2,17 +2,21 @@
 
 A cell is done when its `result.json` exists, so a rerun trains exactly the cells without
 one (each resuming from its checkpoint) and, when none is left, only writes the tables.
+Every part of a study keeps its own results folder, `<storage>/<part>`; the Tune run and
+its Optuna journal live in `<storage>/<study>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from east_ray.config import Cell, StudySpec
+from east_ray.config import Cell, Study, StudySpec
 from east_ray.ray_session import init_ray
 from east_ray.study.results import (
     cell_dir,
@@ -23,34 +27,57 @@ from east_ray.study.results import (
 )
 from east_ray.study.search import LAM_RANGE, tpe_schedule
 from east_ray.study.stages import ensure_data, ensure_teachers
-from east_ray.study.tune import run_tune, shared_inputs
+from east_ray.study.tune import Shared, run_tune, shared_inputs, trial_key
 
 logger = logging.getLogger(__name__)
 
 
 def _to_run(
-    cells: Sequence[Cell], study_dir: Path, args: argparse.Namespace
-) -> tuple[list[Cell], list[str] | None]:
-    """Grid: the cells without a result (schedule None). TPE: the groups still short of
-    `--budget` trials and the trial schedule over them."""
+    spec: StudySpec, cells: Sequence[Cell], study_dir: Path, args: argparse.Namespace
+) -> tuple[dict[str, Cell], list[str] | None]:
+    """By trial key: grid: the cells without a result (schedule None); TPE: the groups
+    still short of `--budget` trials and the trial schedule over them."""
     if args.search == "tpe":
-        return tpe_schedule(cells, study_dir, args.budget)
-    return [c for c in cells if read_result(cell_dir(study_dir, c)) is None], None
+        templates, schedule = tpe_schedule(cells, study_dir, args.budget)
+        pending = {trial_key(spec.name, c.cell_id): c for c in templates}
+        return pending, [trial_key(spec.name, g) for g in schedule]
+    todo = [c for c in cells if read_result(cell_dir(study_dir, c)) is None]
+    return {trial_key(spec.name, c.cell_id): c for c in todo}, None
+
+
+def _interleaved(schedules: Sequence[list[str]]) -> list[str]:
+    """One trial of each part in turn, so a cluster mixes the parts' trials."""
+    return [key for row in itertools.zip_longest(*schedules) for key in row if key is not None]
+
+
+def _data_dir(spec: StudySpec, args: argparse.Namespace) -> Path:
+    """Where a part's prepared dataset is: `--data`, else `--data-root/<dataset>`."""
+    return Path(args.data or Path(args.data_root) / spec.dataset).resolve()
 
 
 def run_study(
-    spec: StudySpec, cells: Sequence[Cell], study_dir: Path, args: argparse.Namespace
+    study: Study, cells: Mapping[str, Sequence[Cell]], storage: Path, args: argparse.Namespace
 ) -> int:
-    """Run what is missing of the study; print its tables. Exit 1 if cells are left."""
+    """Run what is missing of every part in one Tune run; print each part's tables. Exit 1
+    if cells are left."""
     started = time.perf_counter()
-    study_dir.mkdir(parents=True, exist_ok=True)
-    check_study_dir(spec, study_dir)
+    parts = {spec.name: spec for spec in study.parts}
+    study_dirs = {name: storage / name for name in parts}
+    for name, spec in parts.items():
+        study_dirs[name].mkdir(parents=True, exist_ok=True)
+        check_study_dir(spec, study_dirs[name])
     init_ray(args.address)
-    data_dir = (args.data or Path("data") / spec.dataset).resolve()
-    data_dir = ensure_data(spec, data_dir, Path("data/raw") / spec.dataset)
-    teacher_lr = ensure_teachers(data_dir, cells, spec)
-    pending, schedule = _to_run(cells, study_dir, args)
-    if schedule is not None:
+    data_dirs, teacher_lr = {}, {}
+    for name, spec in parts.items():
+        data_dirs[name] = ensure_data(spec, _data_dir(spec, args), Path("data/raw") / spec.dataset)
+        teacher_lr[name] = ensure_teachers(data_dirs[name], cells[name], spec)
+    to_run = {
+        name: _to_run(spec, cells[name], study_dirs[name], args) for name, spec in parts.items()
+    }
+    pending = {key: c for part_pending, _ in to_run.values() for key, c in part_pending.items()}
+    schedule = None
+    if args.search == "tpe":
+        schedule = _interleaved([s for _, s in to_run.values() if s is not None])
         logger.info(
             "TPE over λ in %s: %d trials to run for %d cells",
             LAM_RANGE,
@@ -58,25 +85,44 @@ def run_study(
             len(pending),
         )
     else:
-        logger.info("%d cells already done, %d to run", len(cells) - len(pending), len(pending))
-    logger.info("TensorBoard: tensorboard --logdir %s", study_dir / "cells")
+        total = sum(map(len, cells.values()))
+        logger.info("%d cells already done, %d to run", total - len(pending), len(pending))
+    for name in parts:
+        logger.info("TensorBoard: tensorboard --logdir %s", study_dirs[name] / "cells")
     if pending:
-        shared = shared_inputs(spec, pending, data_dir, study_dir, args.max_epochs)
+        blocks: dict[Path, list[Any]] = {}
+        shared: dict[str, Shared] = {}
+        for name, (part_pending, _) in to_run.items():
+            if part_pending:
+                shared[name] = shared_inputs(
+                    parts[name],
+                    list(part_pending.values()),
+                    data_dirs[name],
+                    study_dirs[name],
+                    args.max_epochs,
+                    blocks=blocks,
+                )
         run_tune(
-            spec,
-            pending,
+            study.name,
             shared,
-            study_dir,
+            pending,
+            storage / study.name,
             retries=args.retries,
             schedule=schedule,
             max_concurrent=args.max_concurrent,
         )
-    results = collect_results(study_dir, cells, teacher_lr, spec, args.search == "tpe")
-    left, schedule = _to_run(cells, study_dir, args)
-    missing = len(schedule) if schedule is not None else len(left)
-    print(render_tables(spec, results, study_dir))
-    print(
-        f"results: {study_dir / 'results.parquet'} ({len(results)} rows); "
-        f"{missing} cells missing; {time.perf_counter() - started:.0f} s"
-    )
+    missing = 0
+    for name, spec in parts.items():
+        results = collect_results(
+            study_dirs[name], cells[name], teacher_lr[name], spec, args.search == "tpe"
+        )
+        left, part_schedule = _to_run(spec, cells[name], study_dirs[name], args)
+        part_missing = len(part_schedule) if part_schedule is not None else len(left)
+        missing += part_missing
+        print(render_tables(spec, results, study_dirs[name]))
+        print(
+            f"results: {study_dirs[name] / 'results.parquet'} ({len(results)} rows); "
+            f"{part_missing} cells missing"
+        )
+    print(f"study {study.name!r}: {missing} cells missing; {time.perf_counter() - started:.0f} s")
     return 1 if missing else 0

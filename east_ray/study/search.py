@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,10 @@ class GroupSpace:
 
 
 def searcher(
-    pending: list[Cell], schedule: list[str] | None, study_dir: Path, study_name: str
+    pending: Mapping[str, Cell], schedule: list[str] | None, study_dir: Path, study_name: str
 ) -> Any:
-    """Optuna over the pending grid cells, or TPE over λ for the scheduled groups."""
+    """Optuna over the pending grid cells, or TPE over λ for the scheduled groups; both by
+    trial key (`pending`: key → cell or group template)."""
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal")))
     common: dict[str, Any] = {
@@ -56,13 +57,13 @@ def searcher(
         "study_name": study_name,
     }
     if schedule is None:
-        ids = [c.cell_id for c in pending]
+        ids = list(pending)
         return OptunaSearch(
             space={"cell_id": optuna.distributions.CategoricalDistribution(ids)},
             sampler=optuna.samplers.GridSampler({"cell_id": ids}, seed=0),
             **common,
         )
-    open_lam = {group_id(c) for c in pending if c.teacher is not None}
+    open_lam = {key for key, c in pending.items() if c.teacher is not None}
     space = GroupSpace(tuple(schedule), frozenset(open_lam))
     sampler = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=4)
     return OptunaSearch(space=space, sampler=sampler, **common)

@@ -1,5 +1,7 @@
-"""Cells as Ray Tune trials: the arrays every trial shares, one trial (one cell through the
-trainer, under the cell's lock), and the Tune run over the pending cells."""
+"""Cells as Ray Tune trials: the arrays every trial of a part shares, one trial (one cell
+through the trainer, under the cell's lock), and the Tune run over the pending cells of
+every part. A trial is named by its key, `<part>:<cell id>` (TPE: `<part>:<group id>`; not
+"/", which Tune reads as nesting in a config key)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import ray
 import torch
 from ray import tune
 
-from east_ray.config import Cell, StudySpec
+from east_ray.config import Cell, Resources, StudySpec
 from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
 from east_ray.study.results import RESULT, cell_dir, read_result
 from east_ray.study.search import searcher
@@ -38,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Shared:
-    """What every trial reads; put in the object store once by `tune.with_parameters`."""
+    """What every trial of one part reads; put in the object store once by
+    `tune.with_parameters`. `cells` are the part's pending cells (TPE: group templates)
+    by id."""
 
     spec: StudySpec
     cells: dict[str, Cell]
@@ -51,27 +55,53 @@ class Shared:
     max_epochs: int | None
 
 
-def trial_cell(config: dict[str, Any], cells: dict[str, Cell]) -> Cell:
-    """The cell a trial trains: a grid cell by id, or a group template with TPE's λ."""
+def trial_key(part: str, ident: str) -> str:
+    """The key naming a trial of `part`: a cell id, or with TPE a group id."""
+    return f"{part}:{ident}"
+
+
+def _part_and_id(key: str) -> tuple[str, str]:
+    part, _, ident = key.partition(":")
+    return part, ident
+
+
+def trial_cell(config: dict[str, Any], shared: Mapping[str, Shared]) -> tuple[Shared, Cell]:
+    """The part and cell a trial trains: a grid cell by key, or a group template with
+    TPE's λ."""
     if "cell_id" in config:
-        return cells[config["cell_id"]]
-    template = cells[config["group"]]
+        part, ident = _part_and_id(config["cell_id"])
+        return shared[part], shared[part].cells[ident]
+    part, ident = _part_and_id(config["group"])
+    template = shared[part].cells[ident]
     lam = float(config.get(f"lam[{config['group']}]", template.lam))
-    return dataclasses.replace(template, lam=lam)
+    return shared[part], dataclasses.replace(template, lam=lam)
 
 
-def run_trial(config: dict[str, Any], shared: Shared) -> None:
+@dataclasses.dataclass(frozen=True)
+class TrialResources:
+    """What a trial reserves: its part's `[resources]` (a class, not a closure: Tune
+    pickles it with the experiment state)."""
+
+    by_part: dict[str, Resources]
+
+    def __call__(self, config: dict[str, Any]) -> tune.PlacementGroupFactory:
+        part, _ = _part_and_id(config.get("cell_id") or config["group"])
+        r = self.by_part[part]
+        return tune.PlacementGroupFactory([{"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial}])
+
+
+def run_trial(config: dict[str, Any], shared: Mapping[str, Shared]) -> None:
     """One Tune trial: one cell through the shared trainer, resuming from its checkpoint."""
 
-    cell = trial_cell(config, shared.cells)
-    torch.set_num_threads(max(1, int(shared.spec.resources.cpus_per_trial)))
-    run_dir = cell_dir(Path(shared.study_dir), cell)
+    part, cell = trial_cell(config, shared)
+    torch.set_num_threads(max(1, int(part.spec.resources.cpus_per_trial)))
+    run_dir = cell_dir(Path(part.study_dir), cell)
     if read_result(run_dir) is not None:
         return  # finished in an earlier run: never train a cell twice
     run_dir.mkdir(parents=True, exist_ok=True)
     with _cell_lock(run_dir, cell):
         if read_result(run_dir) is None:  # the holder we waited for may have finished it
-            _train_cell(cell, shared, run_dir)
+            _train_cell(cell, part, run_dir)
 
 
 @contextlib.contextmanager
@@ -119,41 +149,45 @@ def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
     write_json_atomic(result.row(), run_dir / RESULT)
 
 
-def _slots(spec: StudySpec, max_concurrent: int | None) -> int:
-    """Concurrent trials: `--max-concurrent`, else what the cluster holds right now (an
-    autoscaling cluster that starts with no workers needs `--max-concurrent`)."""
+def _slots(shared: Mapping[str, Shared], max_concurrent: int | None) -> int:
+    """Concurrent trials: `--max-concurrent`, else what the cluster holds right now of the
+    lightest part's trials (an autoscaling cluster that starts with no workers needs
+    `--max-concurrent`)."""
 
     if max_concurrent is not None:
         return max_concurrent
 
     available: dict[str, float] = ray.cluster_resources()
-    r = spec.resources
-    if r.gpus_per_trial > 0:
-        return max(1, math.floor(available.get("GPU", 0.0) / r.gpus_per_trial))
-    return max(1, math.floor(available.get("CPU", 1.0) / r.cpus_per_trial))
+
+    def fits(r: Resources) -> int:
+        if r.gpus_per_trial > 0:
+            return max(1, math.floor(available.get("GPU", 0.0) / r.gpus_per_trial))
+        return max(1, math.floor(available.get("CPU", 1.0) / r.cpus_per_trial))
+
+    return max(fits(part.spec.resources) for part in shared.values())
 
 
 def run_tune(
-    spec: StudySpec,
-    pending: list[Cell],
-    shared: Shared,
-    study_dir: Path,
+    name: str,
+    shared: Mapping[str, Shared],
+    pending: Mapping[str, Cell],
+    tune_dir: Path,
     *,
     retries: int,
     schedule: list[str] | None = None,
     max_concurrent: int | None = None,
 ) -> None:
-    """Run `pending` grid cells (or, with `schedule`, TPE trials per group) on Ray Tune."""
+    """Run the `pending` grid cells (by trial key) of every part, or, with `schedule`, TPE
+    trials per group, in one Tune run under `tune_dir`."""
 
+    tune_dir.mkdir(parents=True, exist_ok=True)
     # the pid keeps two drivers started in the same second on one storage apart
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     n_trials = len(schedule) if schedule is not None else len(pending)
-    search = searcher(pending, schedule, study_dir, f"{spec.name}-{run_name}")
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, shared=shared),
-        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
-    )
-    slots = _slots(spec, max_concurrent)
+    search = searcher(pending, schedule, tune_dir, f"{name}-{run_name}")
+    resources = TrialResources({part: s.spec.resources for part, s in shared.items()})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, shared=dict(shared)), resources)
+    slots = _slots(shared, max_concurrent)
     logger.info("running %d trials, %d at a time", n_trials, min(slots, n_trials))
     tuner = tune.Tuner(
         trainable,
@@ -167,7 +201,7 @@ def run_tune(
         ),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=str(study_dir / "tune"),
+            storage_path=str(tune_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=retries),
             verbose=1,
         ),
@@ -176,13 +210,26 @@ def run_tune(
 
 
 def shared_inputs(
-    spec: StudySpec, cells: Sequence[Cell], data_dir: Path, study_dir: Path, max_epochs: int | None
+    spec: StudySpec,
+    cells: Sequence[Cell],
+    data_dir: Path,
+    study_dir: Path,
+    max_epochs: int | None,
+    *,
+    blocks: dict[Path, list[Any]] | None = None,
 ) -> Shared:
-    """Read the arrays every trial needs, once, on the driver."""
+    """Read the arrays every trial of a part needs, once, on the driver. `blocks` caches
+    the spectrograms' object-store blocks by dataset folder, so parts on one dataset share
+    one copy."""
 
     labels = read_labels(data_dir)
-    dataset = ray.data.read_parquet(str(data_dir / "clips")).select_columns(["clip_id", "logmel"])
-    block_refs = list(dataset.materialize().to_arrow_refs())
+    blocks = {} if blocks is None else blocks
+    if data_dir not in blocks:
+        dataset = ray.data.read_parquet(str(data_dir / "clips"))
+        blocks[data_dir] = list(
+            dataset.select_columns(["clip_id", "logmel"]).materialize().to_arrow_refs()
+        )
+    block_refs = blocks[data_dir]
     seqs = {
         t: load_embeddings(data_dir, t, labels.clip_ids)
         for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
