@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render the tables from the stored results.parquet",
     )
     parser.add_argument("--data", type=Path, help="prepared dataset (default: data/<dataset>)")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=Path("data/raw"),
+        metavar="DIR",
+        help="folder of extracted releases (<DIR>/openmic-2018, <DIR>/magnatagatune), where a "
+        "missing --data is prepared from (default: data/raw)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="when neither --data nor the release under --raw is there, download the release "
+        "into --raw (resumable, checksummed) before preparing it",
+    )
+    parser.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="with --download: base URL replacing the release's host",
+    )
     parser.add_argument(
         "--storage",
         type=Path,
@@ -119,7 +140,7 @@ def _show_tables(spec: StudySpec, study_dir: Path) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     spec = _with_overrides(load_study(args.study), args)
     cells = expand_cells(spec)
     if args.dry_run:
@@ -133,13 +154,19 @@ def run(args: argparse.Namespace) -> int:
     if args.tables_only:
         return _show_tables(spec, study_dir)
     logger.info(count_line(spec, cells))
-    # imported here: torch and Ray load only when trials are to run
+    # imported here: --dry-run stays light, and torch and Ray load only when trials are to run
+    from east_ray.study.data_source import data_source, plan_data
+
+    # before Ray starts and before anything is written: can this run get its data?
+    rerun = shlex.join(["python", "-m", "east_ray.study", *argv, "--download"])
+    plan_data(spec, data_source(spec, args), rerun)
     from east_ray.study.driver import run_study
 
     return run_study(spec, cells, study_dir, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    return run_command(lambda: run(args), outputs=[args.storage])
+    return run_command(lambda: run(args, argv), outputs=[args.storage])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from east_ray.config import Cell, StudySpec
 from east_ray.ray_session import init_ray
+from east_ray.study.data_source import data_source
 from east_ray.study.results import (
     cell_dir,
     check_study_dir,
@@ -46,8 +47,7 @@ def run_study(
     study_dir.mkdir(parents=True, exist_ok=True)
     check_study_dir(spec, study_dir)
     init_ray(args.address)
-    data_dir = (args.data or Path("data") / spec.dataset).resolve()
-    data_dir = ensure_data(spec, data_dir, Path("data/raw") / spec.dataset)
+    data_dir = ensure_data(spec, data_source(spec, args))
     teacher_lr = ensure_teachers(data_dir, cells, spec)
     pending, schedule = _to_run(cells, study_dir, args)
     if schedule is not None:
