@@ -154,13 +154,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.tables_only:
         return _show_tables(spec, study_dir)
     logger.info(count_line(spec, cells))
-    # imported here: --dry-run stays light, and torch and Ray load only when trials are to run
+    # imported here, as the driver below: the read-only commands above stay light
     from east_ray.study.data_source import data_source, plan_data
 
-    # before Ray starts and before anything is written: can this run get its data?
+    # Before Ray starts and before anything is written: can this run get its data?
     rerun = shlex.join(["python", "-m", "east_ray.study", *argv, "--download"])
     plan_data(spec, data_source(spec, args), rerun)
-    from east_ray.study.driver import run_study
+    from east_ray.study.driver import run_study  # torch and Ray load only when trials run
 
     return run_study(spec, cells, study_dir, args)
 
