@@ -358,11 +358,28 @@ def test_storage_is_the_shared_nfs_mount() -> None:
 
 def test_documented_paths_are_on_the_shared_mount() -> None:
     text = DOCS.read_text()
-    paths = re.findall(r"--(?:storage|data|out|root|logdir)[ =](\S+)", text)
+    paths = re.findall(r"--(?:storage|data|raw|out|root|logdir)[ =](\S+)", text)
     assert any("--storage" in line for line in text.splitlines())
     assert paths
     for path in paths:
         assert path.strip("'\"`").startswith(MOUNT + "/"), path
+
+
+def test_documented_study_commands_parse() -> None:
+    """Every `python -m east_ray.study ...` in the cluster guide and the README is a command
+    line the study CLI accepts, and the cluster's one command downloads what is missing."""
+    from east_ray.study.cli import build_parser
+
+    for doc in (DOCS, ROOT / "README.md"):
+        commands = re.findall(r"python -m east_ray\.study ([^'`\n]+)", doc.read_text())
+        assert commands, doc
+        for command in commands:
+            build_parser().parse_args(shlex.split(command, comments=True))
+    cluster = re.findall(r"ray exec cluster\.yaml --tmux '([^']+)'", DOCS.read_text())
+    (one,) = {c for c in cluster if "east_ray.study" in c}
+    args = build_parser().parse_args(shlex.split(one)[3:])
+    assert args.download and args.address == "auto" and args.max_concurrent
+    assert all(str(p).startswith(MOUNT + "/") for p in (args.raw, args.data, args.storage))
 
 
 # --- Security -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from east_ray.data import __main__ as data_cli
-from east_ray.data import download, fetch, valid_split
+from east_ray.data import download, fetch, prepare, valid_split
 from east_ray.data.archives import MARKER, ArchiveError
 from east_ray.data.download import add_cli, download_release
 from east_ray.data.fetch import ChecksumError, DownloadError
@@ -338,7 +338,7 @@ def _prepare_cli(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[int,
     """Run `prepare` on the command line up to the Parquet writer (not run); returns the exit
     code and the release index (at most one) the writer was handed."""
     seen: list[object] = []
-    monkeypatch.setattr(data_cli, "prepare", lambda index, *a, **k: seen.append(index))
+    monkeypatch.setattr(prepare, "prepare", lambda index, *a, **k: seen.append(index))
     return _main(["-q", "prepare", *argv]), seen
 
 

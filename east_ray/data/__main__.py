@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,11 +11,9 @@ from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
 from east_ray.data import download
 from east_ray.data.datasets import DATASETS, ReadOptions, get_dataset
-from east_ray.data.prepare import prepare
+from east_ray.data.prepare import MIN_FRACTION, SHARD_SIZE, prepare_release
 from east_ray.data.valid_split import AUTHORS_CLIPS, CACHE, RULES
 from east_ray.errors import BadValueError
-
-logger = logging.getLogger(__name__)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -27,13 +24,12 @@ def _prepare(args: argparse.Namespace) -> int:
             f"--study {args.study}: its dataset is {spec.dataset!r}, not {args.dataset!r}; "
             f"name a study of {args.dataset}"
         )
-    options = ReadOptions(args.split_scheme, args.valid_split, args.valid_list)
-    index = dataset.read(Path(args.root), options)
-    logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
-    prepare(
-        index,
+    prepare_release(
+        args.dataset,
+        Path(args.root),
         spec.features,
         Path(args.out),
+        ReadOptions(args.split_scheme, args.valid_split, args.valid_list),
         shard_size=args.shard_size,
         min_fraction=args.min_fraction,
     )
@@ -77,11 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a copy of the authors' openmic_valid.json (or any list of training keys: JSON "
         "lines with sample_key, a JSON array, or one key per line) to use instead of the download",
     )
-    prep.add_argument("--shard-size", type=int, default=64, help="clips per Parquet shard")
+    prep.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="clips per Parquet shard")
     prep.add_argument(
         "--min-fraction",
         type=float,
-        default=0.9,
+        default=MIN_FRACTION,
         help="skip clips shorter than this fraction of the clip length",
     )
     prep.set_defaults(func=_prepare)

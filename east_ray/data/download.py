@@ -10,7 +10,9 @@
 ```
 
 A release folder is complete when it holds the marker file of `east_ray.data.archives`
-(`.east_ray_extracted`); rerunning when it is there does nothing and makes no request. Each
+(`.east_ray_extracted`); rerunning when it is there does nothing and makes no request.
+`find_release` also accepts a release extracted by hand (its folder holds the release's
+`key_file` but no marker). Each
 file is fetched by `east_ray.data.fetch` (resumable, retried, length-checked) and unpacked by
 `east_ray.data.archives` (all or nothing, unsafe members refused).
 
@@ -70,13 +72,15 @@ class Release:
 
     `archive_parts` are concatenated (in order) into `archive` when there are several, else
     `archive` is the one part. `strip_root` is the archive's top folder whose contents become
-    the release folder `root`; `add_files` are downloaded files copied into `root`.
-    `member_count` is `(suffix, n)`: the archive must hold exactly `n` members ending in
-    `suffix`. `text_rows` maps a downloaded text file to its number of non-empty lines after
-    the header.
+    the release folder `root`; `add_files` are downloaded files copied into `root`. `key_file`
+    is a file at the top of every copy of the release (how a copy extracted by hand is
+    recognised). `member_count` is `(suffix, n)`: the archive must hold exactly `n` members
+    ending in `suffix`. `text_rows` maps a downloaded text file to its number of non-empty
+    lines after the header.
     """
 
     root: str
+    key_file: str
     base_url: str
     files: tuple[RemoteFile, ...]
     archive_parts: tuple[str, ...]
@@ -90,6 +94,7 @@ class Release:
 RELEASES: dict[str, Release] = {
     "openmic": Release(
         root="openmic-2018",
+        key_file="class-map.json",
         base_url="https://zenodo.org/records/1432913/files/",
         files=(RemoteFile("openmic-2018-v1.0.0.tgz", md5="e4ccf187e2bb5ab2e115416e8aafe7f4"),),
         archive_parts=("openmic-2018-v1.0.0.tgz",),
@@ -98,6 +103,7 @@ RELEASES: dict[str, Release] = {
     ),
     "magnatagatune": Release(
         root="magnatagatune",
+        key_file="annotations_final.csv",
         base_url="https://mirg.city.ac.uk/datasets/magnatagatune/",
         files=(
             RemoteFile("annotations_final.csv"),
@@ -125,7 +131,8 @@ def _release(name: str) -> Release:
         ) from None
 
 
-def _mirror_base(mirror: str) -> str:
+def mirror_base(mirror: str) -> str:
+    """`mirror` as a base URL the file names are appended to; refused unless http(s) or file."""
     scheme = urllib.parse.urlsplit(mirror).scheme
     if scheme not in ("http", "https", "file"):
         raise BadValueError(
@@ -178,6 +185,16 @@ def _clean(downloads: Path, paths: Sequence[Path]) -> None:
             folder.rmdir()
 
 
+def find_release(name: str, out: Path) -> Path | None:
+    """The folder of release `name` under `out` when it is there, else None: extracted by
+    `download_release` (it holds the marker) or by hand (it holds the release's `key_file`)."""
+    release = _release(name)
+    root = Path(out) / release.root
+    if (root / MARKER).is_file() or (root / release.key_file).is_file():
+        return root
+    return None
+
+
 def download_release(
     name: str, out: Path, mirror: str | None = None, *, keep_archives: bool = False
 ) -> Path:
@@ -195,7 +212,7 @@ def download_release(
     if (root / MARKER).is_file():
         logger.info("%s: %s is already there; nothing to do", name, root)
         return root
-    base = release.base_url if mirror is None else _mirror_base(mirror)
+    base = release.base_url if mirror is None else mirror_base(mirror)
     downloads = out / "downloads" / name
     paths = {
         remote.name: download_file(

@@ -1,11 +1,12 @@
 """Release → sharded Parquet of log-mel spectrograms, as a Ray Data job.
 
-`prepare(index, features, out)` writes the layout of `parquet.py`. The clip table is cut
-into fixed shards (sorted clip ids, `shard_size` clips each); one Ray task per shard
-decodes its clips (soundfile), resamples and crops them, computes the log-mel in batches
-(torchaudio) and writes `clips/part-NNNNN.parquet` plus the shard's status file, each
-atomically. Ray spreads the shards over every CPU of the local machine or cluster and
-shows progress.
+`prepare(index, features, out)` writes the layout of `parquet.py`; `prepare_release` reads a
+release folder first (what `python -m east_ray.data prepare` runs, and a study whose data is
+missing). The clip table is cut into fixed shards (sorted clip ids, `shard_size` clips
+each); one Ray task per shard decodes its clips (soundfile), resamples and crops them,
+computes the log-mel in batches (torchaudio) and writes `clips/part-NNNNN.parquet` plus the
+shard's status file, each atomically. Ray spreads the shards over every CPU of the local
+machine or cluster and shows progress.
 
 Re-running is cheap and safe: a complete output with the same fingerprint (release
 content, validation rule, features, settings) is left alone; an interrupted one resumes
@@ -35,6 +36,7 @@ import torch
 
 from east_ray.config import Features
 from east_ray.data.audio import AudioError, decode, fit_length, logmel, resample
+from east_ray.data.datasets import ReadOptions, get_dataset
 from east_ray.data.parquet import (
     META,
     META_VERSION,
@@ -51,6 +53,10 @@ from east_ray.ray_session import init_ray
 
 MANIFEST = "manifest.parquet"
 PROGRESS = "prepare.json"
+SHARD_SIZE = 64
+"""Clips per Parquet shard unless told otherwise."""
+MIN_FRACTION = 0.9
+"""Clips shorter than this fraction of the clip length are skipped unless told otherwise."""
 # One clip at a time stays in cache; per clip on one core (bench.logmel, 2026-11-27):
 # 10 s OpenMIC 6.6 ms at 1, 7.5 at 4, 8.9 at 8; 29.1 s MTAT 7.0 ms at 1, 11.4 at 4, 19.8 at 8.
 LOGMEL_BATCH = 1
@@ -208,8 +214,8 @@ def prepare(
     features: Features,
     out: Path,
     *,
-    shard_size: int = 64,
-    min_fraction: float = 0.9,
+    shard_size: int = SHARD_SIZE,
+    min_fraction: float = MIN_FRACTION,
     runner: Callable[[list[ShardJob]], None] | None = None,
 ) -> dict[str, Any]:
     """Build (or finish, or confirm) the prepared dataset at `out`; returns its meta.
@@ -258,6 +264,23 @@ def prepare(
     (out / PROGRESS).unlink(missing_ok=True)
     logger.info("%s", summary(meta))
     return meta
+
+
+def prepare_release(
+    dataset: str,
+    root: Path,
+    features: Features,
+    out: Path,
+    options: ReadOptions | None = None,
+    *,
+    shard_size: int = SHARD_SIZE,
+    min_fraction: float = MIN_FRACTION,
+) -> dict[str, Any]:
+    """Read the release of `dataset` at `root` (with `options`), then `prepare` it into `out`
+    with `features`; returns the meta."""
+    index = get_dataset(dataset).read(Path(root), options)
+    logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
+    return prepare(index, features, out, shard_size=shard_size, min_fraction=min_fraction)
 
 
 def _meta(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("data"),
         help="folder of the prepared datasets, one per dataset name (default: data/)",
+    )
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=Path("data/raw"),
+        metavar="DIR",
+        help="folder of extracted releases (<DIR>/openmic-2018, <DIR>/magnatagatune), where a "
+        "missing --data is prepared from (default: data/raw)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="when neither --data nor the release under --raw is there, download the release "
+        "into --raw (resumable, checksummed) before preparing it",
+    )
+    parser.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="with --download: base URL replacing the release's host",
     )
     parser.add_argument(
         "--storage",
@@ -132,7 +153,7 @@ def _show_tables(study: Study, storage: Path) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     study = load_parts(args.study)
     study = dataclasses.replace(
         study, parts=tuple(_with_overrides(spec, args) for spec in study.parts)
@@ -159,13 +180,20 @@ def run(args: argparse.Namespace) -> int:
         return _show_tables(study, storage)
     for spec in study.parts:
         logger.info(count_line(spec, cells[spec.name]))
-    # imported here: torch and Ray load only when trials are to run
-    from east_ray.study.driver import run_study
+    # imported here, as the driver below: the read-only commands above stay light
+    from east_ray.study.data_source import data_source, plan_data
+
+    # Before Ray starts and before anything is written: can this run get its data?
+    rerun = shlex.join(["python", "-m", "east_ray.study", *argv, "--download"])
+    for spec in study.parts:
+        plan_data(spec, data_source(spec, args), rerun)
+    from east_ray.study.driver import run_study  # torch and Ray load only when trials run
 
     return run_study(study, cells, storage, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    return run_command(lambda: run(args), outputs=[args.storage])
+    return run_command(lambda: run(args, argv), outputs=[args.storage])

@@ -18,6 +18,7 @@ from typing import Any
 
 from east_ray.config import Cell, Study, StudySpec
 from east_ray.ray_session import init_ray
+from east_ray.study.data_source import data_source
 from east_ray.study.results import (
     cell_dir,
     check_study_dir,
@@ -50,11 +51,6 @@ def _interleaved(schedules: Sequence[list[str]]) -> list[str]:
     return [key for row in itertools.zip_longest(*schedules) for key in row if key is not None]
 
 
-def _data_dir(spec: StudySpec, args: argparse.Namespace) -> Path:
-    """Where a part's prepared dataset is: `--data`, else `--data-root/<dataset>`."""
-    return Path(args.data or Path(args.data_root) / spec.dataset).resolve()
-
-
 def run_study(
     study: Study, cells: Mapping[str, Sequence[Cell]], storage: Path, args: argparse.Namespace
 ) -> int:
@@ -69,7 +65,7 @@ def run_study(
     init_ray(args.address)
     data_dirs, teacher_lr = {}, {}
     for name, spec in parts.items():
-        data_dirs[name] = ensure_data(spec, _data_dir(spec, args), Path("data/raw") / spec.dataset)
+        data_dirs[name] = ensure_data(spec, data_source(spec, args))
         teacher_lr[name] = ensure_teachers(data_dirs[name], cells[name], spec)
     to_run = {
         name: _to_run(spec, cells[name], study_dirs[name], args) for name, spec in parts.items()

@@ -1,42 +1,57 @@
-"""Before the trials: the prepared dataset (the demo renders and prepares SynthMIC), every
-teacher the cells use, and Teacher_LR per (teacher, fraction, seed)."""
+"""Before the trials: the prepared dataset (downloaded and prepared when missing; the demo
+renders and prepares SynthMIC), every teacher the cells use, and Teacher_LR per (teacher,
+fraction, seed). Each stage logs one line saying what it does, or that it is done."""
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from east_ray.config import Cell, SpecError, StudySpec
-from east_ray.data.parquet import read_meta
+from east_ray.config import Cell, StudySpec
+from east_ray.data.download import download_release
+from east_ray.data.prepare import prepare_release
+from east_ray.study.data_source import LOCAL_DATASETS, DataSource, plan_data
 from east_ray.synthmic.demo import prepare_demo
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.train.teacher_lr import fit_teacher_lr
 
+logger = logging.getLogger(__name__)
 
-def ensure_data(spec: StudySpec, data_dir: Path, raw_dir: Path) -> Path:
-    """The prepared dataset folder; the demo builds it (SynthMIC → Parquet) if absent."""
-    if (data_dir / "meta.json").is_file():
-        meta = read_meta(data_dir)
-        if meta.get("features") != dataclasses.asdict(spec.features):
-            raise SpecError(
-                str(data_dir / "meta.json"),
-                [
-                    f"features: the dataset was prepared with {meta.get('features')}, the study "
-                    f"asks for {dataclasses.asdict(spec.features)}; prepare it again into "
-                    "another --data folder"
-                ],
-            )
-        return data_dir
-    if spec.dataset != "synthmic":
-        raise FileNotFoundError(
-            f"{data_dir}: no prepared dataset; download and prepare it first, e.g. "
-            f"`python -m east_ray.data download {spec.dataset} --out data/raw` then "
-            f"`python -m east_ray.data prepare {spec.dataset} --root <release> --out {data_dir}`"
+
+def ensure_data(spec: StudySpec, source: DataSource) -> Path:
+    """The prepared dataset folder `source.data`, made first if missing: the release found
+    under `source.raw` (or downloaded there, with `source.download`) is prepared with the
+    study's features, the demo's SynthMIC rendered and prepared. Ray must be started: the
+    preparation runs its shards as Ray Data tasks across the cluster."""
+    plan = plan_data(spec, source)
+    if plan.prepared:
+        logger.info("data: %s is prepared; skipping download and prepare", source.data)
+        return source.data
+    if spec.dataset in LOCAL_DATASETS:
+        rendered = source.raw / spec.dataset
+        logger.info(
+            "data: rendering %s into %s (unless there) and preparing it into %s",
+            spec.dataset,
+            rendered,
+            source.data,
         )
-    prepare_demo(raw_dir, data_dir, spec.features)
-    return data_dir
+        prepare_demo(rendered, source.data, spec.features)
+        return source.data
+    release = plan.release
+    if release is None:
+        logger.info("data: no %s release under %s; downloading it", spec.dataset, source.raw)
+        release = download_release(spec.dataset, source.raw, source.mirror)
+    else:
+        logger.info("data: release %s is there; skipping download", release)
+    logger.info(
+        "data: preparing %s into %s with the study's [features] (Ray Data tasks)",
+        release,
+        source.data,
+    )
+    prepare_release(spec.dataset, release, spec.features, source.data)
+    return source.data
 
 
 def teachers_needed(cells: Sequence[Cell]) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from east_ray.config import Features
-from east_ray.data.datasets import get_dataset
-from east_ray.data.prepare import prepare
+from east_ray.data.prepare import prepare_release
 from east_ray.synthmic._manifest import MANIFEST
 from east_ray.synthmic._pipeline import synthesize
 
@@ -16,4 +15,4 @@ def prepare_demo(raw_dir: Path, data_dir: Path, features: Features) -> None:
     with `features` (idempotent and resumable, like any `prepare`)."""
     if not (raw_dir / MANIFEST).is_file():
         synthesize(raw_dir)
-    prepare(get_dataset("synthmic").read(raw_dir), features, data_dir)
+    prepare_release("synthmic", raw_dir, features, data_dir)

@@ -87,7 +87,9 @@ def fit_teacher_lr(
     logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
     if stored is not None and _same_framing(stored, teacher, record_path):
+        logger.info("Teacher_LR %s: already fitted; skipping", record_path.with_suffix(""))
         return stored
+    logger.info("Teacher_LR %s: fitting", record_path.with_suffix(""))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:

@@ -1,0 +1,96 @@
+"""Where a study's prepared dataset comes from, and whether this run can get it.
+
+The study command's `--data` (the prepared dataset, default `--data-root/<dataset>`), `--raw` (the
+folder of extracted releases, as `python -m east_ray.data download --out` leaves them),
+`--download` and `--mirror` make a `DataSource`. `plan_data` decides, reading only, what
+`stages.ensure_data` will do with it: nothing (prepared already), prepare a release found
+under `--raw`, or download it first. It runs before Ray starts and before anything is written,
+so a missing release without `--download` costs the user one line, not a cluster start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from east_ray.config import SpecError, StudySpec
+from east_ray.data.download import find_release, mirror_base
+from east_ray.data.parquet import META, read_meta
+from east_ray.errors import BadValueError, UserError
+
+LOCAL_DATASETS = ("synthmic",)
+"""Datasets rendered on this machine (the demo's), never downloaded."""
+
+
+class MissingReleaseError(UserError, FileNotFoundError):
+    """The prepared dataset and its release are both missing, and no download was asked for."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The prepared dataset `data`, the releases folder `raw`, and whether (and from where:
+    `mirror`, a base URL replacing the release's host) a missing release is downloaded."""
+
+    data: Path
+    raw: Path
+    download: bool = False
+    mirror: str | None = None
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """What `ensure_data` does: nothing when `prepared`; else prepare `release` (a folder
+    under `raw`; None: download it first, or render it for a local dataset)."""
+
+    prepared: bool
+    release: Path | None = None
+
+
+def data_source(spec: StudySpec, args: argparse.Namespace) -> DataSource:
+    """The study command's data options for `spec`'s dataset, as absolute paths."""
+    if args.mirror is not None and not args.download:
+        raise BadValueError(
+            f"--mirror {args.mirror}: a mirror is only used to download; add --download or "
+            "leave --mirror out"
+        )
+    data = args.data or Path(args.data_root) / spec.dataset
+    return DataSource(Path(data).resolve(), Path(args.raw).resolve(), args.download, args.mirror)
+
+
+def is_prepared(spec: StudySpec, data: Path) -> bool:
+    """Whether `data` holds a prepared dataset; one prepared with other features is refused."""
+    if not (data / META).is_file():
+        return False
+    meta = read_meta(data)
+    if meta.get("features") != dataclasses.asdict(spec.features):
+        raise SpecError(
+            str(data / META),
+            [
+                f"features: the dataset was prepared with {meta.get('features')}, the study "
+                f"asks for {dataclasses.asdict(spec.features)}; prepare it again into "
+                "another --data folder"
+            ],
+        )
+    return True
+
+
+def plan_data(
+    spec: StudySpec, source: DataSource, rerun: str = "the same command with --download"
+) -> DataPlan:
+    """Decide, writing nothing, how this run gets `spec`'s dataset from `source`; raise
+    `MissingReleaseError` (naming `rerun`, the command that downloads it) when it cannot."""
+    if is_prepared(spec, source.data):
+        return DataPlan(prepared=True)
+    if spec.dataset in LOCAL_DATASETS:
+        return DataPlan(prepared=False)
+    release = find_release(spec.dataset, source.raw)
+    if release is None and not source.download:
+        raise MissingReleaseError(
+            f"--data {source.data}: no prepared dataset, and no {spec.dataset} release under "
+            f"--raw {source.raw}; to download, verify and prepare it, run: {rerun}"
+        )
+    if release is None and source.mirror is not None:
+        mirror_base(source.mirror)  # a malformed URL fails now, not after Ray started
+    return DataPlan(prepared=False, release=release)
