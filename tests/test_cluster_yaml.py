@@ -358,7 +358,7 @@ def test_storage_is_the_shared_nfs_mount() -> None:
 
 def test_documented_paths_are_on_the_shared_mount() -> None:
     text = DOCS.read_text()
-    paths = re.findall(r"--(?:storage|data|raw|out|root|logdir)[ =](\S+)", text)
+    paths = re.findall(r"--(?:storage|data|data-root|raw|out|root|logdir)[ =](\S+)", text)
     assert any("--storage" in line for line in text.splitlines())
     assert paths
     for path in paths:
@@ -376,10 +376,13 @@ def test_documented_study_commands_parse() -> None:
         for command in commands:
             build_parser().parse_args(shlex.split(command, comments=True))
     cluster = re.findall(r"ray exec cluster\.yaml --tmux '([^']+)'", DOCS.read_text())
-    (one,) = {c for c in cluster if "east_ray.study" in c}
-    args = build_parser().parse_args(shlex.split(one)[3:])
-    assert args.download and args.address == "auto" and args.max_concurrent
-    assert all(str(p).startswith(MOUNT + "/") for p in (args.raw, args.data, args.storage))
+    studies = [c for c in cluster if "east_ray.study" in c]
+    assert studies
+    for one in studies:
+        args = build_parser().parse_args(shlex.split(one)[3:])
+        assert args.download and args.address == "auto" and args.max_concurrent
+        data = args.data or args.data_root
+        assert all(str(p).startswith(MOUNT + "/") for p in (args.raw, data, args.storage))
 
 
 # --- Security -----------------------------------------------------------------------------
