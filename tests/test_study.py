@@ -97,6 +97,48 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert study.main(args) == 2
     err = capsys.readouterr().err
     assert "recipe: the results in" in err and "use another --storage folder" in err
+    _dashboard_lists_the_runs(storage / "tiny" / "optuna.journal", runs=3, trials=[3, 2, 1])
+
+
+def _dashboard_lists_the_runs(journal: Path, runs: int, trials: list[int]) -> None:
+    """`optuna-dashboard <journal>` (the README's command) serves the study's journal: one
+    Optuna study per Tune run, each with its trials."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    cmd = [str(exe), str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/api/studies"
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"optuna-dashboard did not answer on {url}")
+        assert len(studies) == runs and all(
+            s["study_name"].startswith("tiny-run-") for s in studies
+        )
+        counts = []
+        for s in studies:
+            with urllib.request.urlopen(f"{url}/{s['study_id']}", timeout=5) as response:
+                counts.append(len(json.load(response)["trials"]))
+        assert sorted(counts, reverse=True) == trials
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.mark.slow
