@@ -247,6 +247,19 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     assert np.array_equal(again, logits)
 
 
+def test_teacher_lr_keeps_one_fit_per_fraction(handcrafted: Path) -> None:
+    records = [
+        fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=f) for f in (0.5, 0.75)
+    ]
+    # "frac0.5-seed5" and "frac0.75-seed5" once both read as the stem "frac0" (with_suffix):
+    # the second fraction got the first one's record and logits back
+    assert [r["fraction"] for r in records] == [0.5, 0.75]
+    assert [Path(r["logits"]).name for r in records] == [
+        "frac0.5-seed5.parquet",
+        "frac0.75-seed5.parquet",
+    ]
+
+
 @pytest.fixture
 def sgd_steps() -> Iterator[list[tuple[float, float]]]:
     """(lr, norm of the gradient applied) of every optimiser step while the test runs."""

@@ -51,8 +51,11 @@ Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path]:
-    stem = Path(data_dir) / "teacher_lr" / teacher / f"frac{fraction:g}-seed{seed}"
-    return stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    """Logits and record of one fit. Names are built whole: `with_suffix` would read
+    "frac0.5-seed0" as a stem "frac0" with suffix ".5-seed0", and every fraction below 1
+    would share one file."""
+    folder, stem = Path(data_dir) / "teacher_lr" / teacher, f"frac{fraction:g}-seed{seed}"
+    return folder / f"{stem}.parquet", folder / f"{stem}.json"
 
 
 def applied_recipe(recipe: TeacherLRRecipe, teacher: str) -> dict[str, Any]:
