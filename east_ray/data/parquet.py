@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,14 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
             # pyarrow's write errors name no file; the CLI reports where a write failed
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """Copy `source` to `path` like `write_atomic`, unless `path` already holds the same
+    bytes (so a rerun rewrites nothing)."""
+    if path.is_file() and path.read_bytes() == source.read_bytes():
+        return
+    write_atomic(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def move_aside(path: Path) -> Path:

@@ -115,7 +115,7 @@ def _show_tables(spec: StudySpec, study_dir: Path) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no stored results; run the study first")
     check_study_dir(spec, study_dir, record=False)
-    print(render_tables(spec, pd.read_parquet(path), None))
+    print(render_tables(spec, pd.read_parquet(path), study_dir, write=False))
     return 0
 
 
