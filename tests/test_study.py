@@ -65,7 +65,8 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
         scores = result.with_name("test_scores.parquet")
         assert scores.stat().st_mtime_ns <= result.stat().st_mtime_ns
     (lr,) = results.loc[results["regularizer"] == "teacher_lr", "cell_id"]
-    assert (storage / "tiny" / "teacher_lr" / lr / "test_scores.parquet").is_file()
+    lr_scores = storage / "tiny" / "teacher_lr" / lr / "test_scores.parquet"
+    copied = lr_scores.stat().st_mtime_ns
     # The tables: the bootstrap CI (one seed) in every cell, and what "±" and "†" mean.
     markdown = (storage / "tiny" / "tables.md").read_text()
     assert "95% percentile bootstrap CI, test clips and seeds resampled, B = 1000" in markdown
@@ -80,6 +81,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     captured = capsys.readouterr()
     assert "3 cells already done, 0 to run" in captured.err and "EAsT_Final" in captured.out
     assert _result_times(storage) == first
+    assert lr_scores.stat().st_mtime_ns == copied  # the same scores: not copied again
 
     _write(spec, "0.5, 0.8")  # two more cells (kd and dcor at λ 0.8)
     assert study.main(args) == 0
