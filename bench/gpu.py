@@ -200,6 +200,7 @@ def synthetic_trial_data(spec: StudySpec, cell: Cell, clips: int) -> TrialData:
         group=np.arange(clips).astype(str),
         labels=(rng.random((clips, CLASSES)) > 0.8).astype(np.float32),
         mask=rng.random((clips, CLASSES)) > 0.2,
+        classes=tuple(f"class{k}" for k in range(CLASSES)),
     )
     store = ArrayStore(ids, rng.standard_normal((clips, mels, frames)).astype(np.float16))
     seq = rng.standard_normal((clips, TEACHER_FRAMES, TEACHER_DIM)).astype(np.float32)

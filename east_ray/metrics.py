@@ -9,38 +9,102 @@ left out of the means; `n_classes` in the result says how many classes were used
 
 OpenMIC F1 (the authors' definition): threshold the sigmoid outputs (default 0.4), take
 per class the mean of the positive-class and the negative-class F1, then the macro mean.
+
+Weighted form. Each metric is computed from a class's positive and negative weight at each
+distinct score, so clip i may count `counts[b, i]` times: a row of bootstrap resample counts
+gives the metric on that resampled test set (a clip drawn twice is an exact tie with
+itself), and `class_metrics` scores B rows at once with one sort per class. `evaluate` is
+the case of one row of ones, so the bootstrap (`east_ray.stats`) and the trials use one
+definition.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import rankdata
+
+METRICS = ("mAP", "ROC-AUC", "F1", "F1_pos")
+
+
+def _sums_below(x: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """`(len(at), B)`: the sum of the rows `x[:q]` (`x` `(n, B)`) for each `q` in `at`
+    (in [0, n]). With many replicates, block by block between the cut points: numpy sums
+    rows fast, but its running sum down axis 0 of a wide array is ~10x slower than this
+    loop; a few replicates (evaluation) take the running sum, which is then faster."""
+    n, width = x.shape
+    if width < 32:
+        below = np.zeros((n + 1, width))
+        np.cumsum(x, axis=0, out=below[1:])
+        out: np.ndarray = below[at]
+        return out
+    edges = np.r_[np.unique(np.r_[0, at[(at > 0) & (at < n)]])[:n], n]
+    below = np.zeros((len(edges), width))
+    for i in range(len(edges) - 1):
+        below[i + 1] = below[i] + x[edges[i] : edges[i + 1]].sum(axis=0)
+    out = below[np.searchsorted(edges, at)]
+    return out
+
+
+def class_scores(
+    y: np.ndarray,
+    s: np.ndarray,
+    counts_t: np.ndarray,
+    threshold: float = 0.4,
+    rows: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One class's AP, ROC-AUC, F1 and positive F1 (under the names of their macro means,
+    `METRICS`), `(B,)` each, for entries `y` (bool) with scores `s`, entry j counted
+    `counts_t[rows[j], b]` times in replicate b (`counts_t` `(N, B)`, integers; `rows`
+    defaults to every row); NaN where a replicate leaves no positive or no negative.
+
+    Everything comes from the weight of all entries and of the positives below a few
+    points of the score order (the edges of each distinct score that holds a positive, and
+    the threshold): one sort per class whatever the number of replicates.
+    """
+    n = len(s)
+    order = np.argsort(s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    start = np.flatnonzero(np.r_[True, np.diff(s_sorted) != 0][:n])  # distinct scores
+    end = np.r_[start[1:], n].astype(np.int64)
+    positive = np.flatnonzero(y_sorted)  # positions of the positives in score order
+    # only the distinct scores that hold a positive add to AP and AUC
+    holds = np.searchsorted(positive, end) > np.searchsorted(positive, start)
+    # predicted positive: score > threshold, i.e. after the first `t` entries
+    t = np.searchsorted(s_sorted, threshold, side="right")
+    at = np.r_[start[holds], end[holds], t, n]
+    c = counts_t[order if rows is None else rows[order]]
+    every = _sums_below(c, at)
+    pos_below = _sums_below(c[positive], np.asarray(np.searchsorted(positive, at)))
+    g = int(holds.sum())
+    neg_below = every - pos_below
+    p, neg = pos_below[-1], neg_below[-1]
+    pos = pos_below[g : 2 * g] - pos_below[:g]  # the positives' weight at each distinct score
+    # AP: each positive's recall step times the precision at its score (ties together).
+    # Weights are whole counts: where no weight lies at or above a score, no positive does.
+    precision = (p - pos_below[:g]) / np.maximum(every[-1] - every[:g], 1)
+    tp, fp = p - pos_below[-2], neg - neg_below[-2]
+    with np.errstate(divide="ignore", invalid="ignore"):  # undefined replicates: NaN below
+        out = {
+            "mAP": np.einsum("gb,gb->b", pos, precision) / p,
+            # a positive beats the negatives below its score and ties half of those at it
+            "ROC-AUC": np.einsum("gb,gb->b", pos, neg_below[:g] + neg_below[g : 2 * g])
+            / (2 * p * neg),
+            "F1_pos": 2 * tp / (p + tp + fp),
+        }
+        f1_neg = 2 * (neg - fp) / (neg + (neg - fp) + (p - tp))
+    out["F1"] = (out["F1_pos"] + f1_neg) / 2
+    undefined = (p == 0) | (neg == 0)
+    return {k: np.where(undefined, np.nan, out[k]) for k in METRICS}
 
 
 def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     """scikit-learn's AP: sum over distinct thresholds of (ΔRecall · Precision)."""
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted, s_sorted = y[order], s[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last_of_tie]
-    precision = tp / (last_of_tie + 1)
-    recall = tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(class_scores(y, s, np.ones((len(s), 1), np.int32))["mAP"][0])
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic with average ranks for ties (= scikit-learn)."""
-    ranks = rankdata(s)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    tp = np.sum(truth & pred)
-    denominator = truth.sum() + pred.sum()
-    return float(2 * tp / denominator) if denominator else 0.0
+    """ROC-AUC as the Mann-Whitney statistic, ties counted half (= scikit-learn)."""
+    return float(class_scores(y, s, np.ones((len(s), 1), np.int32))["ROC-AUC"][0])
 
 
 def _as_2d(name: str, value: ArrayLike, dtype: type) -> np.ndarray:
@@ -50,13 +114,18 @@ def _as_2d(name: str, value: ArrayLike, dtype: type) -> np.ndarray:
     return arr
 
 
-def evaluate(
-    scores: ArrayLike, labels: ArrayLike, mask: ArrayLike, threshold: float = 0.4
-) -> dict[str, float]:
-    """Macro metrics of `scores` (sigmoid outputs in [0, 1], `(N, K)`).
+def class_metrics(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    mask: ArrayLike,
+    threshold: float = 0.4,
+    counts: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-class metrics `(B, K)` (NaN for a class without a labelled positive or negative)
+    of `scores` (sigmoid outputs in [0, 1], `(N, K)`), each clip counted `counts[b, i]`
+    times (`(B, N)`; default one row of ones: the test set as it is).
 
     `labels` `(N, K)`: positive where > 0.5; `mask` `(N, K)` bool: True where labelled.
-    Returns `mAP`, `ROC-AUC`, `F1`, `F1_pos` and `n_classes` (classes used).
     """
     s = _as_2d("scores", scores, np.float64)
     y = _as_2d("labels", labels, np.float64) > 0.5
@@ -72,26 +141,38 @@ def evaluate(
         )
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold: got {threshold}, expected a number in [0, 1]")
-    ap, auc, f1, f1_pos = [], [], [], []
-    for k in range(s.shape[1]):
-        yk, sk = y[m[:, k], k], s[m[:, k], k]
-        if yk.all() or not yk.any():
-            continue
-        ap.append(average_precision(yk, sk))
-        auc.append(roc_auc(yk, sk))
-        pred = sk > threshold
-        pos, neg = _f1(yk, pred), _f1(~yk, ~pred)
-        f1_pos.append(pos)
-        f1.append((pos + neg) / 2)
-    if not ap:
+    if counts is None:
+        counts = np.ones((1, s.shape[0]), np.int32)
+    if counts.ndim != 2 or counts.shape[1] != s.shape[0]:
+        raise ValueError(f"counts: got shape {counts.shape}, expected (B, {s.shape[0]})")
+    counts_t = np.ascontiguousarray(counts.T)  # a clip's replicates side by side: fast rows
+    per_class = [
+        class_scores(y[rows, k], s[rows, k], counts_t, threshold, rows)
+        for k in range(s.shape[1])
+        for rows in [np.flatnonzero(m[:, k])]
+    ]
+    return {
+        name: np.stack([c[name] for c in per_class], axis=1).reshape(len(counts), s.shape[1])
+        for name in METRICS
+    }
+
+
+def evaluate(
+    scores: ArrayLike, labels: ArrayLike, mask: ArrayLike, threshold: float = 0.4
+) -> dict[str, float]:
+    """Macro metrics of `scores` (sigmoid outputs in [0, 1], `(N, K)`).
+
+    `labels` `(N, K)`: positive where > 0.5; `mask` `(N, K)` bool: True where labelled.
+    Returns `mAP`, `ROC-AUC`, `F1`, `F1_pos` and `n_classes` (classes used).
+    """
+    per_class = {k: v[0] for k, v in class_metrics(scores, labels, mask, threshold).items()}
+    used = ~np.isnan(per_class["mAP"])
+    if not used.any():
         raise ValueError(
-            f"labels, mask: none of the {s.shape[1]} classes has both a labelled positive and "
+            f"labels, mask: none of the {len(used)} classes has both a labelled positive and "
             "a labelled negative entry, so no metric is defined"
         )
     return {
-        "mAP": float(np.mean(ap)),
-        "ROC-AUC": float(np.mean(auc)),
-        "F1": float(np.mean(f1)),
-        "F1_pos": float(np.mean(f1_pos)),
-        "n_classes": len(ap),
+        **{name: float(np.mean(values[used])) for name, values in per_class.items()},
+        "n_classes": int(used.sum()),
     }

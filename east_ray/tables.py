@@ -10,7 +10,10 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
   *validation* mAP over seeds; test numbers never choose anything.
 - `summarise` gives mean and 95% confidence half-width (Student t) over seeds.
 - `paper_table` joins against the expected (system, teacher) pairs, so a missing cell is
-  a NaN row, not a dropped one; `format_table` pivots it to the paper's layout.
+  a NaN row, not a dropped one; `format_table` pivots it to the paper's layout. Given
+  `intervals` (bootstrap CIs and paired tests from the runs' test scores,
+  `east_ray.results.system_intervals`), its CI is the bootstrap one and `format_table`
+  marks a system that differs significantly from the Baseline with `†` (`ci_note`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from scipy import stats
 
 from east_ray.config import USES_STAGE
 from east_ray.reference import REFERENCE
+from east_ray.stats import SIGNIFICANCE
 
 SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
 _NAMES = {
@@ -140,16 +144,43 @@ def expected_pairs(
     return pd.DataFrame(rows, columns=["system", "teacher"])
 
 
+INTERVAL_KEYS = ["system", "teacher", "fraction", "metric"]
+
+
+def with_intervals(summary: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
+    """A `summarise` frame with `ci_low`, `ci_high` and `p_value`: from `intervals` (one
+    row per `INTERVAL_KEYS`, teacher "-" for teacher-free systems), with `ci95` then the
+    half-width of that interval; without them, mean ∓ the Student-t `ci95` and no test."""
+    if intervals is None:
+        return summary.assign(
+            ci_low=summary["mean"] - summary["ci95"],
+            ci_high=summary["mean"] + summary["ci95"],
+            p_value=np.nan,
+        )
+    out = summary.drop(columns="ci95").merge(
+        intervals[[*INTERVAL_KEYS, "ci_low", "ci_high", "p_value"]],
+        on=INTERVAL_KEYS,
+        how="left",
+    )
+    out.insert(out.columns.get_loc("mean") + 1, "ci95", (out["ci_high"] - out["ci_low"]) / 2)
+    return out
+
+
 def paper_table(
-    results: pd.DataFrame, expected: pd.DataFrame, metrics: tuple[str, ...], fraction: float = 1.0
+    results: pd.DataFrame,
+    expected: pd.DataFrame,
+    metrics: tuple[str, ...],
+    fraction: float = 1.0,
+    intervals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Tidy table at `fraction`: one row per expected (system, teacher, metric).
+    """Tidy table at `fraction`: one row per expected (system, teacher, metric), with the
+    CI as `ci_low`, `ci_high` and half-width `ci95`, and `p_value` (`with_intervals`).
 
     λ is chosen on validation; the baseline (no teacher) is repeated under each teacher.
     Missing runs are NaN rows.
     """
     chosen = choose_lambda(results)
-    summary = summarise(chosen[chosen["fraction"] == fraction], metrics)
+    summary = with_intervals(summarise(chosen[chosen["fraction"] == fraction], metrics), intervals)
     free = summary["teacher"] == "-"  # baselines: repeated under every teacher
     grid = expected.merge(pd.DataFrame({"metric": metrics}), how="cross")
     with_teacher = grid.merge(summary[~free], on=["system", "teacher", "metric"], how="left")
@@ -189,15 +220,26 @@ def flat_columns(wide: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
+def ci_note(n_boot: int) -> str:
+    """What `format_table`'s "±" and "†" mean when the CIs are bootstrap ones."""
+    return (
+        f"mean ± half-width of the 95% percentile bootstrap CI, test clips and seeds "
+        f"resampled, B = {n_boot}; † differs from the Baseline at this fraction, paired "
+        f"bootstrap on the same test clips, two-sided p < {SIGNIFICANCE:g}"
+    )
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 ± 0.004"."""
+    """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 ± 0.004",
+    with a trailing "†" where `p_value` < `SIGNIFICANCE` (`ci_note`)."""
 
     def cell(row: pd.Series) -> str:
         if pd.isna(row["mean"]):
             return "missing"
+        mark = "†" if row["p_value"] < SIGNIFICANCE else ""
         if pd.isna(row["ci95"]):
-            return f"{row['mean']:.3f}"
-        return f"{row['mean']:.3f} ± {row['ci95']:.3f}"
+            return f"{row['mean']:.3f}{mark}"
+        return f"{row['mean']:.3f} ± {row['ci95']:.3f}{mark}"
 
     text = table.assign(value=table.apply(cell, axis=1), teacher=table["teacher"].map(display_name))
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
@@ -214,7 +256,7 @@ def paper_reference(dataset: str) -> pd.DataFrame:
 
 def beside_paper(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """A `paper_table` joined with the published cells: ours, the paper's, ours − paper,
-    and whether the difference exceeds our 95% CI (NaN without a CI, e.g. one seed)."""
+    and whether the paper's value lies outside our 95% CI (NaN without a CI)."""
     free = reference["teacher"] == "-"  # the baseline: compared under every teacher
     joined = pd.concat(
         [
@@ -225,9 +267,11 @@ def beside_paper(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         ],
         ignore_index=True,
     )
-    out = joined[["system", "teacher", "metric", "mean", "ci95", "paper", "source"]]
+    columns = ["system", "teacher", "metric", "mean", "ci95", "ci_low", "ci_high"]
+    out = joined[[*columns, "paper", "source"]]
     out = out.rename(columns={"mean": "ours"}).assign(diff=lambda f: f["ours"] - f["paper"])
-    out["beyond_ci"] = np.where(out["ci95"].isna(), np.nan, out["diff"].abs() > out["ci95"])
+    outside = (out["paper"] < out["ci_low"]) | (out["paper"] > out["ci_high"])
+    out["beyond_ci"] = np.where(out["ci_low"].isna() | out["ci_high"].isna(), np.nan, outside)
     return out.reset_index(drop=True)
 
 

@@ -36,7 +36,11 @@ def test_the_package_keeps_its_layers() -> None:
     [
         ("train/trainer.py", "import ray", "training imports no Ray"),
         ("config.py", "import east_ray.models", "a spec loads without torch or Ray"),
-        ("data/parquet.py", "import east_ray.train.trainer", "layers: study > train"),
+        ("data/parquet.py", "import east_ray.train.trainer", "layers: study > results > train"),
+        ("train/trainer.py", "import east_ray.results", "layers: study > results > train"),
+        ("results.py", "import east_ray.study.results", "layers: study > results > train"),
+        ("results.py", "import torch", "the analysis API imports no torch or Ray"),
+        ("stats.py", "import pandas", "the statistics import no pandas, pyarrow, torch"),
     ],
 )
 def test_a_wrong_import_breaks_the_contract(

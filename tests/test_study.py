@@ -60,6 +60,19 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert results["test_mAP"].notna().all()
     for name in ("tables.md", "tables.tex"):
         assert "EAsT_Final" in (storage / "tiny" / name).read_text()
+    # Every cell's test scores, written before its result.json; the Teacher_LR fit's copy.
+    for result in (storage / "tiny" / "cells").glob("*/result.json"):
+        scores = result.with_name("test_scores.parquet")
+        assert scores.stat().st_mtime_ns <= result.stat().st_mtime_ns
+    (lr,) = results.loc[results["regularizer"] == "teacher_lr", "cell_id"]
+    lr_scores = storage / "tiny" / "teacher_lr" / lr / "test_scores.parquet"
+    copied = lr_scores.stat().st_mtime_ns
+    # The tables: the bootstrap CI (one seed) in every cell, and what "±" and "†" mean.
+    markdown = (storage / "tiny" / "tables.md").read_text()
+    assert "95% percentile bootstrap CI, test clips and seeds resampled, B = 1000" in markdown
+    assert "† differs from the Baseline at this fraction, paired bootstrap" in markdown
+    first_table = markdown.split("\n\n")[1].splitlines()[2:]  # after the title and header
+    assert len(first_table) == 4 and all(row.count(" ± ") == 2 for row in first_table)
     events = list((storage / "tiny" / "cells").glob("*/tb/events.out.tfevents.*"))
     assert len(events) == 3
     first = _result_times(storage)
@@ -68,6 +81,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     captured = capsys.readouterr()
     assert "3 cells already done, 0 to run" in captured.err and "EAsT_Final" in captured.out
     assert _result_times(storage) == first
+    assert lr_scores.stat().st_mtime_ns == copied  # the same scores: not copied again
 
     _write(spec, "0.5, 0.8")  # two more cells (kd and dcor at λ 0.8)
     assert study.main(args) == 0
@@ -77,7 +91,8 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
 
     before = _tree(tmp_path)
     assert study.main([*args, "--tables-only"]) == 0  # read-only: prints, writes nothing
-    assert "EAsT_Final" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "EAsT_Final" in out and "paired bootstrap" in out and " ± " in out
     assert study.main([*args, "--dry-run"]) == 0
     assert _tree(tmp_path) == before
 

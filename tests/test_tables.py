@@ -12,6 +12,7 @@ from scipy import stats
 from east_ray.tables import (
     choose_lambda,
     ci95,
+    ci_note,
     expected_pairs,
     flat_columns,
     format_table,
@@ -114,6 +115,29 @@ def test_paper_table_keeps_missing_cells_and_repeats_baseline() -> None:
     assert list(flat.columns)[:3] == ["VGGish · mAP", "VGGish · F1", "OpenL3 · mAP"]
     assert "| VGGish · mAP" in flat.to_markdown() and "('" not in flat.to_markdown()
     assert "EAsT_Final" in wide.to_markdown() and "tabular" in wide.to_latex()
+
+
+def test_bootstrap_intervals_replace_the_student_t_ci_and_mark_significance() -> None:
+    expected = expected_pairs(("none", "dcor"), ("final",), ("vggish", "openl3"))
+    intervals = pd.DataFrame(
+        [
+            ("Baseline", "-", 1.0, "mAP", 0.38, 0.42, np.nan),
+            ("Teacher_LR", "vggish", 1.0, "mAP", 0.40, 0.50, 0.30),
+            ("EAsT_Final", "vggish", 1.0, "mAP", 0.40, 0.44, 0.01),
+        ],
+        columns=["system", "teacher", "fraction", "metric", "ci_low", "ci_high", "p_value"],
+    )
+    table = paper_table(_results(), expected, ("mAP",), intervals=intervals)
+    final = table[(table["system"] == "EAsT_Final") & (table["teacher"] == "vggish")].iloc[0]
+    assert (final["ci_low"], final["ci_high"]) == (0.40, 0.44)
+    assert final["ci95"] == pytest.approx(0.02) and final["p_value"] == 0.01
+    base = table[table["system"] == "Baseline"]  # the teacher-free row under each teacher
+    assert base["ci_low"].tolist() == [0.38, 0.38] and base["p_value"].isna().all()
+    wide = format_table(table)
+    assert wide.loc["EAsT_Final", ("VGGish", "mAP")] == "0.410 ± 0.020†"
+    assert wide.loc["Teacher_LR", ("VGGish", "mAP")] == "0.450 ± 0.050"
+    assert wide.loc["Baseline", ("OpenL3", "mAP")] == "0.400 ± 0.020"
+    assert "B = 1000" in ci_note(1000) and "p < 0.05" in ci_note(1000)
 
 
 def test_an_extra_system_is_its_own_row_repeated_under_every_teacher() -> None:

@@ -21,7 +21,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from east_ray.config import TeacherLRRecipe
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import read_labels, read_meta
+from east_ray.data.scores import read_scores
 from east_ray.errors import BadValueError, UnknownNameError
+from east_ray.metrics import evaluate
 from east_ray.teachers import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.__main__ import main as teachers_main
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
@@ -245,6 +247,47 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     assert len(list(stored.parent.glob("_*.corrupt-*"))) == 4
     again = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
     assert np.array_equal(again, logits)
+
+
+def test_teacher_lr_keeps_one_fit_per_fraction(handcrafted: Path) -> None:
+    records = [
+        fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=f) for f in (0.5, 0.75)
+    ]
+    # "frac0.5-seed5" and "frac0.75-seed5" once both read as the stem "frac0" (with_suffix):
+    # the second fraction got the first one's record and logits back
+    assert [r["fraction"] for r in records] == [0.5, 0.75]
+    assert [Path(r["logits"]).name for r in records] == [
+        "frac0.5-seed5.parquet",
+        "frac0.75-seed5.parquet",
+    ]
+
+
+def test_teacher_lr_keeps_its_test_scores(
+    handcrafted: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=0.5)
+    labels = read_labels(handcrafted)
+    test = labels.rows("test")
+    path = Path(record["test_scores"])
+    assert path.name == "frac0.5-seed5.test_scores.parquet"
+    scores = read_scores(path)
+    assert scores.clip_ids.tolist() == [labels.clip_ids[i] for i in test]
+    assert scores.classes == tuple(read_meta(handcrafted)["classes"])
+    assert scores.scores.shape == (len(test), 20)
+    assert np.array_equal(scores.labels, labels.labels[test])
+    assert np.array_equal(scores.mask, labels.mask[test])
+    recomputed = evaluate(scores.scores, scores.labels, scores.mask)
+    assert recomputed["mAP"] == pytest.approx(record["test"]["mAP"], abs=5e-3)  # float16
+    # A fit stored before test scores were kept gets them from its logits; a damaged
+    # file is set aside and written again.
+    path.unlink()
+    assert fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=0.5) == record
+    assert np.array_equal(read_scores(path).scores, scores.scores)
+    path.write_bytes(path.read_bytes()[:30])
+    with caplog.at_level(logging.WARNING, logger="east_ray"):
+        assert fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=0.5) == record
+    assert "cannot be read" in caplog.text and len(list(path.parent.glob("_*.corrupt-*"))) == 1
+    assert np.array_equal(read_scores(path).scores, scores.scores)
 
 
 @pytest.fixture

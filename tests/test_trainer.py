@@ -18,8 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
-from east_ray.data.parquet import LabelTable
+from east_ray.data.parquet import LabelTable, read_meta
+from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
+from east_ray.metrics import evaluate
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.train.data import (
@@ -44,7 +46,7 @@ from east_ray.train.trainer import (
     spec_augment,
     train,
 )
-from tests.release_fixtures import TEST_FEATURES
+from tests.release_fixtures import OPENMIC_CLASSES, TEST_FEATURES
 
 RECIPE = Recipe(
     batch_size=4,
@@ -151,6 +153,36 @@ def _hparams(tb: Path) -> tuple[dict[str, object], dict[str, float]]:
                         value.tensor.float_val[0] if value.tensor.float_val else value.simple_value
                     )
     return axes, finals
+
+
+def test_train_writes_the_test_scores_and_a_resumed_run_rewrites_them(
+    prepared: Path, tmp_path: Path
+) -> None:
+    """The scores are written by `train` itself, so before the study's result.json."""
+    spec = TrialSpec(**{**_spec("none", None).__dict__, "max_epochs": 2})
+    data = _data(prepared, spec)
+    run_dir = tmp_path / "run"
+    result = train(spec, data, run_dir)
+    path = run_dir / SCORES
+    scores = read_scores(path)
+    test = data.test_rows
+    assert scores.clip_ids.tolist() == [data.labels.clip_ids[i] for i in test]
+    assert scores.classes == OPENMIC_CLASSES == tuple(read_meta(prepared)["classes"])
+    assert scores.scores.shape == (len(test), 20) and scores.threshold == RECIPE.f1_threshold
+    assert np.array_equal(scores.labels, data.labels.labels[test])
+    assert np.array_equal(scores.mask, data.labels.mask[test])
+    recomputed = evaluate(scores.scores, scores.labels, scores.mask, scores.threshold)
+    assert recomputed["mAP"] == pytest.approx(result.test["mAP"], abs=5e-3)  # float16
+
+    # A finished run started again (e.g. its result.json was damaged) trains no epoch,
+    # evaluates the kept weights again and rewrites the file.
+    path.write_bytes(b"stale")
+    epochs: list[dict[str, float]] = []
+    again = train(spec, data, run_dir, report=lambda m, _: epochs.append(m))
+    assert epochs == [] and again.test == result.test
+    rewritten = read_scores(path)
+    assert rewritten.clip_ids.tolist() == scores.clip_ids.tolist()
+    assert np.array_equal(rewritten.scores, scores.scores)
 
 
 class _InterruptError(Exception):
@@ -324,6 +356,7 @@ def _toy_data(n: int = 40, classes: int = 3) -> TrialData:
         np.arange(n).astype(str),
         np.zeros((n, classes), np.float32),
         np.ones((n, classes), bool),
+        tuple(f"class{k}" for k in range(classes)),
     )
     store = ArrayStore([f"c{i}" for i in reversed(range(n))], np.arange(n)[::-1, None, None])
     return TrialData(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,14 @@ def write_atomic(path: Path, write: Callable[[str], object]) -> None:
         raise
 
 
+def copy_atomic(source: Path, path: Path) -> None:
+    """Copy `source` to `path` like `write_atomic`, unless `path` already holds the same
+    bytes (so a rerun rewrites nothing)."""
+    if path.is_file() and path.read_bytes() == source.read_bytes():
+        return
+    write_atomic(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
 def move_aside(path: Path) -> Path:
     """Rename a damaged file to `_<name>.corrupt-<time>[-n]` beside it (never deleting it).
 
@@ -153,13 +162,15 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LabelTable:
-    """Every prepared clip's id, split, group, labels `(N, C)` and mask `(N, C)`; no audio."""
+    """Every prepared clip's id, split, group, labels `(N, C)` and mask `(N, C)`, and the
+    names of the C classes (`meta.json`); no audio."""
 
     clip_ids: list[str]
     split: np.ndarray
     group: np.ndarray
     labels: np.ndarray
     mask: np.ndarray
+    classes: tuple[str, ...]
 
     def rows(self, split: str) -> np.ndarray:
         """Row indices of `split`."""
@@ -181,7 +192,8 @@ class LabelTable:
 
 
 def read_labels(data_dir: Path) -> LabelTable:
-    """The label columns of `clips/` (Parquet is columnar: the spectrograms are not read)."""
+    """The label columns of `clips/` (Parquet is columnar: the spectrograms are not read)
+    and the class names of `meta.json`."""
     table = pq.read_table(
         Path(data_dir) / "clips", columns=["clip_id", "split", "group", "labels", "label_mask"]
     )
@@ -191,4 +203,5 @@ def read_labels(data_dir: Path) -> LabelTable:
         group=np.asarray(table["group"].to_pylist()),
         labels=column_numpy(table["labels"]).astype(np.float32),
         mask=column_numpy(table["label_mask"]).astype(bool),
+        classes=tuple(read_meta(data_dir)["classes"]),
     )

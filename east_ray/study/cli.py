@@ -148,8 +148,9 @@ def _show_tables(study: Study, storage: Path) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no stored results; run the study first")
     for spec in study.parts:
-        check_study_dir(spec, paths[spec.name].parent, record=False)
-        print(render_tables(spec, pd.read_parquet(paths[spec.name]), None))
+        study_dir = paths[spec.name].parent
+        check_study_dir(spec, study_dir, record=False)
+        print(render_tables(spec, pd.read_parquet(paths[spec.name]), study_dir, write=False))
     return 0
 
 

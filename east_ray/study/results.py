@@ -1,4 +1,5 @@
-"""A study's stored results: one `result.json` per finished cell, `results.parquet`, the
+"""A study's stored results: one `result.json` per finished cell (beside its
+`test_scores.parquet`), copies of the Teacher_LR fits' test scores, `results.parquet`, the
 tables and figure rendered from them, and the `spec.json` that ties a results folder to
 the recipe, student and features it was made with."""
 
@@ -15,15 +16,20 @@ import pandas as pd
 
 from east_ray.config import Cell, Grid, SpecError, StudySpec
 from east_ray.data.parquet import (
+    copy_atomic,
     move_aside,
     write_atomic,
     write_json_atomic,
     write_table_atomic,
     write_text_atomic,
 )
+from east_ray.data.scores import SCORES
+from east_ray.results import RESULTS, annotate, run_folder, system_intervals
+from east_ray.stats import N_BOOT
 from east_ray.tables import (
     TABLE_METRICS,
     beside_paper,
+    ci_note,
     expected_pairs,
     flat_columns,
     format_beside_paper,
@@ -41,7 +47,7 @@ RESULT = "result.json"
 
 
 def cell_dir(study_dir: Path, cell: Cell) -> Path:
-    return study_dir / "cells" / cell.cell_id
+    return run_folder(study_dir, cell.cell_id, cell.regularizer)
 
 
 def read_result(run_dir: Path) -> RunResult | None:
@@ -80,14 +86,17 @@ def collect_results(
     tpe: bool = False,
 ) -> pd.DataFrame:
     """One row per finished run (grid: of `cells`; tpe: all) plus one per Teacher_LR fit,
-    written atomically."""
+    written atomically; each fit's test scores are copied into the study folder
+    (`teacher_lr/<row's cell id>/`), so the folder holds every run's scores."""
     import pyarrow as pa
 
     wanted = {c.cell_id for c in cells}
     rows = [r.row() for r in finished(study_dir) if tpe or r.cell.cell_id in wanted]
     for rec in teacher_lr:
+        cell_id = f"teacher_lr-{rec['teacher']}-frac{rec['fraction']:g}-seed{rec['seed']}"
+        copy_atomic(Path(rec["test_scores"]), run_folder(study_dir, cell_id, "teacher_lr") / SCORES)
         row = {
-            "cell_id": f"teacher_lr-{rec['teacher']}-frac{rec['fraction']:g}-seed{rec['seed']}",
+            "cell_id": cell_id,
             "dataset": spec.dataset,
             "student": "linear",
             "regularizer": "teacher_lr",
@@ -106,9 +115,7 @@ def collect_results(
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        write_table_atomic(
-            pa.Table.from_pandas(frame, preserve_index=False), study_dir / "results.parquet"
-        )
+        write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), study_dir / RESULTS)
     return frame
 
 
@@ -141,10 +148,14 @@ def _beside_paper(spec: StudySpec, tidy: pd.DataFrame) -> tuple[str, pd.DataFram
     return title, format_beside_paper(compared)
 
 
-def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None) -> str:
-    """The tables as terminal text; with `study_dir`, also (re)write tables.md, tables.tex
-    and figure.png there (each atomically)."""
+def render_tables(
+    spec: StudySpec, results: pd.DataFrame, study_dir: Path, *, write: bool = True
+) -> str:
+    """The tables as terminal text, CIs and tests from the runs' test scores in
+    `study_dir`; with `write`, also (re)write tables.md, tables.tex and figure.png there
+    (each atomically)."""
     metrics = TABLE_METRICS[spec.dataset]
+    intervals = system_intervals(annotate(results, study_dir), metrics=metrics)
     teachers = spec.grid.teachers if spec.grid.teachers else ("-",)
     expected = expected_pairs(
         spec.grid.regularizers,
@@ -154,11 +165,11 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
     )
     parts, markdown, latex = [], [], []
     for fraction in sorted(spec.grid.fractions, reverse=True):
-        tidy = paper_table(results, expected, metrics, fraction)
+        tidy = paper_table(results, expected, metrics, fraction, intervals)
         table = format_table(tidy)
         title = (
             f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
-            f"({lambda_rule(spec.grid)}; mean ± 95% CI over seeds)"
+            f"({lambda_rule(spec.grid)}; {ci_note(N_BOOT)})"
         )
         parts += [title, flat_columns(table).to_string(), ""]
         markdown += [f"### {title}", "", flat_columns(table).to_markdown(), ""]
@@ -167,7 +178,7 @@ def render_tables(spec: StudySpec, results: pd.DataFrame, study_dir: Path | None
             note, beside = _beside_paper(spec, tidy)
             parts += [note, *([beside.to_string(), ""] if beside is not None else [""])]
             markdown += [note, "", *([beside.to_markdown(), ""] if beside is not None else [])]
-    if study_dir is None:
+    if not write:
         return "\n".join(parts)
     write_text_atomic("\n".join(markdown), study_dir / "tables.md")
     write_text_atomic("\n".join(latex), study_dir / "tables.tex")

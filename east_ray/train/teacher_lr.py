@@ -9,9 +9,12 @@ authors'). It is a row of the paper's table and the KD teacher, so it is fitted 
 logits for every clip are stored:
 
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.parquet   clip_id, logits float32[C]
+    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.test_scores.parquet   (east_ray.data.scores)
     <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      recipe, validation and test metrics
 
-Fitting again with the same arguments returns the stored result. A stored fit made with
+The record is written last and marks a complete fit; a fit stored before test scores
+were kept gets them from its logits. Fitting again with the same arguments returns the
+stored result. A stored fit made with
 another recipe (as the record says) is fitted again, with a log line naming what changed;
 stored files that cannot be read are set aside with a warning and fitted again.
 """
@@ -39,8 +42,10 @@ from east_ray.data.parquet import (
     write_json_atomic,
     write_table_atomic,
 )
+from east_ray.data.scores import SCORES, write_scores
 from east_ray.losses import masked_bce
 from east_ray.metrics import evaluate
+from east_ray.stats import ScoredClips
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import UNRECORDED_FRAMING, load_embeddings
 from east_ray.train.selection import Selection
@@ -50,9 +55,21 @@ logger = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path]:
-    stem = Path(data_dir) / "teacher_lr" / teacher / f"frac{fraction:g}-seed{seed}"
-    return stem.with_suffix(".parquet"), stem.with_suffix(".json")
+def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path, Path]:
+    """Logits, record and test scores of one fit. Names are built whole: `with_suffix`
+    would read "frac0.5-seed0" as a stem "frac0" with suffix ".5-seed0", and every
+    fraction below 1 would share one file."""
+    folder, stem = Path(data_dir) / "teacher_lr" / teacher, f"frac{fraction:g}-seed{seed}"
+    return (
+        folder / f"{stem}.parquet",
+        folder / f"{stem}.json",
+        folder / f"{stem}.{SCORES}",
+    )
+
+
+def _fit_name(record_path: Path) -> Path:
+    """A fit's name in log lines: its record without ".json" (`frac0.5-seed0`)."""
+    return record_path.parent / record_path.name.removesuffix(".json")
 
 
 def applied_recipe(recipe: TeacherLRRecipe, teacher: str) -> dict[str, Any]:
@@ -84,18 +101,35 @@ def fit_teacher_lr(
     """Fit (or read back) Teacher_LR with `recipe` (default: the authors'); returns its
     record (recipe, metrics, epochs, steps, logits path)."""
     recipe = recipe or TeacherLRRecipe()
-    logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
+    logits_path, record_path, scores_path = _paths(data_dir, teacher, fraction, seed)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
     if stored is not None and _same_framing(stored, teacher, record_path):
-        logger.info("Teacher_LR %s: already fitted; skipping", record_path.with_suffix(""))
-        return stored
-    logger.info("Teacher_LR %s: fitting", record_path.with_suffix(""))
+        if not _readable(scores_path):  # e.g. a fit from before test scores were kept
+            logger.info("Teacher_LR %s: writing its test scores", _fit_name(record_path))
+            table = read_labels(data_dir)
+            logits = column_numpy(pq.read_table(logits_path)["logits"])
+            _write_test_scores(table, logits, threshold, scores_path)
+        logger.info("Teacher_LR %s: already fitted; skipping", _fit_name(record_path))
+        return {**stored, "test_scores": str(scores_path)}
+    logger.info("Teacher_LR %s: fitting", _fit_name(record_path))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:
         return _fit(data_dir, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold)
     finally:
         torch.set_num_threads(threads)
+
+
+def _readable(path: Path) -> bool:
+    """Whether `path` is a whole Parquet file; one that is not is set aside with a warning."""
+    if not path.is_file():
+        return False
+    try:
+        pq.read_metadata(path)
+    except ValueError as exc:  # Arrow's errors for a truncated or foreign file
+        logger.warning("%s cannot be read (%s); moved to %s", path, exc, move_aside(path).name)
+        return False
+    return True
 
 
 def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> dict[str, Any] | None:
@@ -112,7 +146,7 @@ def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> di
         moved = [move_aside(p).name for p in (logits_path, record_path)]
         logger.warning(
             "Teacher_LR %s cannot be read (%s); moved to %s, fitting it again",
-            record_path.with_suffix(""),
+            _fit_name(record_path),
             exc,
             ", ".join(moved),
         )
@@ -124,7 +158,7 @@ def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> di
     changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in applied.items() if old.get(k) != v]
     logger.warning(
         "Teacher_LR %s was fitted with another recipe (%s); fitting it again",
-        record_path.with_suffix(""),
+        _fit_name(record_path),
         ", ".join(changed),
     )
     return None
@@ -139,7 +173,7 @@ def _same_framing(stored: dict[str, Any], teacher: str, record_path: Path) -> bo
         return True
     logger.warning(
         "Teacher_LR %s was fitted on %r-framed embeddings, %s now frames %r; fitting it again",
-        record_path.with_suffix(""),
+        _fit_name(record_path),
         fitted_on,
         teacher,
         framing,
@@ -222,7 +256,7 @@ def _fit(
     seed: int,
     threshold: float,
 ) -> dict[str, Any]:
-    logits_path, record_path = _paths(data_dir, teacher, fraction, seed)
+    logits_path, record_path, scores_path = _paths(data_dir, teacher, fraction, seed)
     table = read_labels(data_dir)
     x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
     train_rows = table.training_rows(fraction, seed)
@@ -245,6 +279,7 @@ def _fit(
         "best_epoch": run.selection.best_epoch,
         "train_clips": len(train_rows),
         "logits": str(logits_path),
+        "test_scores": str(scores_path),
     }
     for split in ("valid", "test"):
         _, scores = _loss_and_scores(model, *tensors[split])
@@ -258,15 +293,31 @@ def _fit(
         ),
         logits_path,
     )
-    write_json_atomic(record, record_path)
+    _write_test_scores(table, logits, threshold, scores_path)
+    write_json_atomic(record, record_path)  # last: the record marks a complete fit
     return record
+
+
+def _write_test_scores(table: LabelTable, logits: np.ndarray, threshold: float, path: Path) -> None:
+    """The test clips' sigmoid scores (`east_ray.data.scores`), from the stored logits."""
+    rows = table.rows("test")
+    scores = torch.sigmoid(torch.from_numpy(logits[rows])).numpy()
+    clips = ScoredClips(
+        np.asarray(table.clip_ids, dtype=str)[rows],
+        table.classes,
+        scores,
+        table.labels[rows],
+        table.mask[rows],
+        threshold,
+    )
+    write_scores(clips, path)
 
 
 def load_teacher_logits(
     data_dir: Path, teacher: str, fraction: float, seed: int, clip_ids: list[str]
 ) -> np.ndarray:
     """Stored Teacher_LR logits `(N, C)` for `clip_ids`, in that order."""
-    logits_path, _ = _paths(data_dir, teacher, fraction, seed)
+    logits_path, _, _ = _paths(data_dir, teacher, fraction, seed)
     if not logits_path.is_file():
         raise FileNotFoundError(
             f"{logits_path}: Teacher_LR for teacher {teacher!r}, fraction "

@@ -6,7 +6,9 @@ the composite loss `(1 - λ)·L_pred + λ·L_reg`; after each epoch it validates
 ReduceLROnPlateau and early stopping on the combined validation loss, keeps the weights of
 the best validation mAP, and writes a checkpoint (model, optimiser, scheduler,
 early-stopping state, RNG states, step). At the end the kept weights are evaluated on the
-test split.
+test split, and the test clips' sigmoid scores are written to `run_dir/test_scores.parquet`
+(`east_ray.data.scores`), so a run that resumes after it finished re-evaluates and
+rewrites them.
 
 Augmentation, by default the authors' (DESIGN §1): each example gets one frequency and
 one time mask (SpecAugment) in the log-power domain, before normalisation, so a stripe
@@ -56,10 +58,12 @@ from torch.utils.tensorboard.summary import hparams
 from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
 from east_ray.data.parquet import move_aside, write_atomic
+from east_ray.data.scores import SCORES, write_scores
 from east_ray.errors import BadValueError, UserError
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
+from east_ray.stats import ScoredClips
 from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
@@ -392,8 +396,9 @@ class _Run:
             totals += self.record(*pending)
         return totals, n
 
-    def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float]]:
-        """Combined loss (mean over batches) and metrics of `rows`, no augmentation."""
+    def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float], np.ndarray]:
+        """Combined loss (mean over batches), metrics and sigmoid scores `(len(rows), C)` of
+        `rows`, no augmentation."""
         self.model.eval()
         scores, losses, sizes = [], [], []
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
@@ -411,7 +416,7 @@ class _Run:
             self.data.labels.mask[rows],
             self.spec.recipe.f1_threshold,
         )
-        return float(np.average(losses_host, weights=sizes)), metrics
+        return float(np.average(losses_host, weights=sizes)), metrics, scores_host
 
     def checkpoint(self) -> Path:
         payload = {
@@ -512,6 +517,19 @@ def _write_hparams(
         writer.add_scalar(tag, value)
 
 
+def _scored(data: TrialData, scores: np.ndarray, threshold: float) -> ScoredClips:
+    """The test clips' scores with their ids, class names, labels and label mask."""
+    rows, table = data.test_rows, data.labels
+    return ScoredClips(
+        clip_ids=np.asarray(table.clip_ids, dtype=str)[rows],
+        classes=table.classes,
+        scores=scores,
+        labels=table.labels[rows],
+        mask=table.mask[rows],
+        threshold=threshold,
+    )
+
+
 def train(
     spec: TrialSpec,
     data: TrialData,
@@ -544,7 +562,7 @@ def train(
                 data, r.batch_size, spec.cell.seed, epoch, partners=run.needs_partners
             )
             totals, n = run.train_batches(batches)
-            val_loss, val = run.evaluate_rows(data.valid_rows)
+            val_loss, val, _ = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state
             s.epoch = epoch
@@ -576,7 +594,9 @@ def train(
             if report is not None:
                 report(metrics, path)
         run.model.load_state_dict(run.best_weights)
-        _, test = run.evaluate_rows(data.test_rows)
+        _, test, scores = run.evaluate_rows(data.test_rows)
+        # before the caller's result.json: a finished cell always has its scores
+        write_scores(_scored(data, scores, r.f1_threshold), run_dir / SCORES)
         _write_hparams(run.writer, spec.cell, test, run.state.best_map)
     finally:
         run.writer.close()

@@ -1,0 +1,286 @@
+"""A study folder as pandas DataFrames: the paper's table with bootstrap CIs, paired tests
+against the Baseline, per-class AP. For notebooks and scripts; imports no torch or Ray.
+
+    import east_ray.results as er
+    frame = er.load("results/openmic")          # results.parquet, one row per run
+    er.paper_table(frame)                       # tidy: mean, ci_low, ci_high, p_value, ...
+    er.system_intervals(frame)                  # bootstrap CI of every system's seed-mean
+    er.paired_tests(frame)                      # each system − Baseline at its fraction
+    er.run_intervals(frame)                     # a CI for every run (row)
+    er.class_ap(frame)                          # AP per class (rows) and system (columns)
+
+Every function takes the frame `load` returns (or `annotate(results, study_dir)`): its
+`scores_file` column says where each run's `test_scores.parquet` is (`east_ray.data.scores`;
+a Teacher_LR fit's copy is under `teacher_lr/<cell id>/`). λ is chosen on validation as
+the tables choose it (`tables.choose_lambda`), and the bootstrap is `east_ray.stats`'
+(clips, and seeds when there are several, resampled; B = 1000 by default, seeded, so a
+call gives the same numbers every time). Runs without a scores file (finished before runs
+kept them) get NaN intervals and tests, and one warning per call names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from east_ray import stats, tables
+from east_ray.data.scores import SCORES, read_scores
+from east_ray.errors import BadValueError
+from east_ray.stats import LEVEL, N_BOOT, ScoredClips
+
+logger = logging.getLogger(__name__)
+
+CELLS = "cells"
+TEACHER_LR = "teacher_lr"
+RESULTS = "results.parquet"
+TEACHER_ORDER = ("vggish", "openl3", "passt", "panns")  # the paper's columns
+_GROUP = ["system", "teacher", "fraction"]
+
+
+def run_folder(study_dir: Path, cell_id: str, regularizer: str) -> Path:
+    """A run's folder in a study: `cells/<id>`, or `teacher_lr/<id>` for the copies the
+    study keeps of a Teacher_LR fit (which lives in the prepared dataset)."""
+    return Path(study_dir) / (TEACHER_LR if regularizer == "teacher_lr" else CELLS) / cell_id
+
+
+def annotate(results: pd.DataFrame, study_dir: Path | str) -> pd.DataFrame:
+    """`results` (rows of `results.parquet`) with categorical `system` (the paper's seven
+    in its order, then the frame's other systems alphabetically) and `teacher` (vggish,
+    openl3, passt, panns, then the frame's others alphabetically; NaN for teacher-free
+    systems), and `scores_file`. Group with `observed=True` to skip absent categories."""
+    frame = tables.add_system(results)
+    others = sorted(set(frame["system"]) - set(tables.SYSTEMS))
+    frame["system"] = pd.Categorical(frame["system"], [*tables.SYSTEMS, *others])
+    teachers = sorted(set(frame["teacher"].dropna()) - set(TEACHER_ORDER))
+    frame["teacher"] = pd.Categorical(frame["teacher"], [*TEACHER_ORDER, *teachers])
+    frame["scores_file"] = [
+        str(run_folder(Path(study_dir), c, r) / SCORES)
+        for c, r in zip(frame["cell_id"], frame["regularizer"], strict=True)
+    ]
+    return frame
+
+
+def load(study_dir: Path | str) -> pd.DataFrame:
+    """A study's `results.parquet`, `annotate`d: one row per run and Teacher_LR fit."""
+    path = Path(study_dir) / RESULTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no stored results; give the study's folder (<storage>/<study name>) "
+            "of a study that has run"
+        )
+    return annotate(pd.read_parquet(path), study_dir)
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with `system` and `teacher` as plain columns: `tables` groups by them, and
+    a categorical grouping would add every unobserved (system, teacher) pair."""
+    if "scores_file" not in frame:
+        raise BadValueError(
+            "results: no scores_file column; pass the frame of east_ray.results.load(study_dir) "
+            "or annotate(results, study_dir)"
+        )
+    return frame.astype({"system": object, "teacher": object})
+
+
+def _metrics(frame: pd.DataFrame, metrics: Sequence[str] | None) -> tuple[str, ...]:
+    """`metrics`, or the paper table's for the frame's dataset (mAP when unknown)."""
+    if metrics is not None:
+        return tuple(metrics)
+    datasets = set(frame["dataset"].dropna()) if "dataset" in frame else set()
+    if len(datasets) == 1:
+        return tables.TABLE_METRICS.get(datasets.pop(), ("mAP",))
+    return ("mAP",)
+
+
+def _chosen(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the λ the tables use, teacher "-" for teacher-free systems."""
+    chosen = tables.choose_lambda(_plain(frame)).reset_index(drop=True)  # rows by position
+    return chosen.assign(teacher=chosen["teacher"].fillna("-"))
+
+
+def _read(frame: pd.DataFrame) -> list[ScoredClips | None]:
+    """Each row's test scores (None without a file, named in one warning), all aligned to
+    one clip order: runs compared must share their test clips."""
+    exists = [Path(p).is_file() for p in frame["scores_file"]]
+    missing = [c for c, e in zip(frame["cell_id"], exists, strict=True) if not e]
+    if missing:
+        logger.warning(
+            "%d runs have no %s (finished before runs kept their test scores), so no "
+            "bootstrap CI or test: %s",
+            len(missing),
+            SCORES,
+            ", ".join(missing),
+        )
+    read = [
+        read_scores(Path(p)) if e else None
+        for p, e in zip(frame["scores_file"], exists, strict=True)
+    ]
+    present = [c for c in read if c is not None]
+    aligned = iter(stats.align(present)) if present else iter(())
+    return [None if c is None else next(aligned) for c in read]
+
+
+def _replicates(
+    clips: Sequence[ScoredClips | None], n_boot: int, rng: np.random.Generator
+) -> list[dict[str, np.ndarray] | None]:
+    """Every metric of each run on the same `n_boot` clip resamples."""
+    first = next((c for c in clips if c is not None), None)
+    if first is None:
+        return [None] * len(clips)
+    counts = stats.clip_counts(len(first.clip_ids), n_boot, rng)
+    return [None if c is None else stats.replicates(c, counts) for c in clips]
+
+
+def run_intervals(
+    results: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """`results` with `test_<metric>_ci_low` and `test_<metric>_ci_high` for every row:
+    the clip bootstrap interval of that run alone."""
+    names = _metrics(results, metrics)
+    reps = _replicates(_read(results), n_boot, np.random.default_rng(seed))
+    out = results.copy()
+    for metric in names:
+        bounds = [
+            stats.percentile_interval(r[metric], level) if r else (np.nan, np.nan) for r in reps
+        ]
+        out[f"test_{metric}_ci_low"] = [low for low, _ in bounds]
+        out[f"test_{metric}_ci_high"] = [high for _, high in bounds]
+    return out
+
+
+def system_intervals(
+    results: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    baseline: str = "Baseline",
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """One row per (system, teacher, fraction, metric) at the chosen λ: `mean` over seeds,
+    its bootstrap interval `ci_low`, `ci_high` (clips and seeds resampled), `n` runs, and
+    the paired comparison with `baseline` at the same fraction: `diff` = system −
+    baseline, `diff_low`, `diff_high`, `p_value` (NaN for the baseline itself). Teacher-free
+    systems have teacher "-"."""
+    names = _metrics(results, metrics)
+    chosen = _chosen(results)
+    reps = _replicates(_read(chosen), n_boot, np.random.default_rng(seed))
+    draws: dict[tuple[object, ...], dict[str, np.ndarray] | None] = {}
+    for key, group in chosen.groupby(_GROUP, sort=True):
+        parts = [reps[i] for i in group.index]
+        if any(p is None for p in parts):
+            draws[key] = None
+            continue
+        # the group's own seed draws: a system's CI does not move when others join the study
+        rng = np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+        weights = stats.seed_counts(len(parts), n_boot, rng)
+        draws[key] = {
+            m: stats.seed_mean(np.stack([p[m] for p in parts if p is not None]), weights)
+            for m in names
+        }
+    means = chosen.groupby(_GROUP, sort=True)[[f"test_{m}" for m in names]].mean()
+    sizes = chosen.groupby(_GROUP, sort=True).size()
+    rows = []
+    for key, drawn in draws.items():
+        base_key = (baseline, "-", key[2])
+        base = draws.get(base_key) if key != base_key else None
+        for m in names:
+            mean = means.loc[key, f"test_{m}"]
+            low, high = stats.percentile_interval(drawn[m], level) if drawn else (np.nan, np.nan)
+            diff = diff_low = diff_high = p_value = np.nan
+            if drawn and base:
+                d = drawn[m] - base[m]
+                diff = mean - means.loc[base_key, f"test_{m}"]
+                diff_low, diff_high = stats.percentile_interval(d, level)
+                p_value = stats.p_value(d)
+            rows.append(
+                (*key, m, mean, low, high, sizes.loc[key], diff, diff_low, diff_high, p_value)
+            )
+    columns = [*_GROUP, "metric", "mean", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(rows, columns=[*columns, "diff", "diff_low", "diff_high", "p_value"])
+
+
+def paired_tests(
+    results: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    baseline: str = "Baseline",
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """Every system against `baseline` at the same fraction on the same test clips:
+    `diff` (system − baseline, seed-means), its interval `ci_low`, `ci_high`, and the
+    two-sided paired bootstrap `p_value` (`east_ray.stats`)."""
+    intervals = system_intervals(
+        results, metrics=metrics, baseline=baseline, n_boot=n_boot, seed=seed, level=level
+    )
+    tests = intervals[intervals["system"] != baseline]
+    tests = tests[[*_GROUP, "metric", "diff", "diff_low", "diff_high", "p_value"]]
+    return tests.rename(columns={"diff_low": "ci_low", "diff_high": "ci_high"}).reset_index(
+        drop=True
+    )
+
+
+def _expected(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every observed system (its order) under every observed teacher (its order)."""
+    systems = [s for s in frame["system"].cat.categories if s in set(frame["system"])]
+    teachers = [t for t in frame["teacher"].cat.categories if t in set(frame["teacher"])]
+    pairs = [(s, t) for s in systems for t in teachers or ["-"]]
+    return pd.DataFrame(pairs, columns=["system", "teacher"])
+
+
+def paper_table(
+    results: pd.DataFrame,
+    *,
+    fraction: float = 1.0,
+    metrics: Sequence[str] | None = None,
+    expected: pd.DataFrame | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The paper's table at `fraction`, tidy (`tables.paper_table`): one row per (system,
+    teacher, metric) with `mean`, the bootstrap `ci_low`, `ci_high` (half-width `ci95`) and
+    `p_value` against the Baseline; `expected` (system, teacher) pairs default to every
+    system under every teacher of the frame. `tables.format_table` pivots it."""
+    names = _metrics(results, metrics)
+    at = results[results["fraction"] == fraction]
+    intervals = system_intervals(at, metrics=names, n_boot=n_boot, seed=seed)
+    pairs = _expected(results) if expected is None else expected
+    return tables.paper_table(_plain(results), pairs, names, fraction, intervals=intervals)
+
+
+def class_ap(results: pd.DataFrame, *, fraction: float = 1.0) -> pd.DataFrame:
+    """Average precision per class (rows: the dataset's class names) and system (columns:
+    (system, teacher), teacher "-" for teacher-free systems), the mean over seeds at the
+    chosen λ and `fraction`; NaN for a class without a labelled positive or negative test
+    clip, and for a system with a run that has no scores."""
+    chosen = _chosen(results)
+    chosen = chosen[chosen["fraction"] == fraction].reset_index(drop=True)
+    clips = _read(chosen)
+    classes = next((c.classes for c in clips if c is not None), ())
+    columns = {}
+    order = {s: i for i, s in enumerate(results["system"].cat.categories)}
+    teacher_order = {t: i for i, t in enumerate(["-", *results["teacher"].cat.categories])}
+    for key, group in chosen.groupby(["system", "teacher"]):
+        parts = [clips[i] for i in group.index]
+        ap = [stats.class_ap(c) for c in parts if c is not None]
+        columns[key] = (
+            np.mean(ap, axis=0) if len(ap) == len(parts) else np.full(len(classes), np.nan)
+        )
+    keys = sorted(columns, key=lambda k: (order.get(k[0], len(order)), teacher_order[k[1]]))
+    table = pd.DataFrame({k: columns[k] for k in keys}, index=pd.Index(classes, name="class"))
+    table.columns = pd.MultiIndex.from_arrays(
+        [[s for s, _ in keys], [t for _, t in keys]], names=["system", "teacher"]
+    )
+    return table
