@@ -2,12 +2,12 @@
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-import torch
+# the reference a trainer step is compared with (also `--estimate`'s calibration step)
+from east_ray.train.calibrate import bare_step
 
-from east_ray.losses import masked_bce
+__all__ = ["bare_step", "local_ray", "timed"]
 
 
 def local_ray(num_gpus: int = 0) -> None:
@@ -22,21 +22,3 @@ def timed(fn: Callable[..., Any], *args: Any) -> float:
     start = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start
-
-
-def bare_step(
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    grad_clip: float,
-    autocast: AbstractContextManager[Any] | None = None,
-) -> None:
-    """The reference a trainer step is compared with: forward, masked BCE, backward,
-    clip, Adam on tensors already where the model is; nothing else."""
-    x, labels, mask = batch
-    with autocast or nullcontext():
-        logits = model(x).logits
-    opt.zero_grad(set_to_none=True)
-    masked_bce(logits.float(), labels, mask).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()

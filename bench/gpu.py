@@ -40,6 +40,7 @@ from east_ray.config import Cell, StudySpec, load_study
 from east_ray.data.parquet import LabelTable
 from east_ray.losses import LossSpec, east_loss
 from east_ray.models import build_student
+from east_ray.train.calibrate import student_description
 from east_ray.train.data import ArrayStore, TrialData, build_trial_data, make_batch
 from east_ray.train.trainer import TrialSpec, _Run, limit_gpu_memory, train
 
@@ -306,7 +307,6 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
     }
     result["matmul_peak_tflop_per_s"] = {k: v / 1e12 for k, v in peaks.items()}
     for name, spec in specs.items():
-        batch, mels, frames = _shape(spec)
         rows = {
             "fp32": measure(spec, device, Variant(bf16=False), steps),
             "bf16": measure(spec, device, Variant(), steps),
@@ -314,8 +314,7 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
             "bf16_no_channels_last": measure(spec, device, Variant(channels_last=False), steps),
         }
         result["students"][name] = {
-            "student": f"{spec.student} {spec.student_options}, batch {batch}, "
-            f"input {mels}x{frames}",
+            "student": student_description(spec),
             **{
                 k: {m: v[m] for m in ("step_s", "samples_per_s", "tflop_per_s", "peak_memory_gib")}
                 for k, v in rows.items()

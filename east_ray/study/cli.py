@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the spec, print the canonical cells and their count, exit",
     )
     parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="with --dry-run: also estimate the grid's GPU-hours at the spec's packing (an "
+        "upper bound: every cell to its step budget), from a GPU benchmark or a few "
+        "calibration steps here",
+    )
+    parser.add_argument(
         "--tables-only",
         action="store_true",
         help="re-render the tables from the stored results.parquet",
@@ -166,11 +173,19 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"{', '.join(sorted({spec.dataset for spec in study.parts}))}, so one folder "
             "cannot hold them; give --data-root, the folder that holds one per dataset name"
         )
+    if args.estimate and not args.dry_run:
+        raise BadValueError("--estimate: only with --dry-run; add --dry-run")
     if args.dry_run:
         for spec in study.parts:
             print(describe_cells(spec, cells[spec.name]))
         if len(study.parts) > 1:
             print(f"{sum(map(len, cells.values()))} cells in study {study.name!r}")
+        if args.estimate:
+            from east_ray.study.data_source import data_source
+            from east_ray.study.estimate import estimate  # torch only when it calibrates
+
+            folders = [(s, cells[s.name], data_source(s, args).data) for s in study.parts]
+            print(estimate(folders, args.max_epochs))
         return 0
     if str(args.storage).startswith("s3://"):
         raise BadValueError(

@@ -1,0 +1,105 @@
+"""`--dry-run --estimate`: step budgets, benchmark figures at the spec's packing, and the
+command's output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from east_ray.config import Resources, expand_cells, load_study
+from east_ray.study import cli as study
+from east_ray.study.estimate import (
+    EVAL_COST,
+    Throughput,
+    bench_throughput,
+    device_hours,
+    work,
+)
+from east_ray.train.calibrate import student_description
+from tests.release_fixtures import tiny_study
+
+
+def test_each_cell_counts_its_step_budget_and_the_evaluations_it_implies(tmp_path: Path) -> None:
+    spec = load_study(_tiny(tmp_path, "max_steps = 10"))  # batch 4, fractions 1.0
+    half = dataclasses.replace(expand_cells(spec)[0], fraction=0.5)
+    counts = {"train": 30, "valid": 7, "test": 5}
+    # 15 clips at fraction 0.5 → 3 steps an epoch; 10 steps → 4 epochs (the last partial)
+    w = work(spec, [half], counts, max_epochs=None)
+    assert (w.steps, w.trained, w.evaluated) == (10, 40, 4 * 7 + 5)
+    # --max-epochs 2 ends it after 6 steps
+    w = work(spec, [half], counts, max_epochs=2)
+    assert (w.steps, w.trained, w.evaluated) == (6, 24, 2 * 7 + 5)
+    rate = Throughput(samples_per_s=2.0, trials=1, device="d", source="s", gpu=True)
+    assert device_hours(w, rate) * 3600 == pytest.approx((24 + EVAL_COST * 19) / 2.0)
+
+
+def _bench(path: Path, spec_description: str, single: float, packing: list[float]) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "device": "Test GPU",
+                "students": {
+                    "openmic": {
+                        "student": spec_description,
+                        "fp32": {"samples_per_s": single},
+                        "bf16": {"samples_per_s": 2 * single},
+                    }
+                },
+                "packing": [
+                    {"trials": k + 1, "aggregate_samples_per_s": v} for k, v in enumerate(packing)
+                ],
+            }
+        )
+    )
+
+
+def test_the_newest_benchmark_of_this_student_gives_the_rate_at_the_specs_packing(
+    tmp_path: Path,
+) -> None:
+    spec = load_study("openmic")  # fp32, gpus_per_trial 0.25: 4 trials per GPU
+    described = student_description(spec)
+    _bench(tmp_path / "2026-01-01-a-gpu.json", described, 100.0, [110.0, 200.0])
+    _bench(tmp_path / "2026-02-01-b-gpu.json", described, 300.0, [330.0, 600.0, 640.0, 660.0])
+    rate = bench_throughput(spec, tmp_path)
+    assert rate is not None and rate.gpu and rate.device == "Test GPU"
+    assert rate.samples_per_s == pytest.approx(300.0 * 660.0 / 330.0)
+    assert rate.source.startswith("2026-02-01-b-gpu.json, fp32")
+
+    bf16 = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, precision="bf16"))
+    two = dataclasses.replace(bf16, resources=Resources(cpus_per_trial=4, gpus_per_trial=0.5))
+    rate = bench_throughput(two, tmp_path)
+    assert rate is not None and rate.samples_per_s == pytest.approx(600.0 * 600.0 / 330.0)
+
+    eight = dataclasses.replace(spec, resources=Resources(cpus_per_trial=1, gpus_per_trial=0.125))
+    rate = bench_throughput(eight, tmp_path)  # more than was measured: the nearest row
+    assert rate is not None and rate.samples_per_s == pytest.approx(300.0 * 660.0 / 330.0)
+    assert "packing measured up to 4" in rate.source
+
+    wider = dataclasses.replace(spec, student_options={"rho": 7, "base_channels": 64})
+    assert bench_throughput(wider, tmp_path) is None  # another size: not this student's figure
+
+
+def test_dry_run_estimate_prints_each_part_and_estimate_needs_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _tiny(tmp_path, "max_steps = 20")
+    args = [str(spec), "--data-root", str(tmp_path / "none"), "--storage", str(tmp_path / "r")]
+    assert study.main([*args, "--estimate"]) == 2
+    assert "--estimate: only with --dry-run" in capsys.readouterr().err
+    # an OpenMIC-layout study without a prepared dataset: the published clip counts, and
+    # (no benchmark of this tiny student) a few steps measured on this CPU
+    assert study.main([*args, "--dry-run", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "clips train/valid/test 12,692/2,223/5,085 (the release's published" in out
+    assert "at most 60 training steps (240 samples)" in out  # 3 cells × 20 steps × batch 4
+    assert "CPU-hours on this machine" in out and "this machine's CPU (measured here" in out
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+
+
+def _tiny(tmp_path: Path, recipe: str) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_study("tiny", recipe=recipe))
+    return path
