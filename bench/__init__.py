@@ -7,7 +7,7 @@ from typing import Any
 # the reference a trainer step is compared with (also `--estimate`'s calibration step)
 from east_ray.train.calibrate import bare_step
 
-__all__ = ["bare_step", "local_ray", "timed"]
+__all__ = ["bare_step", "local_ray", "memory_kib", "timed"]
 
 
 def local_ray(num_gpus: int = 0) -> None:
@@ -22,3 +22,16 @@ def timed(fn: Callable[..., Any], *args: Any) -> float:
     start = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start
+
+
+def memory_kib(pid: int | str = "self") -> dict[str, int]:
+    """The memory lines of `/proc/PID/status` in KiB: VmHWM (peak resident), VmRSS, and its
+    parts RssAnon (private), RssFile and RssShmem (shared memory, e.g. mapped Ray
+    object-store pages); none of them for a zombie, `OSError` once the process is gone."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if value.endswith("kB\n") and key.startswith(("Vm", "Rss")):
+                out[key] = int(value.split()[0])
+    return out

@@ -3,8 +3,10 @@
 Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
 a ratio of two things measured side by side in the same run: trainer full path vs bare
 loop, regularizer vs baseline step, log-mel vs librosa, study runner vs in-process, a
-trial's private memory with the object-store blocks viewed vs copied, and training FLOP/s
-vs this machine's matmul peak.
+trial's private memory with the object-store blocks viewed vs copied, training FLOP/s
+vs this machine's matmul peak, and how a study's memory and start-up grow with the
+dataset (`bench.scale` at 64, 256 and 1,024 clips; `python -m bench.scale` runs it up to
+OpenMIC's 20,000).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from bench import flops, local_ray, logmel, study_overhead, trainer, trial_memory
+from bench import flops, local_ray, logmel, scale, study_overhead, trainer, trial_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,6 +59,11 @@ def summary(result: dict[str, Any]) -> str:
     )
     for name, row in fl["students"].items():
         lines.append(f"| {name} training FLOP/s / matmul peak | {row['fraction_of_peak']:.2f} | |")
+    sizes = result["scale"]["sizes"]
+    steps = ", ".join(f"{s['clips']:,}" for s in sizes)
+    for key, expected, label in scale.FIGURES:
+        ratios = " / ".join(f"{r:.2f}" for r in result["scale"]["growth"][key] if r is not None)
+        lines.append(f"| scale ({steps} clips): {label}, ×4 per step | {ratios} | {expected} |")
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +81,7 @@ def main() -> None:
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)
     result["trial_memory"] = trial_memory.run(clips=1000)
+    result["scale"] = scale.run(full_clips=1024)
     result["seconds"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"{result['date']}-{result['host']}"

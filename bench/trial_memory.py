@@ -20,20 +20,15 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from bench import local_ray
+from bench import local_ray, memory_kib
 from east_ray.data.parquet import column_numpy, tensor_array
 
 CHUNKS_PER_BLOCK = 4
 
 
 def _resident_mib() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("RssAnon", "RssShmem"):
-                out[key] = int(value.split()[0]) // 1024
-    return out
+    kib = memory_kib()
+    return {key: kib[key] // 1024 for key in ("RssAnon", "RssShmem")}
 
 
 @ray.remote

@@ -5,8 +5,8 @@ release folder first (what `python -m east_ray.data prepare` runs, and a study w
 missing). The clip table is cut into fixed shards (sorted clip ids, `shard_size` clips
 each); one Ray task per shard decodes its clips (soundfile), resamples and crops them,
 computes the log-mel in batches (torchaudio) and writes `clips/part-NNNNN.parquet` plus the
-shard's status file, each atomically. Ray spreads the shards over every CPU of the local
-machine or cluster and shows progress.
+shard's status file, each atomically (`write_shard`). Ray spreads the shards over every
+CPU of the local machine or cluster and shows progress.
 
 Re-running is cheap and safe: a complete output with the same fingerprint (release
 content, validation rule, features, settings) is left alone; an interrupted one resumes
@@ -121,11 +121,43 @@ def shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
     return out / "clips" / f"{name}.parquet", out / "status" / f"{name}.json"
 
 
+def shard_rows(out: Path, shard: int) -> pa.Table:
+    """The manifest rows of shard `shard`: the clips a shard job writes."""
+    return pq.read_table(out / MANIFEST, filters=[("shard", "=", shard)])
+
+
+def ok_status(clip_id: str, padded: bool = False) -> dict[str, Any]:
+    """A shard status entry for a clip that was written (reflect-padded or not)."""
+    return {"clip_id": clip_id, "status": "ok", "padded": padded}
+
+
+def write_shard(
+    out: Path, shard: int, rows: pa.Table, mels: np.ndarray, statuses: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write shard `shard`: the manifest `rows` of its written clips with their log-mels
+    `mels` `(len(rows), n_mels, frames)` float16, then its status file (`statuses`: one
+    entry per clip of the shard, written or skipped); returns the one-line progress summary."""
+    table = pa.table(
+        {
+            "clip_id": rows["clip_id"],
+            "split": rows["split"],
+            "group": rows["group"],
+            "labels": rows["labels"],
+            "label_mask": rows["label_mask"],
+            "logmel": tensor_array(mels),
+        }
+    )
+    parquet_path, status_path = shard_paths(out, shard)
+    write_table_atomic(table, parquet_path)
+    write_json_atomic(statuses, status_path)  # written last: its presence marks the shard done
+    return {"shard": shard, "ok": len(rows), "skipped": len(statuses) - len(rows)}
+
+
 def build_shard(job: ShardJob) -> dict[str, Any]:
     """Decode, log-mel and write one shard; returns a one-line summary for progress."""
     torch.set_num_threads(1)  # one task per CPU: no thread oversubscription
     out = Path(job.out)
-    rows = pq.read_table(out / MANIFEST, filters=[("shard", "=", job.shard)])
+    rows = shard_rows(out, job.shard)
     n_samples = round(job.features.clip_seconds * job.features.sample_rate)
     waveforms, kept, statuses = [], [], []
     for i, (clip_id, path) in enumerate(
@@ -143,28 +175,14 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
             continue
         waveforms.append(wave)
         kept.append(i)
-        statuses.append({"clip_id": clip_id, "status": "ok", "padded": padded})
+        statuses.append(ok_status(clip_id, padded))
     frames = job.features.frames
     mels = np.empty((len(kept), job.features.n_mels, frames), dtype=np.float16)
     with torch.inference_mode():
         for start in range(0, len(kept), LOGMEL_BATCH):
             batch = torch.stack(waveforms[start : start + LOGMEL_BATCH])
             mels[start : start + len(batch)] = logmel(batch, job.features).numpy()
-    take = pa.array(kept, pa.int64())
-    table = pa.table(
-        {
-            "clip_id": rows["clip_id"].take(take),
-            "split": rows["split"].take(take),
-            "group": rows["group"].take(take),
-            "labels": rows["labels"].take(take),
-            "label_mask": rows["label_mask"].take(take),
-            "logmel": tensor_array(mels),
-        }
-    )
-    parquet_path, status_path = shard_paths(out, job.shard)
-    write_table_atomic(table, parquet_path)
-    write_json_atomic(statuses, status_path)  # written last: its presence marks the shard done
-    return {"shard": job.shard, "ok": len(kept), "skipped": len(statuses) - len(kept)}
+    return write_shard(out, job.shard, rows.take(pa.array(kept, pa.int64())), mels, statuses)
 
 
 def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] | None) -> None:
@@ -222,7 +240,8 @@ def prepare(
 
     `min_fraction`: a clip shorter than this fraction of `features.clip_seconds` is
     skipped; a shorter-than-nominal clip above it is reflect-padded (counted in meta).
-    `runner` replaces Ray for running the shard jobs (tests run them in-process).
+    `runner` replaces Ray for running the shard jobs (tests run them in-process;
+    `bench.scale` writes random log-mels through `write_shard` instead of decoding audio).
     """
     if shard_size < 1:
         raise BadValueError(f"--shard-size: got {shard_size}, expected an integer >= 1")
