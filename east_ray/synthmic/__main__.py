@@ -9,6 +9,7 @@ from pathlib import Path
 
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.synthmic import synthesize
+from east_ray.synthmic._pipeline import DEFAULT_CLIPS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
         "clips of music21 corpus scores with exact instrument labels.",
     )
     parser.add_argument("--out", default="data/raw/synthmic", metavar="DIR", help="output folder")
-    parser.add_argument("--clips", type=int, default=400, help="number of 10 s clips")
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=DEFAULT_CLIPS,
+        help=f"number of 10 s clips (default {DEFAULT_CLIPS})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(
         "--soundfont", default=None, help="General-MIDI .sf2 (default: pretty_midi's TimGM6mb)"
