@@ -159,13 +159,13 @@ def test_a_killed_trial_process_is_retried_from_its_checkpoint(
 
 
 def test_storage_that_cannot_be_written_is_a_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = tmp_path / "faults.toml"
     spec.write_text(SPEC)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the results folder should go")
-    assert study.main([str(spec), "--storage", str(blocker)]) == 2
+    assert study.main([str(spec), "--data", str(prepared), "--storage", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert "error: cannot write" in err and str(blocker) in err
 
