@@ -1,13 +1,19 @@
 """Benchmarks: ratios measured side by side in one run (not timed tests)."""
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from east_ray.data.parquet import write_text_atomic
 
 # the reference a trainer step is compared with (also `--estimate`'s calibration step)
 from east_ray.train.calibrate import bare_step
 
-__all__ = ["bare_step", "local_ray", "memory_kib", "timed"]
+__all__ = ["RESULTS", "bare_step", "local_ray", "memory_kib", "save_result", "timed"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def local_ray(num_gpus: int = 0) -> None:
@@ -35,3 +41,15 @@ def memory_kib(pid: int | str = "self") -> dict[str, int]:
             if value.endswith("kB\n") and key.startswith(("Vm", "Rss")):
                 out[key] = int(value.split()[0])
     return out
+
+
+def save_result(result: dict[str, Any], kind: str = "", markdown: str | None = None) -> Path:
+    """Write `result` as `bench/results/<date>-<host>[-kind].json` (and `markdown` beside it
+    as `.md`), each atomically; names are built whole, since a host name may hold dots."""
+    RESULTS.mkdir(exist_ok=True)
+    stem = "-".join(x for x in (result["date"], result["host"], kind) if x)
+    path = RESULTS / f"{stem}.json"
+    write_text_atomic(json.dumps(result, indent=1), path)
+    if markdown is not None:
+        write_text_atomic(markdown, RESULTS / f"{stem}.md")
+    return path

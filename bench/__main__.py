@@ -12,18 +12,23 @@ OpenMIC's 20,000).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from bench import flops, local_ray, logmel, scale, study_overhead, trainer, trial_memory
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import (
+    flops,
+    local_ray,
+    logmel,
+    save_result,
+    scale,
+    study_overhead,
+    trainer,
+    trial_memory,
+)
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -83,10 +88,7 @@ def main() -> None:
     result["trial_memory"] = trial_memory.run(clips=1000)
     result["scale"] = scale.run(full_clips=1024)
     result["seconds"] = time.perf_counter() - started
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{result['host']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(summary(result))
+    save_result(result, markdown=summary(result))
     print(summary(result))
 
 

@@ -45,10 +45,10 @@ import pandas as pd
 import psutil
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from bench import save_result
 from east_ray.teachers.stored import record_path
 from tests.release_fixtures import prepared_openmic, tiny_study
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "chaos"
 SPEC = tiny_study(
     NAME,
@@ -370,11 +370,8 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] = print)
     ]
     if not bad and not args.keep:
         shutil.rmtree(root)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{result['host']}-chaos"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     text = summary(result)
-    stem.with_suffix(".md").write_text(text)
+    save_result(result, "chaos", text)
     print(text)
     if bad:
         progress(f"failed runs {bad}: replay one with --seed {args.seed} --only RUN; see {root}")

@@ -24,12 +24,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from bench import timed
+from bench import save_result, timed
 from east_ray.config import Features, load_study
 from east_ray.data.audio import _mel_basis, decode, fit_length, logmel, resample
 from east_ray.data.prepare import LOGMEL_BATCH
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _clips(n: int, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
@@ -160,8 +158,7 @@ def main() -> None:
     with threadpool_limits(1):  # numpy's BLAS too: both sides on exactly one core
         result = run(args.study, args.clips)
     print(json.dumps(result, indent=1))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{result['date']}-{result['host']}-logmel.json").write_text(json.dumps(result))
+    save_result(result, "logmel")
 
 
 if __name__ == "__main__":

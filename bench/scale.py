@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import platform
 import shutil
@@ -77,7 +76,7 @@ import psutil
 import pyarrow.parquet as pq
 import torch
 
-from bench import memory_kib
+from bench import memory_kib, save_result
 from east_ray.config import Features, StudySpec, expand_cells, load_study
 from east_ray.data.openmic import PUBLISHED_COUNTS
 from east_ray.data.parquet import column_numpy, read_labels
@@ -86,7 +85,6 @@ from east_ray.data.release import ReleaseIndex
 from east_ray.train.data import ArrayStore, build_trial_data
 from east_ray.train.trainer import TrialSpec, _Run
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SPEC = Path(__file__).resolve().parent / "scale.toml"
 DIVISORS = (16, 4, 1)  # the sizes, as fractions 1/16, 1/4, 1 of --full-clips
 SAMPLE_S = 0.2
@@ -529,10 +527,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the datasets go (default: temp)")
     args = parser.parse_args()
     result = run(args.full_clips, args.workdir)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{result['host']}-scale"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(summary(result))
+    save_result(result, "scale", summary(result))
     print(summary(result))
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import ray
 import torch
 
-from bench import bare_step, local_ray, timed
+from bench import bare_step, local_ray, save_result, timed
 from east_ray.config import SYSTEMS, Cell, Features, Recipe, TeacherLRRecipe
 from east_ray.data.datasets import get_dataset
 from east_ray.data.parquet import LabelTable, read_labels
@@ -50,7 +50,6 @@ from east_ray.train.data import (
 from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
 from east_ray.train.trainer import TrialSpec, _Run
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)
 
 
@@ -201,10 +200,7 @@ def main() -> None:
     local_ray()
     result = run(args.steps, args.base_channels, args.clips)
     print(json.dumps(result, indent=1))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{result['date']}-{result['host']}-trainer.json").write_text(
-        json.dumps(result, indent=1)
-    )
+    save_result(result, "trainer")
 
 
 if __name__ == "__main__":
