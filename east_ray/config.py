@@ -117,6 +117,13 @@ class Recipe:
     precision: str = "fp32"  # TF32 matmuls on CUDA; "bf16": bf16 autocast
     kd_mask: str = "labelled"  # "all": KD averaged over every entry, labelled or not
     alignment: str = "authors"  # "time": frames covering the same audio (east_ray.losses)
+    # A runtime option: it changes how fast a step runs, not what it computes, so it has no
+    # row in the method differences (README "Runtime options"). torch.compile of the
+    # student's forward and the loss (east_ray.train.compiled): "auto" compiles with
+    # "reduce-overhead" (CUDA graphs) on CUDA and runs eager on the CPU, where compiling
+    # costs more than it saves (README, bench.trainer); "off", "default" or
+    # "reduce-overhead" on any device.
+    compile: str = "auto"
 
 
 # The values each named option of `Recipe` accepts; the first is the default.
@@ -126,6 +133,7 @@ RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16"),
     "kd_mask": ("labelled", "all"),
     "alignment": ("authors", "time"),
+    "compile": ("auto", "off", "default", "reduce-overhead"),
 }
 
 
