@@ -117,6 +117,7 @@ def test_the_recipe_options_default_to_the_authors_and_list_the_default_first() 
         "alignment": "authors",
     }
     runtime = {"compile": "auto"}  # how fast, not what: compiled where it pays (CUDA)
+    assert tuple(runtime) == config.RUNTIME_OPTIONS
     recipe = config.Recipe()
     defaults = {**authors, **runtime}
     assert {name: getattr(recipe, name) for name in config.RECIPE_CHOICES} == defaults
