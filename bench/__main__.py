@@ -2,11 +2,12 @@
 
 Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
 a ratio of two things measured side by side in the same run: trainer full path vs bare
-loop, regularizer vs baseline step, log-mel vs librosa, study runner vs in-process, a
-trial's private memory with the object-store blocks viewed vs copied, training FLOP/s
-vs this machine's matmul peak, and how a study's memory and start-up grow with the
-dataset (`bench.scale` at 64, 256 and 1,024 clips; `python -m bench.scale` runs it up to
-OpenMIC's 20,000).
+loop, regularizer vs baseline step, compiled vs eager step, log-mel vs librosa, study
+runner vs in-process, a trial's private memory with the object-store blocks viewed vs
+copied, training FLOP/s vs this machine's matmul peak, and how a study's memory and
+start-up grow with the dataset (`bench.scale` at 64, 256 and 1,024 clips; `python -m
+bench.scale` runs it up to OpenMIC's 20,000). The trainer's ratios are the median over
+alternating repetitions, with their range in brackets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bench import (
     logmel,
     save_result,
     scale,
+    spread,
     study_overhead,
     trainer,
     trial_memory,
@@ -39,11 +41,20 @@ def summary(result: dict[str, Any]) -> str:
         "| measurement | ratio or value | target |",
         "|---|---|---|",
         f"| trainer full path in a Tune trial / bare loop ({t['student']}) | "
-        f"{t['full_path_vs_bare']['ratio']:.2f} | ≤ 1.05 |",
+        f"{spread(t['full_path_vs_bare'])} | ≤ 1.05 |",
     ]
     for name, cost in t["regularizer_cost"].items():
         if name != "none":
-            lines.append(f"| {name} step / baseline step | {cost['ratio']:.2f} | ≤ 1.05 (dcor) |")
+            lines.append(f"| {name} step / baseline step | {spread(cost)} | ≤ 1.05 (dcor) |")
+    for name, c in t["compile"].items():
+        first = c["first_step_s"]
+        lines += [
+            f"| compiled / eager step, {name} ({c['student']}) | "
+            f"{spread(c['compiled_vs_eager']) if c['compiled'] else 'did not compile'} | |",
+            f"| first step compiled / again (cached) / eager, {name} (the compile) | "
+            f"{first['compiled']:.0f} s / {first['compiled_again']:.0f} s / "
+            f"{first['eager']:.1f} s | |",
+        ]
     lines += [
         f"| log-mel clips/s/core east_ray / librosa | {lm['features_ratio']:.2f} | ≥ 3 |",
         f"| decode+resample+log-mel / librosa | {lm['full_path_ratio']:.2f} | |",
@@ -82,7 +93,9 @@ def main() -> None:
     with threadpool_limits(1):
         result["logmel"] = logmel.run("openmic", 32)
         result["musicnn"] = logmel.musicnn_throughput()
-    result["trainer"] = trainer.run(steps=3, base_channels=32, clips=40)
+    result["trainer"] = trainer.run(
+        reps=5, base_channels=32, clips=40, compile_studies=trainer.COMPILE_STUDIES
+    )
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)
     result["trial_memory"] = trial_memory.run(clips=1000)

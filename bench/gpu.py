@@ -1,10 +1,15 @@
-"""One-GPU benchmark: the EAsT training step in fp32 vs bf16 autocast for both students,
-trials packed 1, 2 or 4 per GPU (aggregate samples/s, peak GPU memory per trial), the
-trainer's full step vs a bare loop on the device, and a real `train()` run with resume.
+"""One-GPU benchmark: the EAsT training step in fp32 vs bf16 autocast, eager and compiled
+(torch.compile "reduce-overhead", the trainer's `recipe.compile = "auto"` on CUDA), for both
+students, trials packed 1, 2 or 4 per GPU eager and compiled (aggregate samples/s, peak GPU
+memory per trial), the trainer's full step vs a bare loop on the device, compiled vs eager,
+and a real `train()` run with resume (compiled, as the studies run on CUDA).
 
 The step is the trainer's: student forward, composite loss with the dcor regularizer on the
 final stage against a 10-frame teacher, backward, gradient clipping, Adam; channels_last on
-CUDA. Shapes, width and batch come from the shipped studies (`studies/openmic.toml`:
+CUDA; a compiled row compiles forward and loss as the trainer does
+(`east_ray.train.compiled.CompiledStep`) and reports the first step's time (the compile)
+and whether it compiled (a failed compile falls back to eager with a warning in the
+output). Shapes, width and batch come from the shipped studies (`studies/openmic.toml`:
 CP-ResNet ρ=7, 128 base channels, 128×1000; `studies/magnatagatune.toml`: Mobile FCN,
 96×1456). Packed trials are separate processes, each capped at 1/k of the GPU memory as
 `tune.with_resources(..., {"gpu": 1/k})` trials are; they start timing together (a
@@ -25,6 +30,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,19 +40,29 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import bare_step, timed
+from bench import (
+    CLASSES,
+    TEACHER_DIM,
+    TEACHER_FRAMES,
+    TEACHER_HOP,
+    alternating,
+    bare_step,
+    ratio,
+    synthetic_trial_data,
+    timed,
+)
 from bench.flops import matmul_peak
 from east_ray.config import Cell, StudySpec, load_study
-from east_ray.data.parquet import LabelTable
-from east_ray.losses import LossSpec, east_loss
+from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.models import build_student
 from east_ray.train.calibrate import student_description
-from east_ray.train.data import ArrayStore, TrialData, build_trial_data, make_batch
+from east_ray.train.compiled import CompiledStep, compile_mode
+from east_ray.train.data import make_batch
 from east_ray.train.trainer import TrialSpec, _Run, limit_gpu_memory, train
 
-TEACHER_FRAMES, TEACHER_DIM, TEACHER_HOP = 10, 128, 0.96  # VGGish on a 10 s clip
-CLASSES = 20
-PACK_TIMEOUT_S = 300.0  # a packed trial that never reports is a failure, not a hang
+PACK_TIMEOUT_S = 600.0  # a packed trial that never reports is a failure, not a hang
+COMPILED = "reduce-overhead"  # the compiled rows' recipe.compile ("auto" on CUDA)
+ROW_KEYS = ("step_s", "samples_per_s", "tflop_per_s", "peak_memory_gib", "first_step_s", "compiled")
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class Variant:
     channels_last: bool = True
     cudnn_benchmark: bool = False
     memory_fraction: float = 1.0
+    compile: str = "off"  # a recipe.compile value
 
 
 def _shape(spec: StudySpec) -> tuple[int, int, int]:
@@ -107,13 +124,13 @@ def measure(
     loss_spec = LossSpec("dcor", "final", 0.8)
     hops = [s * spec.features.hop_seconds for s in model.time_strides]
 
-    def step() -> None:
+    def forward_loss(x: torch.Tensor) -> LossTerms:
         context = (
             torch.autocast(device.type, dtype=torch.bfloat16) if variant.bf16 else nullcontext()
         )
         with context:
             out = model(x)
-        terms = east_loss(
+        return east_loss(
             out,
             labels,
             mask,
@@ -122,15 +139,26 @@ def measure(
             teacher_seq=teacher,
             teacher_hop=TEACHER_HOP,
         )
+
+    name = f"bench {spec.student} {variant}"
+    eager = CompiledStep(forward_loss, model, None, name)
+    fast = CompiledStep(forward_loss, model, compile_mode(variant.compile, device), name)
+
+    def step(forward_backward: CompiledStep[torch.Tensor] = fast) -> None:
         opt.zero_grad(set_to_none=True)
-        terms.total.backward()
+        forward_backward(x)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # the same FLOPs eager or compiled
+        step(eager)
+
+    def synced_step() -> None:
         step()
-    for _ in range(2):
-        step()
+        _sync(device)
+
+    first_step_s = timed(synced_step)  # compiles, when compiled
+    step()
     _sync(device)
     if barrier is not None:
         barrier.wait()
@@ -151,6 +179,8 @@ def measure(
         "end": end,
         "samples": float(batch * steps),
         "tflop_per_s": counter.get_total_flops() / median / 1e12,
+        "first_step_s": first_step_s,
+        "compiled": float(fast.compiled),
     }
 
 
@@ -163,11 +193,12 @@ def _worker(args: tuple[StudySpec, str, Variant, int], barrier: Any, queue: Any)
         raise
 
 
-def packed(spec: StudySpec, device: str, k: int, steps: int) -> dict[str, Any]:
-    """k trials on one device at once, each its own process with 1/k of the memory."""
+def packed(spec: StudySpec, device: str, k: int, steps: int, compile: str) -> dict[str, Any]:
+    """k trials on one device at once (bf16), each its own process with 1/k of the memory;
+    `compile` is their recipe.compile (each process compiles its own graph)."""
     ctx = mp.get_context("spawn")
     queue, barrier = ctx.Queue(), ctx.Barrier(k, timeout=PACK_TIMEOUT_S)
-    variant = Variant(memory_fraction=1 / k)
+    variant = Variant(memory_fraction=1 / k, compile=compile)
     procs = [
         ctx.Process(target=_worker, args=((spec, device, variant, steps), barrier, queue))
         for _ in range(k)
@@ -186,44 +217,31 @@ def packed(spec: StudySpec, device: str, k: int, steps: int) -> dict[str, Any]:
         "aggregate_samples_per_s": sum(r["samples"] for r in rows) / wall,
         "peak_memory_gib_per_trial": max(r["peak_memory_gib"] for r in rows),
         "per_trial_step_s": [r["step_s"] for r in rows],
+        "compiled": all(r["compiled"] for r in rows),
     }
-
-
-def synthetic_trial_data(spec: StudySpec, cell: Cell, clips: int) -> TrialData:
-    """Random spectrograms (float16, in process memory), labels and teacher arrays."""
-    rng = np.random.default_rng(0)
-    _, mels, frames = _shape(spec)
-    ids = [f"clip{i:05d}" for i in range(clips)]
-    split = np.array(["train"] * (clips - 2 * (clips // 8)) + ["valid", "test"] * (clips // 8))
-    labels = LabelTable(
-        clip_ids=ids,
-        split=split,
-        group=np.arange(clips).astype(str),
-        labels=(rng.random((clips, CLASSES)) > 0.8).astype(np.float32),
-        mask=rng.random((clips, CLASSES)) > 0.2,
-        classes=tuple(f"class{k}" for k in range(CLASSES)),
-    )
-    store = ArrayStore(ids, rng.standard_normal((clips, mels, frames)).astype(np.float16))
-    seq = rng.standard_normal((clips, TEACHER_FRAMES, TEACHER_DIM)).astype(np.float32)
-    logits = rng.standard_normal((clips, CLASSES)).astype(np.float32)
-    return build_trial_data(cell, labels, store, seq, logits)
 
 
 def _cell(spec: StudySpec, regularizer: str = "dcor") -> Cell:
     return Cell(spec.dataset, spec.student, regularizer, "vggish", "final", 0.8, 1.0, 0)
 
 
-def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) -> dict[str, float]:
+def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) -> dict[str, Any]:
     """The trainer's steps (`_Run.train_batches`: batches gathered from the store, copied to
-    the device, loss terms read back one step late and logged) against a bare loop on
-    tensors already on the device; baseline system, same model and batches. Each variant
-    runs `steps` consecutive steps as training does (no sync between them); blocks
-    alternate, 5 of each, and the median block is reported per step."""
+    the device, loss terms read back one step late and logged), eager and compiled
+    (`recipe.compile = "auto"`: "reduce-overhead" on CUDA, eager on the CPU), against a bare
+    eager loop on tensors already on the device; baseline system, same initial model and
+    batches. Each variant runs `steps` consecutive steps as training does (no sync between
+    them); 5 repetitions run every variant once each in a shuffled order
+    (`bench.alternating`): seconds per step and the ratios' medians and ranges."""
     device = torch.device(device_name)
     cell = Cell(spec.dataset, spec.student, "none", None, None, 0.0, 1.0, 0)
     data = synthetic_trial_data(spec, cell, clips=8 * spec.recipe.batch_size)
-    trial = TrialSpec.for_cell(spec, cell, CLASSES)
-    run = _Run(trial, data, tmp / "vs_bare", device)
+    runs = {}
+    for setting in ("off", "auto"):
+        recipe = replace(spec.recipe, compile=setting)
+        trial = TrialSpec.for_cell(replace(spec, recipe=recipe), cell, CLASSES)
+        runs[setting] = _Run(trial, data, tmp / f"vs_bare-{setting}", device)
+    eager = runs["off"]
     b = spec.recipe.batch_size
     rows = [data.train_rows[i * b : (i + 1) * b] for i in range(len(data.train_rows) // b)]
     resident = [
@@ -236,28 +254,37 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
     ]
     grad_clip = spec.recipe.grad_clip
 
-    def bare(n: int) -> None:
-        for i in range(n):
-            bare_step(run.model, run.opt, resident[i % len(resident)], grad_clip, run.autocast())
+    def bare(_: int) -> None:
+        for i in range(steps):
+            model, opt = eager.model, eager.opt
+            bare_step(model, opt, resident[i % len(resident)], grad_clip, eager.autocast())
         _sync(device)
 
-    def full(n: int) -> None:
-        # the next batch's rows stand in for the mixup partners: the same gather cost
-        batches = (
-            make_batch(data, rows[i % len(rows)], rows[(i + 1) % len(rows)]) for i in range(n)
-        )
-        run.train_batches(batches)
-        _sync(device)
+    def trainer(run: _Run) -> Callable[[int], None]:
+        def steps_of(_: int) -> None:
+            # the next batch's rows stand in for the mixup partners: the same gather cost
+            batches = (
+                make_batch(data, rows[i % len(rows)], rows[(i + 1) % len(rows)])
+                for i in range(steps)
+            )
+            run.train_batches(batches)
+            _sync(device)
 
-    bare(3)
-    full(3)
-    bare_t, full_t = [], []
-    for _ in range(5):
-        bare_t.append(timed(bare, steps) / steps)
-        full_t.append(timed(full, steps) / steps)
-    run.writer.close()
-    bare_s, full_s = statistics.median(bare_t), statistics.median(full_t)
-    return {"bare_step_s": bare_s, "full_step_s": full_s, "ratio": full_s / bare_s}
+        return steps_of
+
+    variants = {"bare": bare, "trainer": trainer(eager), "trainer_compiled": trainer(runs["auto"])}
+    for warm_up in variants.values():  # the compiled trainer compiles here
+        warm_up(0)
+    times = alternating(variants, 5)
+    per_step = {name: [t / steps for t in ts] for name, ts in times.items()}
+    for run in runs.values():
+        run.writer.close()
+    return {
+        "trainer_vs_bare": ratio(per_step, "trainer", "bare"),
+        "compiled_vs_eager_trainer": ratio(per_step, "trainer_compiled", "trainer"),
+        "compiled_trainer_vs_bare": ratio(per_step, "trainer_compiled", "bare"),
+        "compiled": runs["auto"].forward_backward.compiled,
+    }
 
 
 def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> dict[str, Any]:
@@ -312,21 +339,29 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
             "bf16": measure(spec, device, Variant(), steps),
             "bf16_cudnn_benchmark": measure(spec, device, Variant(cudnn_benchmark=True), steps),
             "bf16_no_channels_last": measure(spec, device, Variant(channels_last=False), steps),
+            "fp32_compiled": measure(spec, device, Variant(bf16=False, compile=COMPILED), steps),
+            "bf16_compiled": measure(spec, device, Variant(compile=COMPILED), steps),
         }
         result["students"][name] = {
             "student": student_description(spec),
-            **{
-                k: {m: v[m] for m in ("step_s", "samples_per_s", "tflop_per_s", "peak_memory_gib")}
-                for k, v in rows.items()
-            },
+            **{k: {m: v[m] for m in ROW_KEYS} for k, v in rows.items()},
             "bf16_speedup": rows["fp32"]["step_s"] / rows["bf16"]["step_s"],
+            "compile_speedup": {
+                p: rows[p]["step_s"] / rows[f"{p}_compiled"]["step_s"] for p in ("fp32", "bf16")
+            },
             "fraction_of_matmul_peak": {
                 k: v["tflop_per_s"] * 1e12 / peaks["bf16" if k.startswith("bf16") else "fp32"]
                 for k, v in rows.items()
             },
         }
         print(json.dumps({name: result["students"][name]}, indent=1), flush=True)
-    result["packing"] = [packed(openmic, device, k, steps) for k in (1, 2, 4)]
+    result["packing"] = {
+        name: {
+            setting: [packed(spec, device, k, steps, setting) for k in (1, 2, 4)]
+            for setting in ("off", COMPILED)
+        }
+        for name, spec in specs.items()
+    }
     result["trainer_vs_bare"] = trainer_vs_bare(openmic, device, steps, tmp)
     result["train_smoke"] = train_smoke(openmic, device, tmp, epochs=3)
     return result
@@ -346,11 +381,14 @@ def main() -> None:
     result = run(args.steps, args.smoke_width)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
-    for row in result["packing"]:
-        print(
-            f"{row['trials']} per GPU: {row['aggregate_samples_per_s']:.1f} samples/s, "
-            f"{row['peak_memory_gib_per_trial']:.2f} GiB per trial"
-        )
+    for name, settings in result["packing"].items():
+        for setting, rows in settings.items():
+            for row in rows:
+                print(
+                    f"{name}, compile {setting}, {row['trials']} per GPU: "
+                    f"{row['aggregate_samples_per_s']:.1f} samples/s, "
+                    f"{row['peak_memory_gib_per_trial']:.2f} GiB per trial"
+                )
     print("trainer full step / bare loop:", json.dumps(result["trainer_vs_bare"]))
     print("train() smoke:", json.dumps(result["train_smoke"]))
 

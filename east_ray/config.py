@@ -117,6 +117,12 @@ class Recipe:
     precision: str = "fp32"  # TF32 matmuls on CUDA; "bf16": bf16 autocast
     kd_mask: str = "labelled"  # "all": KD averaged over every entry, labelled or not
     alignment: str = "authors"  # "time": frames covering the same audio (east_ray.losses)
+    # A runtime option (RUNTIME_OPTIONS; README "Runtime options"). torch.compile of the
+    # student's forward and the loss (east_ray.train.compiled): "auto" compiles with
+    # "reduce-overhead" (CUDA graphs) on CUDA and runs eager on the CPU, where compiling
+    # costs more than it saves (README, bench.trainer); "off", "default" or
+    # "reduce-overhead" on any device.
+    compile: str = "auto"
 
 
 # The values each named option of `Recipe` accepts; the first is the default.
@@ -126,7 +132,12 @@ RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16"),
     "kd_mask": ("labelled", "all"),
     "alignment": ("authors", "time"),
+    "compile": ("auto", "off", "default", "reduce-overhead"),
 }
+# The named options that change how fast a trial runs, not its result: a results folder
+# does not record them (`spec.json`, east_ray.study.results), so a study resumes under
+# another value, and they have no row in the README's method differences.
+RUNTIME_OPTIONS = ("compile",)
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,10 @@ def align(
     # around their centres, fine frames by their midpoint
     time = alignment == "time"
     teacher_origin = teacher_first_centre - teacher_hop / 2 if time else 0.0
-    s_idx, t_idx = _frame_pairs(
+    # Under torch.compile the pairs are traced once into constants of the graph: the cache
+    # serves eager steps (dynamo would ignore it, with a warning).
+    pairs = _frame_pairs.__wrapped__ if torch.compiler.is_compiling() else _frame_pairs
+    s_idx, t_idx = pairs(
         _Grid(n_s, student_hop, 0.0), _Grid(n_t, teacher_hop, teacher_origin), 0.5 if time else 0.0
     )
     device = student_seq.device

@@ -116,14 +116,20 @@ def test_the_recipe_options_default_to_the_authors_and_list_the_default_first() 
         "kd_mask": "labelled",
         "alignment": "authors",
     }
+    runtime = {"compile": "auto"}  # how fast, not what: compiled where it pays (CUDA)
+    assert tuple(runtime) == config.RUNTIME_OPTIONS
     recipe = config.Recipe()
-    assert {name: getattr(recipe, name) for name in config.RECIPE_CHOICES} == authors
-    assert {name: choices[0] for name, choices in config.RECIPE_CHOICES.items()} == authors
+    defaults = {**authors, **runtime}
+    assert {name: getattr(recipe, name) for name in config.RECIPE_CHOICES} == defaults
+    assert {name: choices[0] for name, choices in config.RECIPE_CHOICES.items()} == defaults
     table = _table()
-    table["recipe"].update(specaug_on="mixed_input", mixup_partner="batch", precision="bf16")
+    table["recipe"].update(
+        specaug_on="mixed_input", mixup_partner="batch", precision="bf16", compile="off"
+    )
     spec = parse_study(table, "test.toml")
     assert (spec.recipe.specaug_on, spec.recipe.mixup_partner) == ("mixed_input", "batch")
     assert (spec.recipe.precision, spec.recipe.kd_mask) == ("bf16", "labelled")
+    assert spec.recipe.compile == "off"
 
 
 def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> None:
@@ -243,6 +249,15 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
         (
             lambda t: t["recipe"].update(precision="fp16"),
             "recipe.precision: got 'fp16', expected one of: fp32, bf16",
+        ),
+        (
+            lambda t: t["recipe"].update(compile=True),
+            "recipe.compile: got True, expected a string",
+        ),
+        (
+            lambda t: t["recipe"].update(compile="max-autotune"),
+            "recipe.compile: got 'max-autotune', expected one of: auto, off, default, "
+            "reduce-overhead",
         ),
         (
             lambda t: t["recipe"].update(kd_mask=True),

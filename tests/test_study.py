@@ -264,6 +264,28 @@ def test_an_added_extra_system_joins_a_results_folder_and_a_changed_one_is_refus
         check_study_dir(dataclasses.replace(spec, systems=(other,)), tmp_path)
 
 
+def test_a_results_folder_does_not_record_the_runtime_options(tmp_path: Path) -> None:
+    """A folder written before `recipe.compile` existed has no such key, and a study may
+    resume with compiling switched on or off: the results mean the same."""
+    import dataclasses
+    import json
+
+    from east_ray.config import RUNTIME_OPTIONS, load_study
+    from east_ray.study.results import check_study_dir
+
+    spec = load_study("openmic")
+    check_study_dir(spec, tmp_path)
+    stored = json.loads((tmp_path / "spec.json").read_text())
+    assert not set(RUNTIME_OPTIONS) & set(stored["recipe"])
+    authors = spec.systems[0]
+    extra = dataclasses.replace(authors, recipe={**authors.recipe, "compile": "off"})
+    changed = dataclasses.replace(
+        spec, recipe=dataclasses.replace(spec.recipe, compile="off"), systems=(extra,)
+    )
+    check_study_dir(changed, tmp_path)  # accepted
+    assert json.loads((tmp_path / "spec.json").read_text()) == stored
+
+
 @pytest.mark.slow
 def test_a_study_of_two_datasets_is_one_tune_run_with_tables_per_dataset(
     prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from east_ray.config import Cell, Grid, SpecError, StudySpec
+from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, SpecError, StudySpec
 from east_ray.data.parquet import (
     copy_atomic,
     move_aside,
@@ -192,10 +192,13 @@ def render_tables(
 
 def _result_defining(spec: StudySpec) -> dict[str, Any]:
     """The parts of a spec that change what a cell's result means (not the grid, the
-    resources or the name); extra systems by name."""
+    resources, the name or the recipe's runtime options); extra systems by name."""
     content = dataclasses.asdict(spec)
     for key in ("grid", "resources", "name"):
         content.pop(key)
+    for recipe in (content["recipe"], *(x["recipe"] for x in content["systems"])):
+        for option in RUNTIME_OPTIONS:
+            recipe.pop(option, None)
     content["systems"] = {x.pop("name"): x for x in content["systems"]}
     return content
 

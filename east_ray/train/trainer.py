@@ -32,6 +32,14 @@ naming the step and every loss term.
 The forward pass runs in fp32 (TF32 matmuls on CUDA) or, with `recipe.precision = "bf16"`,
 under bf16 autocast; the losses are computed in fp32 either way.
 
+A training step's forward and loss run under torch.compile as `recipe.compile` says (by
+default on CUDA only; `east_ray.train.compiled`, which falls back to eager with one warning
+when compiling fails). The compiled function calls `self.model` itself, so the checkpoints
+hold the plain module's keys. Evaluation runs eager: its last batch is smaller, which a
+fixed-shape graph would compile again for, and padding it would change the validation loss
+of the batch-wise regularizers (dCor, Cos-Diff compare the rows of a batch); it is a
+forward pass over the validation split, a small part of an epoch (README "Runtime options").
+
 On a GPU the host runs one step ahead: batches are copied from pinned memory without
 waiting for the device, and a step's losses are read back (the step's only
 synchronisation) after the next step is queued.
@@ -64,6 +72,7 @@ from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.stats import ScoredClips
+from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
@@ -290,6 +299,12 @@ class _Run:
         self.stage_hops = [s * hop for s in self.model.time_strides]
         self.state = _State()
         self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.forward_backward = CompiledStep(
+            self.training_loss,
+            self.model,
+            compile_mode(r.compile, device),
+            f"cell {spec.cell.cell_id}",
+        )
         self.run_dir = run_dir
         self.writer = SummaryWriter(str(run_dir / "tb"))
 
@@ -300,7 +315,11 @@ class _Run:
         """Forward pass (in the recipe's precision) and the composite loss, in float32."""
         with self.autocast():
             out = self.model(inp.x)
-        return out, east_loss(
+        return out, self.loss_of(out, inp)
+
+    def loss_of(self, out: StudentOutput, inp: _Inputs) -> LossTerms:
+        """The composite loss of the student's output `out` on `inp`, in float32."""
+        return east_loss(
             out,
             inp.labels,
             inp.mask,
@@ -311,6 +330,10 @@ class _Run:
             teacher_first_centre=self.data.teacher_first_centre,
             teacher_logits=inp.teacher_logits,
         )
+
+    def training_loss(self, inp: _Inputs) -> LossTerms:
+        """Forward and loss of a training step on `inp`: what `recipe.compile` compiles."""
+        return self.loss(inp)[1]
 
     @property
     def needs_partners(self) -> bool:
@@ -356,10 +379,10 @@ class _Run:
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimiser step; returns (total, pred, reg) still on the device (no sync)."""
         r = self.spec.recipe
-        _, terms = self.loss(self.augment(batch))
+        inp = self.augment(batch)
         self.state.step += 1
         self.opt.zero_grad(set_to_none=True)
-        terms.total.backward()
+        terms = self.forward_backward(inp)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
         return torch.stack([t.detach() for t in terms])
@@ -398,7 +421,7 @@ class _Run:
 
     def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float], np.ndarray]:
         """Combined loss (mean over batches), metrics and sigmoid scores `(len(rows), C)` of
-        `rows`, no augmentation."""
+        `rows`, no augmentation, eager (module doc)."""
         self.model.eval()
         scores, losses, sizes = [], [], []
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
