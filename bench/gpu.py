@@ -1,6 +1,6 @@
 """One-GPU benchmark: the EAsT training step in fp32 vs bf16 autocast, eager and compiled
 (torch.compile "reduce-overhead", the trainer's `recipe.compile = "auto"` on CUDA), for both
-students, trials packed 1, 2 or 4 per GPU eager and compiled (aggregate samples/s, peak GPU
+students, trials packed 1, 2, 4 or 8 per GPU eager and compiled (aggregate samples/s, peak GPU
 memory per trial), the trainer's full step vs a bare loop on the device, compiled vs eager,
 and a real `train()` run with resume (compiled, as the studies run on CUDA).
 
@@ -58,8 +58,9 @@ from east_ray.models import build_student
 from east_ray.train.calibrate import student_description
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import make_batch
-from east_ray.train.trainer import TrialSpec, _Run, limit_gpu_memory, train
+from east_ray.train.trainer import TrialSpec, _Run, adam, limit_gpu_memory, train
 
+PACKINGS = (1, 2, 4, 8)  # trials per GPU
 PACK_TIMEOUT_S = 600.0  # a packed trial that never reports is a failure, not a hang
 COMPILED = "reduce-overhead"  # the compiled rows' recipe.compile ("auto" on CUDA)
 ROW_KEYS = ("step_s", "samples_per_s", "tflop_per_s", "peak_memory_gib", "first_step_s", "compiled")
@@ -116,7 +117,7 @@ def measure(
     model = build_student(spec.student, CLASSES, seed=0, **spec.student_options).to(device)
     if cuda and variant.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    opt = adam(model, spec.recipe, device)  # the trials' optimiser (fused on CUDA)
     x = torch.randn(batch, mels, frames, device=device)
     labels = (torch.rand(batch, CLASSES, device=device) > 0.8).float()
     mask = torch.ones(batch, CLASSES, dtype=torch.bool, device=device)
@@ -357,7 +358,7 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
         print(json.dumps({name: result["students"][name]}, indent=1), flush=True)
     result["packing"] = {
         name: {
-            setting: [packed(spec, device, k, steps, setting) for k in (1, 2, 4)]
+            setting: [packed(spec, device, k, steps, setting) for k in PACKINGS]
             for setting in ("off", COMPILED)
         }
         for name, spec in specs.items()

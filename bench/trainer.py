@@ -72,7 +72,7 @@ from east_ray.train.data import (
     make_batch,
 )
 from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
-from east_ray.train.trainer import TrialSpec, _Run
+from east_ray.train.trainer import TrialSpec, _Run, adam
 
 FEATURES = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)
 # the demo's student (CP-ResNet, 8 channels, 64×300) and the paper's Mobile FCN (96×1455)
@@ -114,7 +114,7 @@ def overhead_trial(config: dict[str, Any], inputs: Inputs) -> None:
     data, recipe = run_full.data, inputs.recipe
     batches = list(epoch_batches(data, recipe.batch_size, 0, 1))
     bare_model = run_full.model
-    bare_opt = torch.optim.Adam(bare_model.parameters(), lr=recipe.lr, weight_decay=1e-4)
+    bare_opt = adam(bare_model, recipe, torch.device("cpu"))
     in_memory = [
         (torch.from_numpy(b.logmel).float(), torch.from_numpy(b.labels), torch.from_numpy(b.mask))
         for b in batches

@@ -68,9 +68,9 @@ def _spec(regularizer: str, stage: str | None, recipe: Recipe, **kw: Any) -> Tri
     return TrialSpec(_cell(regularizer, stage), recipe, TEST_FEATURES, CLASSES, STUDENT, **kw)
 
 
-def _run(spec: TrialSpec, run_dir: Path) -> _Run:
+def _run(spec: TrialSpec, run_dir: Path, device: str = "cpu") -> _Run:
     torch.manual_seed(0)
-    return _Run(spec, _data(spec.cell), run_dir, torch.device("cpu"))
+    return _Run(spec, _data(spec.cell), run_dir, torch.device(device))
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -102,14 +102,24 @@ TOL = 1e-5
 Outcome = tuple[list[LossTerms], list[tuple[torch.Tensor, ...]]]
 
 
-@pytest.fixture(scope="module")
-def every_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=CUDA)])
+def every_system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Outcome]]:
     """Each system's loss terms of one batch and their gradients with respect to the
-    student's logits and stage maps, eager and compiled."""
-    tmp = tmp_path_factory.mktemp("every_system")
-    runs = [_run(_spec(r, s, PLAIN), tmp / f"{r}-{s}") for r, s in SYSTEMS]
+    student's logits and stage maps, eager and compiled, on the CPU and on CUDA (where
+    inductor writes Triton kernels instead of C++)."""
+    device = request.param
+    tmp = tmp_path_factory.mktemp(f"every_system_{device}")
+    runs = [_run(_spec(r, s, PLAIN), tmp / f"{r}-{s}", device) for r, s in SYSTEMS]
+    # A CUDA run allows TF32 matmuls (10-bit mantissa), whose rounding would swamp the
+    # float32 reordering this compares; both sides here run true float32.
+    torch.backends.cuda.matmul.allow_tf32 = False
     data = runs[-1].data  # a teacher system's: sequences and logits
-    inp = _inputs(make_batch(data, data.train_rows[:4]), torch.device("cpu"))
+    inp = _inputs(make_batch(data, data.train_rows[:4]), torch.device(device))
     out = runs[0].model(inp.x)
     leaves = [
         out.logits.detach().requires_grad_(),

@@ -340,6 +340,76 @@ def test_batch_partners_are_a_permutation_of_the_batch(prepared: Path, tmp_path:
     assert sorted(partner.tolist()) == list(range(8))
 
 
+@pytest.mark.parametrize("partner", ["training_set", "batch"])
+def test_augmentation_copies_only_the_batch_to_the_device(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partner: str
+) -> None:
+    """The step's random draws (mask widths and starts, mixup weights, in-batch partners)
+    are made on the device: the only host→device copies of an augmented batch are its own
+    arrays and its partners'. On a GPU a draw on the host would be one more copy a step
+    (the CUDA test below checks that nothing waits on the device)."""
+    from east_ray.train import trainer
+
+    copies: list[tuple[int, ...]] = []
+
+    def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        copies.append(tuple(t.shape))
+        return t
+
+    monkeypatch.setattr(trainer, "_to_device", to_device)
+    torch.manual_seed(0)
+    run = _mix_run(prepared, tmp_path, mixup_partner=partner)
+    batch = _const_batch(1.0, partner=_const_batch(0.0) if partner == "training_set" else None)
+    run.augment(batch)
+    run.writer.close()
+    own = [(8, TEST_FEATURES.n_mels, TEST_FEATURES.frames), (8, 20), (8, 20)]
+    assert sorted(copies) == sorted(own * (2 if partner == "training_set" else 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compile", ["off", "auto"])
+def test_training_steps_on_cuda_never_wait_for_the_device(
+    prepared: Path, tmp_path: Path, compile: str
+) -> None:
+    """After warm-up (cuDNN and cuBLAS set-up, a compile and its CUDA-graph recording may
+    synchronise), a training step with masks, training-set mixup and the dcor regularizer
+    queues its work and returns: torch raises on any synchronisation it would make."""
+    _with_teacher(prepared)
+    spec = _spec("dcor", "final", compile=compile)
+    data = _data(prepared, spec)
+    run = _Run(spec, data, tmp_path, torch.device("cuda"))
+    batches = list(epoch_batches(data, 4, 0, 1, partners=True, alloc=run.alloc))
+    assert len(batches) >= 6 and batches[0].logmel.base is not None
+    for batch in batches[:3]:
+        run.train_step(batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [run.train_step(batch) for batch in batches[3:6]]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    run.writer.close()
+    assert all(torch.isfinite(x).all() for x in losses)
+
+
+def test_a_batch_is_gathered_into_the_callers_buffer() -> None:
+    """`alloc` (page-locked memory on a GPU) receives the spectrograms of the batch and of
+    its partners, with the values a plain gather gives."""
+    data = _toy_data()
+    given: list[np.ndarray] = []
+
+    def alloc(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        given.append(np.full(shape, -1, dtype=dtype))
+        return given[-1]
+
+    batch = next(epoch_batches(data, 4, seed=7, epoch=1, partners=True, alloc=alloc))
+    plain = next(epoch_batches(data, 4, seed=7, epoch=1, partners=True))
+    assert batch.partner is not None and plain.partner is not None and len(given) == 2
+    assert batch.logmel is given[0] and batch.partner.logmel is given[1]
+    assert np.array_equal(batch.logmel, plain.logmel)
+    assert np.array_equal(batch.partner.logmel, plain.partner.logmel)
+
+
 def test_training_set_partners_need_batches_that_carry_them(prepared: Path, tmp_path: Path) -> None:
     run = _mix_run(prepared, tmp_path)
     with pytest.raises(ValueError, match="needs batches with partners"):
@@ -571,3 +641,5 @@ def test_block_store_views_object_store_blocks_without_copying(ray_local: None) 
     rows = np.array([9, 0, 4, 3, 7])
     assert store.clip_ids == ids
     assert np.array_equal(store.gather(rows), ArrayStore(ids, logmel).gather(rows))
+    out = np.zeros((len(rows), 4, 6), np.float16)
+    assert store.gather(rows, out) is out and np.array_equal(out, logmel[rows])

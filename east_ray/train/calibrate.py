@@ -13,6 +13,7 @@ import torch
 from east_ray.config import StudySpec
 from east_ray.losses import masked_bce
 from east_ray.models import build_student
+from east_ray.train.trainer import adam
 
 
 def bare_step(
@@ -47,7 +48,7 @@ def step_seconds(spec: StudySpec, num_classes: int, device: torch.device, steps:
     if steps < 1:
         raise ValueError(f"steps: got {steps}, expected at least 1")
     model = build_student(spec.student, num_classes, seed=0, **spec.student_options).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=spec.recipe.lr)
+    opt = adam(model, spec.recipe, device)
     b, f, t = spec.recipe.batch_size, spec.features.n_mels, spec.features.frames
     generator = torch.Generator().manual_seed(0)
     batch = (

@@ -11,15 +11,17 @@ benchmarks) `ArrayStore` holds the spectrograms in process memory.
 
 Batches: the training rows are permuted by a generator seeded with `(seed, epoch)`, so
 the order is reproducible and an interrupted run resumes on the same batches; a batch
-copies only its own rows out of the store. For mixup the same generator then draws each
-example's partner uniformly, with replacement, from the training rows (the authors'
-dataset-level mixing: any training clip, the example itself included), so a batch also
-carries its partners' rows, one gathered row per example.
+copies only its own rows out of the store, into an array from the caller's `alloc` (the
+trainer on a GPU gives page-locked memory, so the copy to the device needs no second one).
+For mixup the same generator then draws each example's partner uniformly, with
+replacement, from the training rows (the authors' dataset-level mixing: any training clip,
+the example itself included), so a batch also carries its partners' rows, one gathered
+row per example.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +37,9 @@ from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.teacher_lr import load_teacher_logits
 
+# An empty array of a shape and dtype: where a batch's spectrograms are gathered.
+Alloc = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+
 
 class SpectrogramStore(Protocol):
     """Row-addressable log-mel spectrograms `(N, F, T)` float16."""
@@ -42,7 +47,14 @@ class SpectrogramStore(Protocol):
     @property
     def clip_ids(self) -> list[str]: ...
 
-    def gather(self, rows: np.ndarray) -> np.ndarray: ...
+    @property
+    def row_shape(self) -> tuple[tuple[int, ...], np.dtype]:
+        """One spectrogram's shape `(F, T)` and dtype."""
+        ...
+
+    def gather(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Spectrograms `rows` `(len(rows), F, T)`, written into `out` when given."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,12 @@ class ArrayStore:
     clip_ids: list[str]
     values: np.ndarray
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.values[rows])
+    @property
+    def row_shape(self) -> tuple[tuple[int, ...], np.dtype]:
+        return self.values.shape[1:], self.values.dtype
+
+    def gather(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.take(self.values, rows, axis=0, out=out)
 
 
 class BlockStore:
@@ -71,9 +87,15 @@ class BlockStore:
     def clip_ids(self) -> list[str]:
         return self._clip_ids
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
+    @property
+    def row_shape(self) -> tuple[tuple[int, ...], np.dtype]:
         first = self._arrays[0]
-        out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+        return first.shape[1:], first.dtype
+
+    def gather(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            shape, dtype = self.row_shape
+            out = np.empty((len(rows), *shape), dtype=dtype)
         for i, r in enumerate(rows):
             out[i] = self._arrays[self._block[r]][self._offset[r]]
         return out
@@ -166,16 +188,23 @@ class Batch:
     partner: Batch | None = None  # row i's mixup partner is row i of `partner`
 
 
-def make_batch(data: TrialData, rows: np.ndarray, partner_rows: np.ndarray | None = None) -> Batch:
-    """The batch of label-table `rows`, with the batch of `partner_rows` as its partners."""
+def make_batch(
+    data: TrialData,
+    rows: np.ndarray,
+    partner_rows: np.ndarray | None = None,
+    alloc: Alloc = np.empty,
+) -> Batch:
+    """The batch of label-table `rows`, with the batch of `partner_rows` as its partners;
+    the spectrograms are gathered into `alloc((len(rows), F, T), dtype)`."""
+    shape, dtype = data.store.row_shape
     return Batch(
         rows=rows,
-        logmel=data.store.gather(data.store_rows[rows]),
+        logmel=data.store.gather(data.store_rows[rows], alloc((len(rows), *shape), dtype)),
         labels=data.labels.labels[rows],
         mask=data.labels.mask[rows],
         teacher_seq=None if data.teacher_seq is None else data.teacher_seq[rows],
         teacher_logits=None if data.teacher_logits is None else data.teacher_logits[rows],
-        partner=None if partner_rows is None else make_batch(data, partner_rows),
+        partner=None if partner_rows is None else make_batch(data, partner_rows, alloc=alloc),
     )
 
 
@@ -187,6 +216,7 @@ def epoch_batches(
     start: int = 0,
     *,
     partners: bool = False,
+    alloc: Alloc = np.empty,
 ) -> Iterator[Batch]:
     """Shuffled training batches of `epoch` (reproducible from seed and epoch), from batch
     index `start` on; the last incomplete batch is dropped (the losses compare rows). With
@@ -198,10 +228,12 @@ def epoch_batches(
     partner_rows = rng.choice(data.train_rows, (n_batches, batch_size)) if partners else None
     for b in range(start, n_batches):
         rows = order[b * batch_size : (b + 1) * batch_size]
-        yield make_batch(data, rows, None if partner_rows is None else partner_rows[b])
+        yield make_batch(data, rows, None if partner_rows is None else partner_rows[b], alloc)
 
 
-def eval_batches(data: TrialData, rows: np.ndarray, batch_size: int) -> Iterator[Batch]:
+def eval_batches(
+    data: TrialData, rows: np.ndarray, batch_size: int, alloc: Alloc = np.empty
+) -> Iterator[Batch]:
     """`rows` in order, in batches (the last one may be smaller)."""
     for start in range(0, len(rows), batch_size):
-        yield make_batch(data, rows[start : start + batch_size])
+        yield make_batch(data, rows[start : start + batch_size], alloc=alloc)

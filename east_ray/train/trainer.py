@@ -40,9 +40,11 @@ fixed-shape graph would compile again for, and padding it would change the valid
 of the batch-wise regularizers (dCor, Cos-Diff compare the rows of a batch); it is a
 forward pass over the validation split, a small part of an epoch (README "Runtime options").
 
-On a GPU the host runs one step ahead: batches are copied from pinned memory without
-waiting for the device, and a step's losses are read back (the step's only
-synchronisation) after the next step is queued.
+On a GPU the host runs one step ahead: batches are gathered straight into page-locked
+memory and copied without waiting for the device; the augmentation's random draws (mask
+widths and positions, mixup weights, in-batch partners) are made on the device, so a step
+copies only its batch's own arrays to it; Adam is the fused kernel; and a step's losses are
+read back (the step's only synchronisation) after the next step is queued.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.stats import ScoredClips
 from east_ray.train.compiled import CompiledStep, compile_mode
-from east_ray.train.data import Batch, TrialData, epoch_batches, eval_batches
+from east_ray.train.data import Alloc, Batch, TrialData, epoch_batches, eval_batches
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
 
@@ -181,10 +183,32 @@ def limit_gpu_memory(fraction: float, device: torch.device) -> None:
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host → device without waiting for the device to go idle: a copy from pageable memory
-    first waits for the stream to drain, one from pinned memory is queued behind it."""
+    first waits for the stream to drain, one from pinned memory is queued behind it
+    (`pin_memory` returns a tensor that is pinned already as it is)."""
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
+
+
+def _pinned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An empty page-locked array (`data.Alloc`): batches gathered into it reach the GPU in
+    one copy; the caching host allocator reuses its memory once the copy is done."""
+    like = torch.from_numpy(np.empty(0, dtype=dtype))
+    return torch.empty(shape, dtype=like.dtype, pin_memory=True).numpy()
+
+
+def batch_alloc(device: torch.device) -> Alloc:
+    """Where `device`'s batches are gathered: page-locked memory for a GPU."""
+    return _pinned_empty if device.type == "cuda" else np.empty
+
+
+def adam(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Adam:
+    """The recipe's Adam; on CUDA the fused kernel (one launch for every parameter, the
+    same update), on the CPU the default implementation."""
+    fused = True if device.type == "cuda" else None
+    return torch.optim.Adam(
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused
+    )
 
 
 def _tensor(x: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
@@ -233,8 +257,10 @@ def _take(inp: _Inputs, index: torch.Tensor) -> _Inputs:
 def mixup(inp: _Inputs, partner: _Inputs, alpha: float) -> _Inputs:
     """Mix row i of `inp` with row i of `partner` (same shapes): λ_i ~ Beta(α, α),
     λ_i = max(λ_i, 1 − λ_i); log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
-    b = inp.x.shape[0]
-    lam = _to_device(torch.distributions.Beta(alpha, alpha).sample((b,)), inp.x.device)
+    # drawn where the batch is, without checking the arguments: the check would read a
+    # device tensor back, a synchronisation every step
+    concentration = torch.full((inp.x.shape[0],), alpha, device=inp.x.device)
+    lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
     lam = torch.maximum(lam, 1 - lam)
 
     def mix(t: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor | None:
@@ -290,7 +316,8 @@ class _Run:
             # "fp32" allows TF32: cuDNN convolutions use it by default, matmuls from here on
             # (a process-wide switch; every trial process sets it the same way).
             torch.backends.cuda.matmul.allow_tf32 = True
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+        self.opt = adam(self.model, r, device)
+        self.alloc = batch_alloc(device)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, factor=r.plateau_factor, patience=r.plateau_patience
         )
@@ -352,7 +379,7 @@ class _Run:
         a row of `inp` itself (already masked when masks come first)."""
         r = self.spec.recipe
         if r.mixup_partner == "batch":
-            return _take(inp, _to_device(torch.randperm(len(batch.rows)), self.device))
+            return _take(inp, torch.randperm(len(batch.rows), device=self.device))
         if batch.partner is None:
             raise ValueError(
                 'recipe.mixup_partner "training_set" needs batches with partners: '
@@ -425,7 +452,7 @@ class _Run:
         self.model.eval()
         scores, losses, sizes = [], [], []
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
-            for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size):
+            for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size, self.alloc):
                 out, terms = self.loss(_inputs(batch, self.device))
                 losses.append(terms.total.detach())
                 sizes.append(len(batch.rows))
@@ -582,7 +609,12 @@ def train(
         for epoch in _epochs(run):
             started = time.perf_counter()
             batches = epoch_batches(
-                data, r.batch_size, spec.cell.seed, epoch, partners=run.needs_partners
+                data,
+                r.batch_size,
+                spec.cell.seed,
+                epoch,
+                partners=run.needs_partners,
+                alloc=run.alloc,
             )
             totals, n = run.train_batches(batches)
             val_loss, val, _ = run.evaluate_rows(data.valid_rows)
