@@ -40,8 +40,9 @@ fixed-shape graph would compile again for, and padding it would change the valid
 of the batch-wise regularizers (dCor, Cos-Diff compare the rows of a batch); it is a
 forward pass over the validation split, a small part of an epoch (README "Runtime options").
 
-On a GPU the host runs one step ahead: batches are gathered straight into page-locked
-memory and copied without waiting for the device; the augmentation's random draws (mask
+On a GPU the host runs one step ahead: a thread gathers the next batches straight into
+page-locked memory (`east_ray.train.prefetch`) while the step's kernels are launched, and
+they are copied without waiting for the device; the augmentation's random draws (mask
 widths and positions, mixup weights, in-batch partners) are made on the device, so a step
 copies only its batch's own arrays to it; Adam is the fused kernel; and a step's losses are
 read back (the step's only synchronisation) after the next step is queued.
@@ -76,6 +77,7 @@ from east_ray.models import Student, StudentOutput, build_student
 from east_ray.stats import ScoredClips
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import Alloc, Batch, TrialData, epoch_batches, eval_batches
+from east_ray.train.prefetch import prefetched
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
 
@@ -202,6 +204,13 @@ def batch_alloc(device: torch.device) -> Alloc:
     return _pinned_empty if device.type == "cuda" else np.empty
 
 
+def prefetch_depth(device: torch.device) -> int:
+    """How many batches a thread gathers ahead on `device`: two on a GPU, where the host's
+    gathering and launching bound the step; none on the CPU, where the step's own threads
+    use the cores."""
+    return 2 if device.type == "cuda" else 0
+
+
 def adam(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Adam:
     """The recipe's Adam; on CUDA the fused kernel (one launch for every parameter, the
     same update), on the CPU the default implementation."""
@@ -318,6 +327,7 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = True
         self.opt = adam(self.model, r, device)
         self.alloc = batch_alloc(device)
+        self.prefetch = prefetch_depth(device)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, factor=r.plateau_factor, patience=r.plateau_patience
         )
@@ -452,7 +462,8 @@ class _Run:
         self.model.eval()
         scores, losses, sizes = [], [], []
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
-            for batch in eval_batches(self.data, rows, self.spec.recipe.batch_size, self.alloc):
+            batches = eval_batches(self.data, rows, self.spec.recipe.batch_size, self.alloc)
+            for batch in prefetched(batches, self.prefetch):
                 out, terms = self.loss(_inputs(batch, self.device))
                 losses.append(terms.total.detach())
                 sizes.append(len(batch.rows))
@@ -616,7 +627,7 @@ def train(
                 partners=run.needs_partners,
                 alloc=run.alloc,
             )
-            totals, n = run.train_batches(batches)
+            totals, n = run.train_batches(prefetched(batches, run.prefetch))
             val_loss, val, _ = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state
