@@ -53,11 +53,13 @@ from bench import (
 )
 from bench.flops import matmul_peak
 from east_ray.config import Cell, StudySpec, load_study
+from east_ray.data.parquet import write_text_atomic
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.models import build_student
 from east_ray.train.calibrate import student_description
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import make_batch
+from east_ray.train.prefetch import prefetched
 from east_ray.train.trainer import TrialSpec, _Run, adam, limit_gpu_memory, train
 
 PACKINGS = (1, 2, 4, 8)  # trials per GPU
@@ -263,12 +265,13 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
 
     def trainer(run: _Run) -> Callable[[int], None]:
         def steps_of(_: int) -> None:
-            # the next batch's rows stand in for the mixup partners: the same gather cost
+            # the next batch's rows stand in for the mixup partners: the same gather cost;
+            # gathered as `train` does, into page-locked memory by the prefetch thread
             batches = (
-                make_batch(data, rows[i % len(rows)], rows[(i + 1) % len(rows)])
+                make_batch(data, rows[i % len(rows)], rows[(i + 1) % len(rows)], run.alloc)
                 for i in range(steps)
             )
-            run.train_batches(batches)
+            run.train_batches(prefetched(batches, run.prefetch))
             _sync(device)
 
         return steps_of
@@ -311,8 +314,11 @@ def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> di
     }
 
 
-def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
-    """Every GPU measurement; `smoke_width` shrinks the students (CPU smoke check)."""
+def run(
+    steps: int, smoke_width: int | None, save: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Every GPU measurement, handed to `save` after each part (a run stopped by a time
+    limit keeps what it measured); `smoke_width` shrinks the students (CPU smoke check)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = {name: load_study(name) for name in ("openmic", "magnatagatune")}
     if smoke_width is not None:
@@ -356,15 +362,20 @@ def run(steps: int, smoke_width: int | None) -> dict[str, Any]:
             },
         }
         print(json.dumps({name: result["students"][name]}, indent=1), flush=True)
-    result["packing"] = {
-        name: {
-            setting: [packed(spec, device, k, steps, setting) for k in PACKINGS]
-            for setting in ("off", COMPILED)
-        }
-        for name, spec in specs.items()
-    }
+        save(result)
     result["trainer_vs_bare"] = trainer_vs_bare(openmic, device, steps, tmp)
+    save(result)
     result["train_smoke"] = train_smoke(openmic, device, tmp, epochs=3)
+    save(result)
+    result["packing"] = {}
+    for name, spec in specs.items():
+        result["packing"][name] = {}
+        for setting in ("off", COMPILED):
+            packings: list[dict[str, Any]] = []
+            result["packing"][name][setting] = packings
+            for k in PACKINGS:
+                packings.append(packed(spec, device, k, steps, setting))
+                save(result)
     return result
 
 
@@ -379,9 +390,12 @@ def main() -> None:
         help="CP-ResNet base channels for a quick CPU check (default: the study's)",
     )
     args = parser.parse_args()
-    result = run(args.steps, args.smoke_width)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(result, indent=1))
+
+    def save(result: dict[str, Any]) -> None:
+        write_text_atomic(json.dumps(result, indent=1), args.out / "gpu.json")
+
+    result = run(args.steps, args.smoke_width, save)
     for name, settings in result["packing"].items():
         for setting, rows in settings.items():
             for row in rows:
