@@ -67,6 +67,7 @@ def test_the_newest_benchmark_of_this_student_gives_the_rate_at_the_specs_packin
     assert rate is not None and rate.gpu and rate.device == "Test GPU"
     assert rate.samples_per_s == pytest.approx(300.0 * 660.0 / 330.0)
     assert rate.source.startswith("2026-02-01-b-gpu.json, fp32")
+    assert "no compiled figure" in rate.source  # a benchmark from before the compiled rows
 
     bf16 = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, precision="bf16"))
     two = dataclasses.replace(bf16, resources=Resources(cpus_per_trial=4, gpus_per_trial=0.5))
@@ -80,6 +81,57 @@ def test_the_newest_benchmark_of_this_student_gives_the_rate_at_the_specs_packin
 
     wider = dataclasses.replace(spec, student_options={"rho": 7, "base_channels": 64})
     assert bench_throughput(wider, tmp_path) is None  # another size: not this student's figure
+
+
+def _compiled_bench(path: Path, spec_description: str, compiled: bool) -> None:
+    """`bench.gpu`'s layout since the compiled rows: eager 100, compiled 250 samples/s (fp32),
+    packing per student and compile setting (eager ×2 at 4 trials, compiled ×1.5)."""
+    path.write_text(
+        json.dumps(
+            {
+                "device": "Test GPU",
+                "students": {
+                    "magnatagatune": {
+                        "student": spec_description,
+                        "fp32": {"samples_per_s": 100.0, "compiled": 0.0},
+                        "fp32_compiled": {"samples_per_s": 250.0, "compiled": float(compiled)},
+                    }
+                },
+                "packing": {
+                    "magnatagatune": {
+                        setting: [
+                            {"trials": k, "aggregate_samples_per_s": v}
+                            for k, v in zip((1, 2, 4, 8), rates, strict=True)
+                        ]
+                        for setting, rates in (
+                            ("off", (100.0, 160.0, 200.0, 210.0)),
+                            ("reduce-overhead", (250.0, 330.0, 375.0, 380.0)),
+                        )
+                    }
+                },
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_compiling_recipe_is_priced_at_the_compiled_rows_when_they_compiled(
+    tmp_path: Path, compiled: bool
+) -> None:
+    spec = load_study("magnatagatune")  # fp32, compile "auto", 4 trials per GPU
+    _compiled_bench(tmp_path / "2026-03-01-h-gpu.json", student_description(spec), compiled)
+    rate = bench_throughput(spec, tmp_path)
+    assert rate is not None
+    if compiled:
+        assert rate.samples_per_s == pytest.approx(250.0 * 375.0 / 250.0)
+        assert rate.source == "2026-03-01-h-gpu.json, fp32_compiled"
+    else:  # the benchmark's compile fell back to eager: so would the trials'
+        assert rate.samples_per_s == pytest.approx(100.0 * 200.0 / 100.0)
+        assert rate.source.startswith("2026-03-01-h-gpu.json, fp32; the trials compile, no")
+    eager = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, compile="off"))
+    rate = bench_throughput(eager, tmp_path)
+    assert rate is not None and rate.samples_per_s == pytest.approx(100.0 * 200.0 / 100.0)
+    assert rate.source == "2026-03-01-h-gpu.json, fp32"
 
 
 def test_dry_run_estimate_prints_each_part_and_estimate_needs_dry_run(

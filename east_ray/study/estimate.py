@@ -10,7 +10,9 @@ per device at the spec's packing (`1 / gpus_per_trial` trials per GPU):
 - on a machine with CUDA, measured here with a few bare training steps (one trial; the
   packing gain is not measured, so none is assumed);
 - else read from the newest GPU benchmark (`bench/results/*-gpu.json`) that measured this
-  student at this size, its packing rows scaling the single-trial rate;
+  student at this size: the row of the step the trials will run (the recipe's precision,
+  compiled unless `recipe.compile` is "off" and the benchmark's compile succeeded, else
+  eager), its packing rows of the same compile setting scaling the single-trial rate;
 - else measured on this machine's CPU, and the estimate is in CPU-hours.
 """
 
@@ -111,32 +113,62 @@ def trials_per_device(spec: StudySpec) -> int:
     return round(1 / g) if 0 < g < 1 else 1
 
 
+def _packing(result: dict[str, Any], student: str, setting: str) -> dict[int, float]:
+    """Aggregate samples/s by trials per GPU for `student` at compile `setting` ("off" or
+    the compiled rows' mode). Benchmarks before the compiled rows hold one list, of the
+    openmic student, eager."""
+    packing = result.get("packing", [])
+    if isinstance(packing, list):
+        rows = packing if student == "openmic" and setting == "off" else []
+    else:
+        rows = packing.get(student, {}).get(setting, [])
+    return {p["trials"]: p["aggregate_samples_per_s"] for p in rows}
+
+
+def _step_row(spec: StudySpec, row: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The key of `row`'s figure for the step `spec`'s trials run on CUDA, its packing
+    setting and a note: compiled when the recipe compiles there and the benchmark's compile
+    worked, else eager (noted when the trials would compile)."""
+    import torch
+
+    from east_ray.train.compiled import compile_mode
+
+    precision = spec.recipe.precision
+    mode = compile_mode(spec.recipe.compile, torch.device("cuda"))
+    compiled = row.get(f"{precision}_compiled", {})
+    if mode is not None and compiled.get("compiled"):
+        return f"{precision}_compiled", mode, ""
+    note = "; the trials compile, no compiled figure: eager's used" if mode is not None else ""
+    return (precision, "off", note) if precision in row else None
+
+
 def bench_throughput(spec: StudySpec, bench_dir: Path) -> Throughput | None:
-    """The newest GPU benchmark's figure for this student at this size and precision, at
-    the spec's packing (its packing rows' gain over one trial; their nearest row when
-    the spec packs more trials than were measured)."""
+    """The newest GPU benchmark's figure for this student at this size, precision and
+    compile setting, at the spec's packing (its packing rows' gain over one trial; their
+    nearest row when the spec packs more trials than were measured)."""
     from east_ray.train.calibrate import student_description
 
     wanted, trials = student_description(spec), trials_per_device(spec)
     for path in sorted(bench_dir.glob("*-gpu.json"), reverse=True):
         result: dict[str, Any] = json.loads(path.read_text())
         for key, row in result.get("students", {}).items():
-            if row.get("student") != wanted or spec.recipe.precision not in row:
+            step = _step_row(spec, row) if row.get("student") == wanted else None
+            if step is None:
                 continue
-            single = float(row[spec.recipe.precision]["samples_per_s"])
-            packing = {p["trials"]: p["aggregate_samples_per_s"] for p in result.get("packing", [])}
-            note, gain = "", 1.0
-            if key == "openmic" and 1 in packing:  # the benchmark packs the openmic student
+            single = float(row[step[0]]["samples_per_s"])
+            packing = _packing(result, key, step[1])
+            note, gain = step[2], 1.0
+            if 1 in packing:
                 measured = max((k for k in packing if k <= trials), default=1)
                 gain = packing[measured] / packing[1]
-                note = f"; packing measured up to {measured}" if measured != trials else ""
+                note += f"; packing measured up to {measured}" if measured != trials else ""
             elif trials > 1:
-                note = "; packing not measured for this student, one trial's rate used"
+                note += "; packing not measured for this student, one trial's rate used"
             return Throughput(
                 single * gain,
                 trials,
                 str(result.get("device", "GPU")),
-                f"{path.name}, {spec.recipe.precision}{note}",
+                f"{path.name}, {step[0]}{note}",
                 gpu=True,
             )
     return None
