@@ -293,14 +293,19 @@ def format_beside_paper(compared: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
-    """Test `metric` vs training fraction per system (one panel per teacher), as PNG."""
+def limited_data_figure(
+    results: pd.DataFrame, metric: str, path: Path, intervals: pd.DataFrame | None = None
+) -> Path:
+    """Test `metric` vs training fraction per system (one panel per teacher), as PNG; the
+    band is `intervals`' bootstrap interval (`with_intervals`), else the Student-t one over
+    seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = summarise(choose_lambda(results), (metric,))
+    summary = with_intervals(summarise(choose_lambda(results), (metric,)), intervals)
+    band = "95% CI over seeds, Student-t" if intervals is None else "95% bootstrap CI"
     baseline = summary[summary["system"] == "Baseline"]
     teachers = sorted(t for t in summary["teacher"].unique() if t != "-") or ["-"]
     fig, axes = plt.subplots(
@@ -311,11 +316,10 @@ def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
         for system, group in panel.groupby("system", sort=False):
             rows = group.sort_values("fraction")
             (line,) = ax.plot(rows["fraction"], rows["mean"], marker="o", label=system)
-            ci = rows["ci95"].fillna(0.0)
             ax.fill_between(
                 rows["fraction"],
-                rows["mean"] - ci,
-                rows["mean"] + ci,
+                rows["ci_low"].fillna(rows["mean"]),
+                rows["ci_high"].fillna(rows["mean"]),
                 color=line.get_color(),
                 alpha=0.15,
                 linewidth=0,
@@ -325,7 +329,7 @@ def limited_data_figure(results: pd.DataFrame, metric: str, path: Path) -> Path:
         ax.set_xticks(fractions, [percent(f) for f in fractions])
         ax.minorticks_off()
         ax.set_title(f"teacher: {display_name(teacher)}")
-        ax.set_xlabel("training data (band: 95% CI over seeds)")
+        ax.set_xlabel(f"training data (band: {band})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric}")
     axes[0][-1].legend(fontsize=7, loc="lower right")

@@ -179,6 +179,42 @@ def test_limited_data_figure_is_a_png(tmp_path: Path, monkeypatch: pytest.Monkey
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+def test_the_figures_band_is_the_bootstrap_interval_when_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the study's bootstrap intervals the band is their bounds (asymmetric, as a
+    percentile interval may be); without, the mean ± the Student-t half-width over seeds."""
+    import matplotlib.pyplot as plt
+
+    bands: dict[str, tuple[list[float], list[float]]] = {}
+    real = plt.Axes.fill_between
+
+    def record(ax: plt.Axes, x: pd.Series, y1: pd.Series, y2: pd.Series, **kw: object) -> object:
+        bands[ax.get_lines()[-1].get_label()] = (list(y1), list(y2))
+        return real(ax, x, y1, y2, **kw)
+
+    monkeypatch.setattr(plt.Axes, "fill_between", record)
+    intervals = pd.DataFrame(
+        {
+            "system": ["EAsT_Final", "EAsT_Final"],
+            "teacher": ["vggish", "vggish"],
+            "fraction": [0.1, 1.0],
+            "metric": ["mAP", "mAP"],
+            "ci_low": [0.30, 0.35],
+            "ci_high": [0.45, 0.47],
+            "p_value": [0.5, 0.01],
+        }
+    )
+    limited_data_figure(_results(), "mAP", tmp_path / "bootstrap.png", intervals)
+    assert bands["EAsT_Final"] == ([0.30, 0.35], [0.45, 0.47])
+    bands.clear()
+    limited_data_figure(_results(), "mAP", tmp_path / "t.png")
+    low, high = map(np.array, bands["EAsT_Final"])
+    means = np.array([0.38, 0.41])  # λ 0.8 (best on validation) at 10 % and 100 %
+    half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)  # seeds at the mean and ± 0.01: sd 0.01
+    assert low == pytest.approx(means - half) and high == pytest.approx(means + half)
+
+
 def test_our_cells_beside_the_published_ones() -> None:
     from east_ray.tables import beside_paper, format_beside_paper, paper_reference
 

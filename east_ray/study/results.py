@@ -184,7 +184,9 @@ def render_tables(
     write_text_atomic("\n".join(latex), study_dir / "tables.tex")
     if len(spec.grid.fractions) > 1:
         figure = study_dir / "figure.png"
-        write_atomic(figure, lambda tmp: limited_data_figure(results, metrics[0], Path(tmp)))
+        write_atomic(
+            figure, lambda tmp: limited_data_figure(results, metrics[0], Path(tmp), intervals)
+        )
         parts.append(f"figure: {figure}")
     parts.append(f"tables: {study_dir / 'tables.md'}, {study_dir / 'tables.tex'}")
     return "\n".join(parts)
