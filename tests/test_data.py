@@ -106,6 +106,26 @@ def test_openmic_splits_and_groups(tmp_path: Path) -> None:
     assert group[fx.keys[0]] == group[fx.keys[2]] == "artist0"
 
 
+def test_a_grouped_seeded_split_keeps_each_group_on_one_side(tmp_path: Path) -> None:
+    """SynthMIC's rule: whole groups (artists here) go to validation, about the fraction of
+    the training clips, the same ones on every read; the per-clip rule splits groups."""
+    fx = write_openmic(tmp_path / "openmic-2018")
+
+    def sides(split: SeededSplit) -> tuple[set[str], set[str]]:
+        clips = read_openmic(fx.root, split).clips
+        groups = {s: set(clips.loc[clips["split"] == s, "group"]) for s in ("train", "valid")}
+        return groups["train"], groups["valid"]
+
+    grouped = SeededSplit(0.25, 3, by_group=True)
+    train, valid = sides(grouped)
+    assert valid and train and not train & valid
+    assert sides(grouped) == (train, valid)
+    per_clip = [sides(SeededSplit(0.25, seed)) for seed in range(10)]
+    assert any(t & v for t, v in per_clip)  # what the grouped rule prevents
+    assert grouped.describe() == {"rule": "seeded", "fraction": 0.25, "seed": 3, "by_group": True}
+    assert "by_group" not in SeededSplit().describe()  # prepared OpenMIC folders keep their id
+
+
 def test_openmic_partition_key_without_label_row_is_skipped(tmp_path: Path) -> None:
     fx = write_openmic(tmp_path / "openmic-2018")
     with (fx.root / "partitions" / "split01_test.csv").open("a") as fh:
@@ -240,7 +260,7 @@ def test_dataset_registry_applies_each_dataset_s_validation_rules(tmp_path: Path
     assert listed.valid_split["rule"] == "list" and listed.valid_split["clips"] == 1
     seeded = openmic.read(fx.root, ReadOptions(valid_split="seeded"))
     assert seeded.valid_split == SeededSplit().describe()
-    assert synthmic.read(fx.root).valid_split == SeededSplit().describe()
+    assert synthmic.read(fx.root).valid_split == SeededSplit(by_group=True).describe()
     refusals = [
         (synthmic, ReadOptions(valid_split="authors"), "got 'authors' for synthmic, whose rules"),
         (synthmic, ReadOptions(valid_list=list_file), "only used by --valid-split authors"),

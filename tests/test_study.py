@@ -198,6 +198,22 @@ def test_dataset_prepared_with_other_mel_settings_is_refused(
     assert "'n_mels': 40" in err
 
 
+def test_a_demo_dataset_prepared_with_the_old_validation_split_is_refused(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SynthMIC's validation split is now grouped by score: a folder prepared with the
+    per-clip split is refused before anything runs, and kept."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(tiny_study("tiny", dataset="synthmic"))
+    before = _tree(prepared)
+    args = [str(spec), "--data", str(prepared), "--storage", str(tmp_path / "results")]
+    assert study.main(args) == 2
+    err = capsys.readouterr().err
+    assert "valid_split: the dataset was prepared with {'fraction': 0.3, 'rule': 'seeded'" in err
+    assert "'by_group': True" in err and f"remove {prepared}" in err
+    assert _tree(prepared) == before and not (tmp_path / "results").exists()
+
+
 def test_a_failed_trial_releases_its_cell_for_the_retry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from east_ray.data.valid_split import group_split
 from east_ray.errors import BadValueError
 from east_ray.synthmic import _pipeline, synthesize
 from east_ray.synthmic.__main__ import build_parser, main
 from east_ray.synthmic._arrange import KIT_RING_S, bass_line, drum_pattern, ring_kit_notes
 from east_ray.synthmic._format import CHANNELS, SAMPLE_RATE
-from east_ray.synthmic._labels import annotate, group_split, present_classes
+from east_ray.synthmic._labels import annotate, present_classes
 from east_ray.synthmic._manifest import MANIFEST, OutputExistsError, SynthSummary
 from east_ray.synthmic._mix import StemRecord, window_notes
 from east_ray.synthmic._release import STEMS_CSV

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
@@ -37,6 +38,8 @@ class DatasetInfo:
     default_study: str
     reader: Callable[[Path, ReadOptions], ReleaseIndex]  # (release folder, options) → clips
     valid_splits: tuple[str, ...] = ()  # rules --valid-split may name, the default first
+    # the `meta.json` record of the dataset's one validation split, where it has one choice
+    only_valid_split: dict[str, Any] | None = None
 
     def read(self, root: Path, options: ReadOptions | None = None) -> ReleaseIndex:
         """Read the release at `root`, after checking `options` apply to this dataset."""
@@ -66,6 +69,8 @@ def _openmic_valid(root: Path, options: ReadOptions) -> ValidSplit:
     )
 
 
+SYNTHMIC_VALID = SeededSplit(by_group=True)
+
 DATASETS: dict[str, DatasetInfo] = {
     row.name: row
     for row in (
@@ -83,8 +88,12 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "synthmic",
             "demo",
-            lambda root, _: read_openmic(root, SeededSplit(), dataset="synthmic"),
+            # SynthMIC's clips are excerpts of rendered scores, several per score: a clip's
+            # neighbours must not be in training while it validates (its test split is
+            # grouped by score too)
+            lambda root, _: read_openmic(root, SYNTHMIC_VALID, dataset="synthmic"),
             valid_splits=("seeded",),
+            only_valid_split=SYNTHMIC_VALID.describe(),
         ),
     )
 }

@@ -166,12 +166,12 @@ def read_openmic(root: Path, valid_split: ValidSplit, dataset: str = "openmic") 
         for split in ("train", "test")
     }
     partitions = {split: _read_keys(path) for split, path in partition_files.items()}
-    valid = valid_split.choose(partitions["train"], partition_files["train"])
+    groups = _groups(root, [*partitions["train"], *partitions["test"]])
+    valid = valid_split.choose(partitions["train"], partition_files["train"], groups)
     split_of = {k: ("valid" if k in valid else "train") for k in sorted(partitions["train"])}
     split_of.update({k: "test" for k in partitions["test"]})
 
     row_of = {k: i for i, k in enumerate(keys)}
-    groups = _groups(root, list(split_of))
     rows: dict[str, list[object]] = {column: [] for column in CLIP_COLUMNS}
     skipped = [Skipped(k, "sample_key in no partition") for k in keys if k not in split_of]
     for key, split in sorted(split_of.items()):

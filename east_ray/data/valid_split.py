@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,26 +54,62 @@ CACHE = Path("east_ray") / AUTHORS_FILE
 RULES = ("authors", "seeded")
 """The rules `--valid-split` accepts."""
 
+G = TypeVar("G", str, int)  # a group label: an artist, a score
+
+
+def group_split(
+    keys: Sequence[str], groups: Sequence[G], rng: np.random.Generator, test_fraction: float
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(kept, held out) keys, disjoint by group: whole groups, in an order drawn by `rng`,
+    are held out until they hold `test_fraction` of the keys (SynthMIC's train/test split
+    and its validation split). With at least two groups, both sides are non-empty."""
+    if len(keys) != len(groups):
+        raise ValueError("keys and groups differ in length")
+    unique = sorted(set(groups))
+    order = [unique[i] for i in rng.permutation(len(unique))]
+    count = {g: 0 for g in unique}
+    for g in groups:
+        count[g] += 1
+    target = round(test_fraction * len(keys))
+    test_groups: set[G] = set()
+    n_test = 0
+    for g in order[:-1]:  # the last group always stays in train
+        if n_test >= max(target, 1):
+            break
+        test_groups.add(g)
+        n_test += count[g]
+    test = frozenset(k for k, g in zip(keys, groups, strict=True) if g in test_groups)
+    return frozenset(keys) - test, test
+
 
 @dataclass(frozen=True)
 class SeededSplit:
-    """A seeded `fraction` of the sorted training keys."""
+    """A seeded `fraction` of the sorted training keys; with `by_group`, whole groups
+    (the release's artist or source score), so no group is in both training and validation."""
 
     fraction: float = 0.15
     seed: int = 1223
+    by_group: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise BadValueError(f"valid fraction: got {self.fraction}, expected a number in [0, 1)")
 
-    def choose(self, train_keys: Sequence[str], partition: Path) -> set[str]:
-        """The validation keys among `train_keys` (`partition`: unused, for the interface)."""
+    def choose(
+        self, train_keys: Sequence[str], partition: Path, groups: Mapping[str, str]
+    ) -> set[str]:
+        """The validation keys among `train_keys`, `groups` giving each key's group
+        (`partition`: unused, for the interface)."""
         ordered = sorted(train_keys)
-        order = np.random.default_rng(self.seed).permutation(len(ordered))
+        rng = np.random.default_rng(self.seed)
+        if self.by_group:
+            return set(group_split(ordered, [groups[k] for k in ordered], rng, self.fraction)[1])
+        order = rng.permutation(len(ordered))
         return {ordered[i] for i in order[: round(self.fraction * len(ordered))]}
 
     def describe(self) -> dict[str, Any]:
-        return {"rule": "seeded", "fraction": self.fraction, "seed": self.seed}
+        by_group = {"by_group": True} if self.by_group else {}  # earlier folders keep their id
+        return {"rule": "seeded", "fraction": self.fraction, "seed": self.seed, **by_group}
 
 
 @dataclass(frozen=True)
@@ -84,8 +120,11 @@ class ListSplit:
     source: str
     md5: str
 
-    def choose(self, train_keys: Sequence[str], partition: Path) -> set[str]:
-        """The list's keys, after checking each is in the training partition `partition`."""
+    def choose(
+        self, train_keys: Sequence[str], partition: Path, groups: Mapping[str, str]
+    ) -> set[str]:
+        """The list's keys, after checking each is in the training partition `partition`
+        (`groups`: unused, for the interface)."""
         outside = sorted(set(self.keys) - set(train_keys))
         if outside:
             raise BadValueError(

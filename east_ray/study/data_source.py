@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from east_ray.config import SpecError, StudySpec
+from east_ray.data.datasets import get_dataset
 from east_ray.data.download import find_release, mirror_base
 from east_ray.data.parquet import META, read_meta
 from east_ray.errors import BadValueError, UserError
@@ -60,19 +61,27 @@ def data_source(spec: StudySpec, args: argparse.Namespace) -> DataSource:
 
 
 def is_prepared(spec: StudySpec, data: Path) -> bool:
-    """Whether `data` holds a prepared dataset; one prepared with other features is refused."""
+    """Whether `data` holds a prepared dataset; one prepared with other features, or with a
+    validation split its dataset no longer makes, is refused (nothing is removed)."""
     if not (data / META).is_file():
         return False
     meta = read_meta(data)
+    problems = []
     if meta.get("features") != dataclasses.asdict(spec.features):
-        raise SpecError(
-            str(data / META),
-            [
-                f"features: the dataset was prepared with {meta.get('features')}, the study "
-                f"asks for {dataclasses.asdict(spec.features)}; prepare it again into "
-                "another --data folder"
-            ],
+        problems.append(
+            f"features: the dataset was prepared with {meta.get('features')}, the study "
+            f"asks for {dataclasses.asdict(spec.features)}; prepare it again into "
+            "another --data folder"
         )
+    only = get_dataset(spec.dataset).only_valid_split
+    if only is not None and meta.get("valid_split") != only:
+        problems.append(
+            f"valid_split: the dataset was prepared with {meta.get('valid_split')}, "
+            f"{spec.dataset} is now split {only}; remove {data} to prepare it again, and "
+            "the results of studies run on it (their cells were selected on the old split)"
+        )
+    if problems:
+        raise SpecError(str(data / META), problems)
     return True
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from east_ray.data.valid_split import group_split
 from east_ray.synthmic._format import LABEL_STREAM, SPLIT_STREAM
 from east_ray.synthmic._mix import StemRecord
 from east_ray.synthmic._taxonomy import CLASSES
@@ -52,32 +53,6 @@ def annotate(
         i = int(rng.integers(len(CLASSES)))
         y[i], mask[i] = (1.0 if CLASSES[i] in present else 0.0), True
     return y, mask
-
-
-def group_split(
-    keys: Sequence[str], groups: Sequence[int], rng: np.random.Generator, test_fraction: float
-) -> tuple[frozenset[str], frozenset[str]]:
-    """(train, test) keys, disjoint by group; whole groups go to test until it holds its share.
-
-    With at least two groups, both sides are non-empty.
-    """
-    if len(keys) != len(groups):
-        raise ValueError("keys and groups differ in length")
-    unique = sorted(set(groups))
-    order = [unique[i] for i in rng.permutation(len(unique))]
-    count = {g: 0 for g in unique}
-    for g in groups:
-        count[g] += 1
-    target = round(test_fraction * len(keys))
-    test_groups: set[int] = set()
-    n_test = 0
-    for g in order[:-1]:  # the last group always stays in train
-        if n_test >= max(target, 1):
-            break
-        test_groups.add(g)
-        n_test += count[g]
-    test = frozenset(k for k, g in zip(keys, groups, strict=True) if g in test_groups)
-    return frozenset(keys) - test, test
 
 
 @dataclass(frozen=True)
