@@ -9,7 +9,8 @@
 # Time: the eager rows took ~1.5 min on an H100 and an H200; the compiled rows add their
 # compiles (six graphs built from scratch, the packed trials' from inductor's cache) and
 # the 8-per-GPU rows, neither timed on a GPU yet. The CPU smoke check,
-# `python -m bench.gpu --out DIR --steps 2 --smoke-width 8`, took 12 minutes here.)
+# `python -m bench.gpu --out DIR --steps 2 --smoke-width 8`, ran every part, 8 per GPU and
+# the compiled packing included, in 18 minutes here with a demo study beside it.)
 set -uo pipefail
 out="${1:?usage: bench/gpu.sh OUT_DIR}"
 cd "$(dirname "$0")/.."
