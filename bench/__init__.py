@@ -34,7 +34,7 @@ __all__ = [
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER_FRAMES, TEACHER_DIM, TEACHER_HOP = 10, 128, 0.96  # VGGish on a 10 s clip
-CLASSES = 20
+CLASSES = 20  # OpenMIC's instruments
 
 
 def local_ray(num_gpus: int = 0) -> None:

@@ -76,7 +76,7 @@ import psutil
 import pyarrow.parquet as pq
 import torch
 
-from bench import memory_kib, save_result
+from bench import CLASSES, memory_kib, save_result
 from east_ray.config import Features, StudySpec, expand_cells, load_study
 from east_ray.data.openmic import PUBLISHED_COUNTS
 from east_ray.data.parquet import column_numpy, read_labels
@@ -89,7 +89,6 @@ SPEC = Path(__file__).resolve().parent / "scale.toml"
 DIVISORS = (16, 4, 1)  # the sizes, as fractions 1/16, 1/4, 1 of --full-clips
 SAMPLE_S = 0.2
 TRIAL_TITLE = b"ray::ImplicitFunc"  # Ray 2.60's process title of a Tune function trial
-CLASSES = 20  # OpenMIC's
 LABELLED = 0.25  # chance that a (clip, class) entry is labelled; half of those positive
 MIB = 2**20
 

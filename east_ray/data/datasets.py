@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from east_ray.data.magnatagatune import read_magnatagatune
 from east_ray.data.openmic import read_openmic
@@ -38,8 +37,8 @@ class DatasetInfo:
     default_study: str
     reader: Callable[[Path, ReadOptions], ReleaseIndex]  # (release folder, options) → clips
     valid_splits: tuple[str, ...] = ()  # rules --valid-split may name, the default first
-    # the `meta.json` record of the dataset's one validation split, where it has one choice
-    only_valid_split: dict[str, Any] | None = None
+    # the dataset's one validation split, where it has no other
+    only_valid_split: SeededSplit | None = None
 
     def read(self, root: Path, options: ReadOptions | None = None) -> ReleaseIndex:
         """Read the release at `root`, after checking `options` apply to this dataset."""
@@ -93,7 +92,7 @@ DATASETS: dict[str, DatasetInfo] = {
             # grouped by score too)
             lambda root, _: read_openmic(root, SYNTHMIC_VALID, dataset="synthmic"),
             valid_splits=("seeded",),
-            only_valid_split=SYNTHMIC_VALID.describe(),
+            only_valid_split=SYNTHMIC_VALID,
         ),
     )
 }

@@ -74,11 +74,12 @@ def is_prepared(spec: StudySpec, data: Path) -> bool:
             "another --data folder"
         )
     only = get_dataset(spec.dataset).only_valid_split
-    if only is not None and meta.get("valid_split") != only:
+    if only is not None and meta.get("valid_split") != only.describe():
         problems.append(
             f"valid_split: the dataset was prepared with {meta.get('valid_split')}, "
-            f"{spec.dataset} is now split {only}; remove {data} to prepare it again, and "
-            "the results of studies run on it (their cells were selected on the old split)"
+            f"{spec.dataset} is now split {only.describe()}; remove {data} to prepare it "
+            "again, and the results of studies run on it (their cells were selected on the "
+            "old split)"
         )
     if problems:
         raise SpecError(str(data / META), problems)

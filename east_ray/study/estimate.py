@@ -155,9 +155,10 @@ def bench_throughput(spec: StudySpec, bench_dir: Path) -> Throughput | None:
             step = _step_row(spec, row) if row.get("student") == wanted else None
             if step is None:
                 continue
-            single = float(row[step[0]]["samples_per_s"])
-            packing = _packing(result, key, step[1])
-            note, gain = step[2], 1.0
+            row_key, setting, note = step
+            single = float(row[row_key]["samples_per_s"])
+            packing = _packing(result, key, setting)
+            gain = 1.0
             if 1 in packing:
                 measured = max((k for k in packing if k <= trials), default=1)
                 gain = packing[measured] / packing[1]
@@ -168,7 +169,7 @@ def bench_throughput(spec: StudySpec, bench_dir: Path) -> Throughput | None:
                 single * gain,
                 trials,
                 str(result.get("device", "GPU")),
-                f"{path.name}, {step[0]}{note}",
+                f"{path.name}, {row_key}{note}",
                 gpu=True,
             )
     return None
