@@ -2,7 +2,8 @@
 
 Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
 a ratio of two things measured side by side in the same run: trainer full path vs bare
-loop, regularizer vs baseline step, compiled vs eager step, log-mel vs librosa, study
+loop, regularizer vs baseline step, compiled vs eager step, the step with mel-band jitter
+vs without (and the bytes it stores per clip vs the log-mel), log-mel vs librosa, study
 runner vs in-process, a trial's private memory with the object-store blocks viewed vs
 copied, training FLOP/s vs this machine's matmul peak, and how a study's memory and
 start-up grow with the dataset (`bench.scale` at 64, 256 and 1,024 clips; `python -m
@@ -24,6 +25,7 @@ from bench import (
     flops,
     local_ray,
     logmel,
+    meljitter,
     save_result,
     scale,
     spread,
@@ -54,6 +56,14 @@ def summary(result: dict[str, Any]) -> str:
             f"| first step compiled / again (cached) / eager, {name} (the compile) | "
             f"{first['compiled']:.0f} s / {first['compiled_again']:.0f} s / "
             f"{first['eager']:.1f} s | |",
+        ]
+    for name in meljitter.TRAIN_CLIPS:
+        step, stored = result["meljitter"][name]["step"], result["meljitter"][name]["storage"]
+        lines += [
+            f"| mel-jitter step / without, {name} ({step['student']}, {step['threads']} "
+            f"thread(s)) | {spread(step['jitter_vs_off'])} | ≤ 1.15 (openmic: its default) |",
+            f"| stored STFT magnitudes / log-mel per training clip, {name} | "
+            f"{stored['ratio_per_training_clip']:.1f} | |",
         ]
     lines += [
         f"| log-mel clips/s/core east_ray / librosa | {lm['features_ratio']:.2f} | ≥ 3 |",
@@ -96,6 +106,7 @@ def main() -> None:
     result["trainer"] = trainer.run(
         reps=5, base_channels=32, clips=40, compile_studies=trainer.COMPILE_STUDIES
     )
+    result["meljitter"] = meljitter.run(reps=5, base_channels=32, studies=("openmic", "demo"))
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)
     result["trial_memory"] = trial_memory.run(clips=1000)

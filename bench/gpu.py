@@ -52,7 +52,9 @@ from bench import (
     timed,
 )
 from bench.flops import matmul_peak
+from bench.meljitter import with_spectra
 from east_ray.config import Cell, StudySpec, load_study
+from east_ray.data.meljitter import JITTER, draw_jitter
 from east_ray.data.parquet import write_text_atomic
 from east_ray.losses import LossSpec, LossTerms, east_loss
 from east_ray.models import build_student
@@ -235,10 +237,15 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
     eager loop on tensors already on the device; baseline system, same initial model and
     batches. Each variant runs `steps` consecutive steps as training does (no sync between
     them); 5 repetitions run every variant once each in a shuffled order
-    (`bench.alternating`): seconds per step and the ratios' medians and ranges."""
+    (`bench.alternating`): seconds per step and the ratios' medians and ranges. When the
+    recipe jitters the mel bands, the eager trainer also runs with the jitter (log-mels
+    computed on the device from the clips' and partners' STFT magnitudes) against without."""
     device = torch.device(device_name)
     cell = Cell(spec.dataset, spec.student, "none", None, None, 0.0, 1.0, 0)
     data = synthetic_trial_data(spec, cell, clips=8 * spec.recipe.batch_size)
+    ranges = JITTER[spec.recipe.mel_jitter]
+    if ranges is not None:
+        data = with_spectra(data, spec.features.n_fft)
     runs = {}
     for setting in ("off", "auto"):
         recipe = replace(spec.recipe, compile=setting)
@@ -263,12 +270,20 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
             bare_step(model, opt, resident[i % len(resident)], grad_clip, eager.autocast())
         _sync(device)
 
-    def trainer(run: _Run) -> Callable[[int], None]:
-        def steps_of(_: int) -> None:
+    def trainer(run: _Run, jittered: bool = False) -> Callable[[int], None]:
+        def steps_of(rep: int) -> None:
             # the next batch's rows stand in for the mixup partners: the same gather cost;
             # gathered as `train` does, into page-locked memory by the prefetch thread
+            draw = np.random.default_rng(rep)
             batches = (
-                make_batch(data, rows[i % len(rows)], rows[(i + 1) % len(rows)], run.alloc)
+                make_batch(
+                    data,
+                    rows[i % len(rows)],
+                    rows[(i + 1) % len(rows)],
+                    run.alloc,
+                    jitter=draw_jitter(draw, b, ranges) if jittered and ranges else None,
+                    partner_jitter=draw_jitter(draw, b, ranges) if jittered and ranges else None,
+                )
                 for i in range(steps)
             )
             run.train_batches(prefetched(batches, run.prefetch))
@@ -277,6 +292,8 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
         return steps_of
 
     variants = {"bare": bare, "trainer": trainer(eager), "trainer_compiled": trainer(runs["auto"])}
+    if ranges is not None:
+        variants["trainer_jitter"] = trainer(eager, jittered=True)
     for warm_up in variants.values():  # the compiled trainer compiles here
         warm_up(0)
     times = alternating(variants, 5)
@@ -288,6 +305,11 @@ def trainer_vs_bare(spec: StudySpec, device_name: str, steps: int, tmp: Path) ->
         "compiled_vs_eager_trainer": ratio(per_step, "trainer_compiled", "trainer"),
         "compiled_trainer_vs_bare": ratio(per_step, "trainer_compiled", "bare"),
         "compiled": runs["auto"].forward_backward.compiled,
+        **(
+            {"jitter_vs_off_trainer": ratio(per_step, "trainer_jitter", "trainer")}
+            if ranges is not None
+            else {}
+        ),
     }
 
 
@@ -296,6 +318,8 @@ def train_smoke(spec: StudySpec, device_name: str, tmp: Path, epochs: int) -> di
     `epochs - 1` epochs and resumed to `epochs` from its checkpoint."""
     cell = _cell(spec)
     data = synthetic_trial_data(spec, cell, clips=16 * spec.recipe.batch_size)
+    if JITTER[spec.recipe.mel_jitter] is not None:  # as the study's trials train
+        data = with_spectra(data, spec.features.n_fft)
     trial = TrialSpec.for_cell(spec, cell, CLASSES, gpu_fraction=0.25)
     device = torch.device(device_name)
     _reset_peak_memory(device)

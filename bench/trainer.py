@@ -112,7 +112,7 @@ def overhead_trial(config: dict[str, Any], inputs: Inputs) -> None:
     torch.set_num_threads(2)
     run_full = make_run(inputs, BlockStore(ray.get(inputs.block_refs)), "none", None)
     data, recipe = run_full.data, inputs.recipe
-    batches = list(epoch_batches(data, recipe.batch_size, 0, 1))
+    batches = list(epoch_batches(data, recipe.batch_size, 0, 1, drop_last=True))
     bare_model = run_full.model
     bare_opt = adam(bare_model, recipe, torch.device("cpu"))
     in_memory = [
@@ -156,7 +156,7 @@ def regularizer_cost(inputs: Inputs, store: BlockStore, reps: int) -> dict[str, 
     runs.update(
         {f"{r}-{s or '-'}": make_run(inputs, store, r, s) for r, s in SYSTEMS if r != "none"}
     )
-    batches = list(epoch_batches(runs["none"].data, inputs.recipe.batch_size, 0, 1))
+    batches = list(epoch_batches(runs["none"].data, inputs.recipe.batch_size, 0, 1, drop_last=True))
     for r in runs.values():
         r.train_batches([make_batch(r.data, batches[0].rows)])  # warm-up
 
@@ -184,7 +184,7 @@ def compile_speedup(study: str, reps: int, run_root: Path) -> dict[str, Any]:
 
     runs = {"off": new_run("off", "eager"), "default": new_run("default", "compiled")}
     eager, compiled = runs["off"], runs["default"]
-    batches = list(epoch_batches(data, b, 0, 1, partners=eager.needs_partners))
+    batches = list(epoch_batches(data, b, 0, 1, partners=eager.needs_partners, drop_last=True))
     first_s, first_loss = {}, {}
     for setting, run in runs.items():  # same weights, batch and random numbers
         torch.manual_seed(1)

@@ -114,9 +114,16 @@ class Recipe:
     # values ours, each listed with its reason in the README's method differences.
     specaug_on: str = "log_power"  # "mixed_input": mask after mixup, stripes 0 (the mean)
     mixup_partner: str = "training_set"  # "batch": partners permuted within the batch
-    precision: str = "fp32"  # TF32 matmuls on CUDA; "bf16": bf16 autocast
+    precision: str = "fp32"  # "tf32": TF32 matmuls on CUDA too; "bf16": bf16 autocast
     kd_mask: str = "labelled"  # "all": KD averaged over every entry, labelled or not
     alignment: str = "authors"  # "time": frames covering the same audio (east_ray.losses)
+    # The one named option whose default is not the authors': "authors" jitters each
+    # training clip's mel band edges (f_min + U{0…19} Hz, f_max − U{0…1999} Hz) as they did,
+    # from stored STFT magnitudes (east_ray.data.meljitter, east_ray.data.spectra); "off"
+    # trains on the stored log-mels, which need no extra preparation or storage.
+    mel_jitter: str = "off"
+    last_batch: str = "keep"  # "drop": an epoch's last, smaller training batch is left out
+    partial_epoch: str = "skip"  # "validate": an epoch cut by max_steps is validated too
     # A runtime option (RUNTIME_OPTIONS; README "Runtime options"). torch.compile of the
     # student's forward and the loss (east_ray.train.compiled): "auto" compiles with
     # "reduce-overhead" (CUDA graphs) on CUDA and runs eager on the CPU, where compiling
@@ -129,9 +136,12 @@ class Recipe:
 RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "specaug_on": ("log_power", "mixed_input"),
     "mixup_partner": ("training_set", "batch"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "tf32", "bf16"),
     "kd_mask": ("labelled", "all"),
     "alignment": ("authors", "time"),
+    "mel_jitter": ("off", "authors"),
+    "last_batch": ("keep", "drop"),
+    "partial_epoch": ("skip", "validate"),
     "compile": ("auto", "off", "default", "reduce-overhead"),
 }
 # The named options that change how fast a trial runs, not its result: a results folder

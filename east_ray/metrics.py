@@ -3,9 +3,16 @@
 Every class is scored on its labelled entries only (`mask`), with scikit-learn's
 definitions (computed here in vectorised numpy, ~50x faster than calling scikit-learn per
 class, which matters when every epoch of every trial is evaluated; the tests compare with
-scikit-learn class by class), then the classes are averaged with equal weight. A class
-with no labelled positive or no labelled negative has no defined AP/AUC/F1 pair, so it is
-left out of the means; `n_classes` in the result says how many classes were used.
+scikit-learn class by class), then the classes are averaged with equal weight (`macro`).
+
+Classes without both labels (`absent_classes`). A class with no labelled positive or no
+labelled negative in the evaluated split has no defined AP, ROC-AUC or F1. Ours ("skip",
+the default) leaves it out of every mean; `n_classes` in `evaluate`'s result says how
+many classes had both labels. The authors' metrics (torchmetrics) score such a class 0 in
+mAP and ROC-AUC ("zero"), i.e. divide by every class: on a fixed split that is ours times
+K_present / K, so it moves every run of a split by the same factor and cannot change which
+epoch or λ has the best validation mAP (training keeps "skip"). F1 and F1_pos follow ours
+under both rules: the authors' difference was found in mAP and ROC-AUC only.
 
 OpenMIC F1 (the authors' definition): threshold the sigmoid outputs (default 0.4), take
 per class the mean of the positive-class and the negative-class F1, then the macro mean.
@@ -24,6 +31,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 METRICS = ("mAP", "ROC-AUC", "F1", "F1_pos")
+ABSENT_CLASSES = ("skip", "zero")
+# the metrics the authors' rule ("zero") scores 0 for a class without both labels
+ZEROED = ("mAP", "ROC-AUC")
 
 
 def _sums_below(x: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -126,7 +136,11 @@ def class_metrics(
     times (`(B, N)`; default one row of ones: the test set as it is).
 
     `labels` `(N, K)`: positive where > 0.5; `mask` `(N, K)` bool: True where labelled.
+    Float32 `scores` are compared with `threshold` rounded to float32, as the authors' code
+    compares them (a score of float32(0.4) is then not above 0.4).
     """
+    if np.asarray(scores).dtype == np.float32:
+        threshold = float(np.float32(threshold))
     s = _as_2d("scores", scores, np.float64)
     y = _as_2d("labels", labels, np.float64) > 0.5
     m = _as_2d("mask", mask, bool)
@@ -157,22 +171,53 @@ def class_metrics(
     }
 
 
+def check_absent_classes(absent_classes: str) -> None:
+    """Refuse a rule that is not one of `ABSENT_CLASSES`."""
+    if absent_classes not in ABSENT_CLASSES:
+        raise ValueError(
+            f"absent_classes: got {absent_classes!r}, expected 'skip' (ours: leave a class "
+            "without both labels out of the mean) or 'zero' (the authors': score it 0 in mAP "
+            "and ROC-AUC)"
+        )
+
+
+def macro(per_class: np.ndarray, metric: str, absent_classes: str = "skip") -> np.ndarray:
+    """The macro mean of `metric` over classes `(B, K)` → `(B,)`, each row's undefined
+    (NaN) classes left out ("skip"; NaN where none is defined) or, for mAP and ROC-AUC
+    under "zero", counted as 0 (module doc)."""
+    check_absent_classes(absent_classes)
+    defined = ~np.isnan(per_class)
+    total = np.where(defined, per_class, 0.0).sum(axis=1)
+    n = defined.sum(axis=1)
+    if absent_classes == "zero" and metric in ZEROED:
+        n = np.full(len(n), per_class.shape[1])
+    means: np.ndarray = np.divide(total, n, out=np.full(len(n), np.nan), where=n > 0)
+    return means
+
+
 def evaluate(
-    scores: ArrayLike, labels: ArrayLike, mask: ArrayLike, threshold: float = 0.4
+    scores: ArrayLike,
+    labels: ArrayLike,
+    mask: ArrayLike,
+    threshold: float = 0.4,
+    absent_classes: str = "skip",
 ) -> dict[str, float]:
     """Macro metrics of `scores` (sigmoid outputs in [0, 1], `(N, K)`).
 
     `labels` `(N, K)`: positive where > 0.5; `mask` `(N, K)` bool: True where labelled.
-    Returns `mAP`, `ROC-AUC`, `F1`, `F1_pos` and `n_classes` (classes used).
+    Returns `mAP`, `ROC-AUC`, `F1`, `F1_pos` and `n_classes` (the classes with both a
+    labelled positive and a labelled negative: those the means use under either rule,
+    except mAP and ROC-AUC under `absent_classes="zero"`, which divide by all K).
     """
-    per_class = {k: v[0] for k, v in class_metrics(scores, labels, mask, threshold).items()}
-    used = ~np.isnan(per_class["mAP"])
+    check_absent_classes(absent_classes)
+    per_class = class_metrics(scores, labels, mask, threshold)
+    used = ~np.isnan(per_class["mAP"][0])
     if not used.any():
         raise ValueError(
             f"labels, mask: none of the {len(used)} classes has both a labelled positive and "
             "a labelled negative entry, so no metric is defined"
         )
     return {
-        **{name: float(np.mean(values[used])) for name, values in per_class.items()},
+        **{name: float(macro(v, name, absent_classes)[0]) for name, v in per_class.items()},
         "n_classes": int(used.sum()),
     }

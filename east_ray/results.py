@@ -16,6 +16,13 @@ the tables choose it (`tables.choose_lambda`), and the bootstrap is `east_ray.st
 (clips, and seeds when there are several, resampled; B = 1000 by default, seeded, so a
 call gives the same numbers every time). Runs without a scores file (finished before runs
 kept them) get NaN intervals and tests, and one warning per call names them.
+
+`absent_classes` (every function but `class_ap`): how a class without a labelled positive
+or negative in the test split counts in mAP and ROC-AUC, "skip" (ours, the default: left
+out) or "zero" (the authors': scored 0; `east_ray.metrics`). Under "zero" the means and
+`test_mAP` / `test_ROC-AUC` are ours × K_present / K (`tables.absent_as_zero`, K_present
+from the stored test scores, `class_count`) and every bootstrap replicate scores the
+classes it leaves without both labels 0; validation figures, so λ choice, stay ours.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import pandas as pd
 from east_ray import stats, tables
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
+from east_ray.metrics import check_absent_classes
 from east_ray.stats import LEVEL, N_BOOT, ScoredClips
 
 logger = logging.getLogger(__name__)
@@ -126,14 +134,41 @@ def _read(frame: pd.DataFrame) -> list[ScoredClips | None]:
 
 
 def _replicates(
-    clips: Sequence[ScoredClips | None], n_boot: int, rng: np.random.Generator
+    clips: Sequence[ScoredClips | None],
+    n_boot: int,
+    rng: np.random.Generator,
+    absent_classes: str,
 ) -> list[dict[str, np.ndarray] | None]:
     """Every metric of each run on the same `n_boot` clip resamples."""
     first = next((c for c in clips if c is not None), None)
     if first is None:
         return [None] * len(clips)
     counts = stats.clip_counts(len(first.clip_ids), n_boot, rng)
-    return [None if c is None else stats.replicates(c, counts) for c in clips]
+    return [None if c is None else stats.replicates(c, counts, absent_classes) for c in clips]
+
+
+def class_count(results: pd.DataFrame) -> tuple[int, int] | None:
+    """(classes with a labelled positive and a labelled negative test clip, all classes)
+    of the study's test split, from the first run's stored scores (every run compared is
+    scored on the same test clips); None when no run has scores."""
+    frame = _plain(results)
+    path = next((Path(p) for p in frame["scores_file"] if Path(p).is_file()), None)
+    return None if path is None else stats.class_counts(read_scores(path))
+
+
+def with_class_rule(results: pd.DataFrame, absent_classes: str) -> pd.DataFrame:
+    """`results` with its test figures under `absent_classes` (module doc): unchanged for
+    "skip"; for "zero", mAP and ROC-AUC × K_present / K. "zero" needs a run's scores."""
+    check_absent_classes(absent_classes)
+    if absent_classes == "skip":
+        return results
+    counted = class_count(results)
+    if counted is None:
+        raise BadValueError(
+            f"absent_classes: 'zero' needs the test split's labels, read from a run's "
+            f"{SCORES}, and none of the {len(results)} runs has one; use 'skip'"
+        )
+    return tables.absent_as_zero(results, *counted)
 
 
 def run_intervals(
@@ -143,12 +178,14 @@ def run_intervals(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    absent_classes: str = "skip",
 ) -> pd.DataFrame:
     """`results` with `test_<metric>_ci_low` and `test_<metric>_ci_high` for every row:
     the clip bootstrap interval of that run alone."""
     names = _metrics(results, metrics)
-    reps = _replicates(_read(results), n_boot, np.random.default_rng(seed))
-    out = results.copy()
+    rng = np.random.default_rng(seed)
+    reps = _replicates(_read(results), n_boot, rng, absent_classes)
+    out = with_class_rule(results, absent_classes).copy()
     for metric in names:
         bounds = [
             stats.percentile_interval(r[metric], level) if r else (np.nan, np.nan) for r in reps
@@ -166,6 +203,7 @@ def system_intervals(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    absent_classes: str = "skip",
 ) -> pd.DataFrame:
     """One row per (system, teacher, fraction, metric) at the chosen λ: `mean` over seeds,
     its bootstrap interval `ci_low`, `ci_high` (clips and seeds resampled), `n` runs, and
@@ -173,8 +211,8 @@ def system_intervals(
     baseline, `diff_low`, `diff_high`, `p_value` (NaN for the baseline itself). Teacher-free
     systems have teacher "-"."""
     names = _metrics(results, metrics)
-    chosen = _chosen(results)
-    reps = _replicates(_read(chosen), n_boot, np.random.default_rng(seed))
+    chosen = _chosen(with_class_rule(results, absent_classes))
+    reps = _replicates(_read(chosen), n_boot, np.random.default_rng(seed), absent_classes)
     draws: dict[tuple[object, ...], dict[str, np.ndarray] | None] = {}
     for key, group in chosen.groupby(_GROUP, sort=True):
         parts = [reps[i] for i in group.index]
@@ -218,12 +256,19 @@ def paired_tests(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    absent_classes: str = "skip",
 ) -> pd.DataFrame:
     """Every system against `baseline` at the same fraction on the same test clips:
     `diff` (system − baseline, seed-means), its interval `ci_low`, `ci_high`, and the
     two-sided paired bootstrap `p_value` (`east_ray.stats`)."""
     intervals = system_intervals(
-        results, metrics=metrics, baseline=baseline, n_boot=n_boot, seed=seed, level=level
+        results,
+        metrics=metrics,
+        baseline=baseline,
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+        absent_classes=absent_classes,
     )
     tests = intervals[intervals["system"] != baseline]
     tests = tests[[*_GROUP, "metric", "diff", "diff_low", "diff_high", "p_value"]]
@@ -248,6 +293,7 @@ def paper_table(
     expected: pd.DataFrame | None = None,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    absent_classes: str = "skip",
 ) -> pd.DataFrame:
     """The paper's table at `fraction`, tidy (`tables.paper_table`): one row per (system,
     teacher, metric) with `mean`, the bootstrap `ci_low`, `ci_high` (half-width `ci95`) and
@@ -255,9 +301,12 @@ def paper_table(
     system under every teacher of the frame. `tables.format_table` pivots it."""
     names = _metrics(results, metrics)
     at = results[results["fraction"] == fraction]
-    intervals = system_intervals(at, metrics=names, n_boot=n_boot, seed=seed)
+    intervals = system_intervals(
+        at, metrics=names, n_boot=n_boot, seed=seed, absent_classes=absent_classes
+    )
     pairs = _expected(results) if expected is None else expected
-    return tables.paper_table(_plain(results), pairs, names, fraction, intervals=intervals)
+    frame = _plain(with_class_rule(results, absent_classes))
+    return tables.paper_table(frame, pairs, names, fraction, intervals=intervals)
 
 
 def class_ap(results: pd.DataFrame, *, fraction: float = 1.0) -> pd.DataFrame:

@@ -4,6 +4,9 @@ Everything here is numpy on `ScoredClips` (a run's test clips: ids, class names,
 scores, labels, label mask), and every metric is `east_ray.metrics`' definition (masked
 per class, classes without a labelled positive or negative left out of the macro mean),
 evaluated on all B resampled test sets at once (`metrics.class_metrics` with counts).
+`absent_classes` picks the rule for classes without both labels (`metrics.macro`): ours,
+"skip", or the authors', "zero" (0 in mAP and ROC-AUC), in the point estimate and in every
+replicate alike.
 
 The scheme:
 
@@ -12,7 +15,8 @@ The scheme:
   run bootstrapped together sees the *same* rows of counts (`clip_counts`), so the clip
   resampling is shared by the seeds of one system and by a system and its baseline.
   A class that a replicate leaves without a labelled positive or negative is left out of
-  that replicate's macro mean, as `evaluate` leaves it out of the whole test set's.
+  that replicate's macro mean ("skip"), or scores 0 in it ("zero"), as `evaluate` treats
+  it on the whole test set.
 - Seeds. With S seeds of one system, a replicate also draws S seeds with replacement
   (`seed_counts`) and takes the mean of their metrics on that replicate's clips: a
   two-stage bootstrap of the seed-mean, so the interval holds both the test-set sampling
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from east_ray.errors import BadValueError
-from east_ray.metrics import METRICS, class_metrics
+from east_ray.metrics import METRICS, check_absent_classes, class_metrics, macro
 
 N_BOOT = 1000
 LEVEL = 0.95
@@ -146,30 +150,25 @@ def seed_counts(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot).astype(float)
 
 
-def _macro(per_class: np.ndarray) -> np.ndarray:
-    """Mean over the classes defined in each replicate `(B, K)` → `(B,)`, NaN if none."""
-    defined = ~np.isnan(per_class)
-    n = defined.sum(axis=1)
-    total = np.where(defined, per_class, 0.0).sum(axis=1)
-    macro: np.ndarray = np.divide(total, n, out=np.full(len(n), np.nan), where=n > 0)
-    return macro
-
-
-def replicates(clips: ScoredClips, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Every macro metric (`metrics.METRICS`) of `clips` on each row of `counts`, `(B,)`."""
+def replicates(
+    clips: ScoredClips, counts: np.ndarray, absent_classes: str = "skip"
+) -> dict[str, np.ndarray]:
+    """Every macro metric (`metrics.METRICS`) of `clips` on each row of `counts`, `(B,)`,
+    classes without both labels treated by `absent_classes` (`metrics.macro`)."""
+    check_absent_classes(absent_classes)
     parts = [
         class_metrics(
             clips.scores, clips.labels, clips.mask, clips.threshold, counts[i : i + _CHUNK]
         )
         for i in range(0, len(counts), _CHUNK)
     ]
-    return {m: _macro(np.concatenate([p[m] for p in parts])) for m in METRICS}
+    return {m: macro(np.concatenate([p[m] for p in parts]), m, absent_classes) for m in METRICS}
 
 
-def point(clips: ScoredClips) -> dict[str, float]:
+def point(clips: ScoredClips, absent_classes: str = "skip") -> dict[str, float]:
     """Every macro metric of `clips` on the test set as it is."""
     ones = np.ones((1, len(clips.clip_ids)), np.int32)
-    return {m: float(v[0]) for m, v in replicates(clips, ones).items()}
+    return {m: float(v[0]) for m, v in replicates(clips, ones, absent_classes).items()}
 
 
 def seed_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -206,6 +205,7 @@ def bootstrap_ci(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    absent_classes: str = "skip",
 ) -> Interval:
     """The seed-mean of `metric` over `runs` (the seeds of one system, one run for a
     single seed) and its bootstrap interval: clips and seeds resampled (module doc)."""
@@ -213,9 +213,9 @@ def bootstrap_ci(
     runs = align(runs)
     rng = np.random.default_rng(seed)
     counts = clip_counts(len(runs[0].clip_ids), n_boot, rng)
-    values = np.stack([replicates(r, counts)[metric] for r in runs])
+    values = np.stack([replicates(r, counts, absent_classes)[metric] for r in runs])
     means = seed_mean(values, seed_counts(len(runs), n_boot, rng))
-    estimate = float(np.mean([point(r)[metric] for r in runs]))
+    estimate = float(np.mean([point(r, absent_classes)[metric] for r in runs]))
     return Interval(estimate, *percentile_interval(means, level))
 
 
@@ -227,6 +227,7 @@ def paired_bootstrap(
     n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = LEVEL,
+    absent_classes: str = "skip",
 ) -> PairedTest:
     """`system` − `baseline` in the seed-mean of `metric` on the same test clips: the
     difference, its bootstrap interval and the two-sided p-value (module doc)."""
@@ -239,13 +240,21 @@ def paired_bootstrap(
     counts = clip_counts(len(runs[0].clip_ids), n_boot, rng)
     sides = []
     for side in (system, baseline):
-        values = np.stack([replicates(r, counts)[metric] for r in side])
+        values = np.stack([replicates(r, counts, absent_classes)[metric] for r in side])
         sides.append(seed_mean(values, seed_counts(len(side), n_boot, rng)))
     diffs = sides[0] - sides[1]
-    diff = np.mean([point(r)[metric] for r in system]) - np.mean(
-        [point(r)[metric] for r in baseline]
+    diff = np.mean([point(r, absent_classes)[metric] for r in system]) - np.mean(
+        [point(r, absent_classes)[metric] for r in baseline]
     )
     return PairedTest(float(diff), *percentile_interval(diffs, level), p_value(diffs))
+
+
+def class_counts(clips: ScoredClips) -> tuple[int, int]:
+    """(classes with a labelled positive and a labelled negative test clip, all classes):
+    how many classes a macro mean of `clips` averages under "skip", of how many."""
+    y = (clips.labels > 0.5) & clips.mask
+    n = (clips.labels <= 0.5) & clips.mask
+    return int(np.sum(y.any(axis=0) & n.any(axis=0))), len(clips.classes)
 
 
 def class_ap(clips: ScoredClips) -> np.ndarray:

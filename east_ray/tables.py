@@ -14,6 +14,10 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
   `intervals` (bootstrap CIs and paired tests from the runs' test scores,
   `east_ray.results.system_intervals`), its CI is the bootstrap one and `format_table`
   marks a system that differs significantly from the Baseline with `†` (`ci_note`).
+- `beside_paper` sets a `paper_table` beside every published cell (`east_ray.reference`),
+  `format_beside_paper` prints it and `beside_note` says what its marks mean.
+- `absent_as_zero` rescales test mAP and ROC-AUC to the authors' rule for classes without
+  both labels (`east_ray.metrics`); `classes_note` says how many classes a figure averages.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import pandas as pd
 from scipy import stats
 
 from east_ray.config import USES_STAGE
-from east_ray.reference import REFERENCE
+from east_ray.metrics import ZEROED
+from east_ray.reference import REFERENCE, SOURCE
 from east_ray.stats import SIGNIFICANCE
 
 SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
@@ -249,47 +254,135 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_reference(dataset: str) -> pd.DataFrame:
-    """The published cells we know for `dataset` (`reference.REFERENCE`), tidy."""
+    """The published cells of `dataset` (`reference.REFERENCE`), tidy, with their source."""
     rows = [r[1:] for r in REFERENCE if r[0] == dataset]
-    return pd.DataFrame(rows, columns=["system", "teacher", "metric", "paper", "source"])
+    reference = pd.DataFrame(rows, columns=["system", "teacher", "metric", "paper"])
+    return reference.assign(source=SOURCE)
 
 
-def beside_paper(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """A `paper_table` joined with the published cells: ours, the paper's, ours − paper,
-    and whether the paper's value lies outside our 95% CI (NaN without a CI)."""
-    free = reference["teacher"] == "-"  # the baseline: compared under every teacher
-    joined = pd.concat(
-        [
-            table.merge(reference[~free], on=["system", "teacher", "metric"]),
-            table.merge(reference[free].drop(columns="teacher"), on=["system", "metric"])
-            .drop_duplicates(["system", "metric"])
-            .assign(teacher="-"),
-        ],
-        ignore_index=True,
+PAPER_BASELINE = "Baseline"  # the paper's teacher-free row (teacher "-")
+
+
+def beside_paper(
+    table: pd.DataFrame, reference: pd.DataFrame, baselines: tuple[str, ...] = (PAPER_BASELINE,)
+) -> pd.DataFrame:
+    """A `paper_table` beside the published cells (`paper_reference`) of its metrics: one
+    row per cell of either, ours "missing" (NaN) where we have no run and the paper's NaN
+    where it published none. Columns: `system`, `teacher`, `metric`, `ours`, `ci95`,
+    `ci_low`, `ci_high`, `seeds` (runs in our mean), `paper_system` (the published row set
+    beside ours), `paper`, `source`, `diff` (ours − paper), `beyond_ci` (the paper's value
+    outside our interval; NaN without one) and `mark` (`beside_note`).
+
+    Each of our teacher-free `baselines` appears once, teacher "-", beside the paper's
+    Baseline: we do not know whether the paper ran our baseline or the authors' released
+    configuration. Order: the baselines, then the paper's systems, then others."""
+    reference = reference[reference["metric"].isin(set(table["metric"]))]
+    ours = table.rename(columns={"mean": "ours", "n": "seeds"})
+    free = ours["system"].isin(baselines)
+    ours = pd.concat(
+        [ours[free].drop_duplicates(["system", "metric"]).assign(teacher="-"), ours[~free]]
     )
-    columns = ["system", "teacher", "metric", "mean", "ci95", "ci_low", "ci_high"]
-    out = joined[[*columns, "paper", "source"]]
-    out = out.rename(columns={"mean": "ours"}).assign(diff=lambda f: f["ours"] - f["paper"])
+    ours["paper_system"] = ours["system"].where(~free, PAPER_BASELINE)
+    columns = ["system", "teacher", "metric", "ours", "ci95", "ci_low", "ci_high", "seeds"]
+    out = ours[[*columns, "paper_system"]].merge(
+        reference.rename(columns={"system": "paper_system"}),
+        on=["paper_system", "teacher", "metric"],
+        how="outer",
+        sort=False,
+    )
+    out["system"] = out["system"].fillna(out["paper_system"])
+    out["paper_system"] = out["paper_system"].where(out["paper"].notna())
+    out["seeds"] = out["seeds"].fillna(0).astype(int)
+    out["diff"] = out["ours"] - out["paper"]
     outside = (out["paper"] < out["ci_low"]) | (out["paper"] > out["ci_high"])
-    out["beyond_ci"] = np.where(out["ci_low"].isna() | out["ci_high"].isna(), np.nan, outside)
-    return out.reset_index(drop=True)
+    no_ci = out["ci_low"].isna() | out["ci_high"].isna() | out["paper"].isna()
+    out["beyond_ci"] = np.where(no_ci, np.nan, outside)
+    out["mark"] = np.where(out["beyond_ci"] == 1, np.where(out["seeds"] >= 2, "*", "°"), "")
+    orders = {
+        "system": [*baselines, *SYSTEMS, *table["system"]],
+        "teacher": ["-", *table["teacher"], *reference["teacher"]],
+        "metric": [*table["metric"], *reference["metric"]],
+    }
+    ranks = {c: {v: i for i, v in enumerate(dict.fromkeys(o))} for c, o in orders.items()}
+    order = np.lexsort([out[c].map(ranks[c]).to_numpy() for c in reversed(orders)])
+    return out.iloc[order].reset_index(drop=True)
+
+
+def compared_cells(compared: pd.DataFrame) -> int:
+    """How many published cells of a `beside_paper` frame have ours beside them (the
+    paper's Baseline counted once however many of our baselines sit beside it)."""
+    both = compared.dropna(subset=["ours", "paper"])
+    return len(both.drop_duplicates(["paper_system", "teacher", "metric"]))
+
+
+def beside_note(compared: pd.DataFrame) -> str:
+    """What `format_beside_paper`'s marks mean, with the seed counts of our cells."""
+    both = compared["ours"].notna() & compared["paper"].notna()
+    ran = compared.loc[both, "seeds"].value_counts().sort_index()
+    seeds = ", ".join(f"{k} with {n} seed{'s' * (n != 1)}" for n, k in ran.items())
+    return (
+        "* the paper's value lies outside our 95% bootstrap interval, which resamples the "
+        "test clips and our seeds (>= 2): a difference beyond test-set sampling and "
+        "seed-to-seed training variation. ° outside an interval from one seed, which "
+        "resamples the test clips only: the paper's number shares that test set and the "
+        "interval leaves out training variance, so ° is no evidence that we differ from the "
+        "paper (that needs >= 3 seeds per cell). No mark: inside, or no interval. "
+        f"Our figures set beside a published one: {seeds or 'none'}."
+    )
 
 
 def format_beside_paper(compared: pd.DataFrame) -> pd.DataFrame:
-    """One row per published cell: "ours / paper (ours − paper)", `*` beyond our CI."""
+    """A `beside_paper` frame as rows (system, teacher) × metric columns:
+    "ours / paper (ours − paper mark)", "missing" for a cell we have not run, "—" for one
+    the paper did not publish."""
 
     def cell(row: pd.Series) -> str:
         ours = "missing" if pd.isna(row["ours"]) else f"{row['ours']:.3f}"
-        diff = (
-            ""
-            if pd.isna(row["diff"])
-            else f" ({row['diff']:+.3f}{'*' if row['beyond_ci'] == 1 else ''})"
-        )
-        return f"{ours} / {row['paper']:.3f}{diff}"
+        paper = "—" if pd.isna(row["paper"]) else f"{row['paper']:.3f}"
+        diff = "" if pd.isna(row["diff"]) else f" ({row['diff']:+.3f}{row['mark']})"
+        return f"{ours} / {paper}{diff}"
 
     text = compared.assign(value=compared.apply(cell, axis=1))
-    return text.pivot_table(
+    wide = text.pivot_table(
         index=["system", "teacher"], columns="metric", values="value", aggfunc="first", sort=False
+    )
+    return wide[list(dict.fromkeys(compared["metric"]))]
+
+
+def absent_as_zero(results: pd.DataFrame, present: int, total: int) -> pd.DataFrame:
+    """`results` with test mAP and ROC-AUC under the authors' rule for classes without
+    both labels (scored 0: ours × `present` / `total` on one test split, `east_ray.metrics`);
+    validation figures stay ours, so λ choice and model selection do not move."""
+    if not 0 < present <= total:
+        raise ValueError(
+            f"present, total: got {present} of {total} classes, expected 0 < present <= total"
+        )
+    columns = [f"test_{m}" for m in ZEROED if f"test_{m}" in results]
+    return results.assign(**{c: results[c] * present / total for c in columns})
+
+
+def classes_note(metrics: tuple[str, ...], present: int, total: int, absent_classes: str) -> str:
+    """How many classes each of a table's `metrics` averages under `absent_classes`."""
+    zeroed = [m for m in metrics if m in ZEROED]
+    absent = total - present
+    if absent == 0:
+        return (
+            f"classes: every figure averages all {total} (each has a labelled positive and "
+            "a labelled negative in the test split)"
+        )
+    why = f"{absent} have no labelled positive or no labelled negative in the test split"
+    if absent_classes == "zero" and zeroed:
+        kept = [m for m in metrics if m not in ZEROED]
+        rest = f"; {'/'.join(kept)} over those {present} (ours)" if kept else ""
+        return (
+            f"classes: {present} of {total} have both labels in the test split; "
+            f"{'/'.join(zeroed)} averaged over all {total}, the {absent} others scored 0 "
+            f"(the authors' rule){rest}"
+        )
+    return (
+        f"classes: {'/'.join(metrics)} averaged over {present} of {total} classes ({why}; "
+        "left out, our rule: --absent-classes zero scores them 0 in mAP and ROC-AUC, as the "
+        "authors' code does)"
     )
 
 

@@ -22,7 +22,7 @@ import torch
 from east_ray.data.audio import AudioError, decode, fit_length, logmel, resample
 from east_ray.data.magnatagatune import FOLDER_SPLIT, KNOWN_BAD, TOP50, read_magnatagatune
 from east_ray.data.openmic import read_openmic
-from east_ray.data.parquet import column_numpy, read_meta
+from east_ray.data.parquet import column_numpy, read_labels, read_meta
 from east_ray.data.prepare import ShardJob, build_shard, prepare
 from east_ray.data.subsets import training_subset
 from east_ray.data.valid_split import (
@@ -36,6 +36,7 @@ from east_ray.errors import BadValueError
 from tests.release_fixtures import (
     OPENMIC_CLASSES,
     TEST_FEATURES,
+    prepared_openmic,
     write_mtat,
     write_mtat_audio,
     write_openmic,
@@ -469,6 +470,39 @@ def test_prepare_mtat_mp3(tmp_path: Path) -> None:
     )
     assert meta["counts"] == {"train": 1, "valid": 1, "test": 1}
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["dataset"] == "magnatagatune"
+
+
+def test_prepare_mtat_keeps_the_release_numeric_order(tmp_path: Path) -> None:
+    ids = ["2", "14", "1009", "10009", "35640", "57880"]  # release rows: ascending numbers
+    rows = [(c, f"c/artist-album-{i:02d}-song-0-29.mp3", ["rock"]) for i, c in enumerate(ids)]
+    write_mtat(tmp_path / "mtat", rows)
+    for i, (_, path, _) in enumerate(rows):
+        write_mtat_audio(tmp_path / "mtat", path, 1.0, i)
+    out = tmp_path / "out"
+    meta = prepare(read_magnatagatune(tmp_path / "mtat"), TEST_FEATURES, out, runner=_in_process)
+    assert meta["clip_order"] == "numeric"
+    assert read_labels(out).clip_ids == ids  # strings would give 10009, 1009, 14, 2, ...
+    # a folder prepared before (no clip_order, string-sorted) is refused, and kept
+    stale = {k: v for k, v in meta.items() if k != "clip_order"}
+    (out / "meta.json").write_text(json.dumps(stale))
+    with pytest.raises(BadValueError, match="prepare magnatagatune --root .* --out NEW_FOLDER"):
+        read_meta(out)
+    assert len(list((out / "clips").glob("part-*.parquet"))) == 1
+    # a rerun of prepare into it is refused the same way, nothing removed
+    with pytest.raises(BadValueError, match="--out NEW_FOLDER"):
+        prepare(read_magnatagatune(tmp_path / "mtat"), TEST_FEATURES, out, runner=_in_process)
+    assert (out / "clips").is_dir()
+
+
+def test_string_ids_keep_their_order(tmp_path: Path) -> None:
+    out = prepared_openmic(tmp_path)
+    meta = read_meta(out)
+    assert meta["clip_order"] == "string"
+    ids = read_labels(out).clip_ids
+    assert ids == sorted(ids)
+    # an OpenMIC folder from before clip_order was recorded still opens
+    (out / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "clip_order"}))
+    assert read_meta(out)["dataset"] == "openmic"
 
 
 # --- training subsets ---------------------------------------------------------------------

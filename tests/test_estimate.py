@@ -26,14 +26,21 @@ def test_each_cell_counts_its_step_budget_and_the_evaluations_it_implies(tmp_pat
     spec = load_study(_tiny(tmp_path, "max_steps = 10"))  # batch 4, fractions 1.0
     half = dataclasses.replace(expand_cells(spec)[0], fraction=0.5)
     counts = {"train": 30, "valid": 7, "test": 5}
-    # 15 clips at fraction 0.5 → 3 steps an epoch; 10 steps → 4 epochs (the last partial)
+    # 15 clips at fraction 0.5 → 4 steps an epoch (the last of 3 clips); 10 steps → 2 whole
+    # epochs validated, the third cut by the cap and not validated (recipe.partial_epoch)
     w = work(spec, [half], counts, max_epochs=None)
-    assert (w.steps, w.trained, w.evaluated) == (10, 40, 4 * 7 + 5)
-    # --max-epochs 2 ends it after 6 steps
+    assert (w.steps, w.trained, w.evaluated) == (10, 40, 2 * 7 + 5)
+    validate = dataclasses.replace(
+        spec, recipe=dataclasses.replace(spec.recipe, partial_epoch="validate")
+    )
+    assert work(validate, [half], counts, max_epochs=None).evaluated == 3 * 7 + 5
+    dropped = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, last_batch="drop"))
+    assert work(dropped, [half], counts, max_epochs=1).steps == 3  # 15 // 4
+    # --max-epochs 2 ends it after 8 steps
     w = work(spec, [half], counts, max_epochs=2)
-    assert (w.steps, w.trained, w.evaluated) == (6, 24, 2 * 7 + 5)
+    assert (w.steps, w.trained, w.evaluated) == (8, 32, 2 * 7 + 5)
     rate = Throughput(samples_per_s=2.0, trials=1, device="d", source="s", gpu=True)
-    assert device_hours(w, rate) * 3600 == pytest.approx((24 + EVAL_COST * 19) / 2.0)
+    assert device_hours(w, rate) * 3600 == pytest.approx((32 + EVAL_COST * 19) / 2.0)
 
 
 def _bench(path: Path, spec_description: str, single: float, packing: list[float]) -> None:

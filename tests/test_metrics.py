@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from east_ray.metrics import evaluate
+from east_ray.metrics import evaluate, macro
 
 
 def _partially_labelled(seed: int, n: int = 200, k: int = 6) -> tuple[np.ndarray, ...]:
@@ -84,3 +84,51 @@ def test_ap_and_auc_with_ties_equal_sklearn(seed: int) -> None:
 
     assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_f1_compares_float32_scores_with_the_threshold_in_float32() -> None:
+    # one class, two positives and two negatives; one positive scores exactly float32(0.4),
+    # which is above 0.4 in float64 but not in float32, where the authors compare
+    s32 = np.array([[0.9], [np.float32(0.4)], [0.1], [0.2]], dtype=np.float32)
+    y, m = np.array([[1.0], [1.0], [0.0], [0.0]]), np.ones((4, 1), bool)
+    f1_pos = evaluate(s32, y, m, threshold=0.4)["F1_pos"]
+    assert f1_pos == pytest.approx(2 / 3)  # the float32(0.4) positive is missed: P 1, R 1/2
+    assert evaluate(s32.astype(np.float64), y, m, threshold=0.4)["F1_pos"] == pytest.approx(1.0)
+
+
+def _two_absent_of_twenty(seed: int) -> tuple[np.ndarray, ...]:
+    """20 classes of which 1 has no labelled positive and 7 no labelled negative."""
+    scores, labels, mask = _partially_labelled(seed, n=150, k=20)
+    labels[:, 1] = np.where(mask[:, 1], 0.0, 0.5)
+    labels[:, 7] = np.where(mask[:, 7], 1.0, 0.5)
+    return scores, labels, mask
+
+
+def test_the_authors_rule_scores_a_class_without_both_labels_zero() -> None:
+    scores, labels, mask = _two_absent_of_twenty(7)
+    ours = evaluate(scores, labels, mask)
+    authors = evaluate(scores, labels, mask, absent_classes="zero")
+    assert ours["n_classes"] == authors["n_classes"] == 18
+    for metric in ("mAP", "ROC-AUC"):  # 0 for the two classes: a sum over 20, not 18
+        assert authors[metric] == pytest.approx(ours[metric] * 18 / 20, rel=1e-14)
+    for metric in ("F1", "F1_pos"):  # the authors' difference is in mAP and ROC-AUC only
+        assert authors[metric] == ours[metric]
+    per_class = np.array([[0.5, np.nan, 1.0, np.nan]])
+    assert macro(per_class, "mAP", "zero")[0] == 0.375
+    assert macro(per_class, "F1", "zero")[0] == macro(per_class, "F1")[0] == 0.75
+    with pytest.raises(ValueError, match="absent_classes: got 'drop', expected 'skip'"):
+        evaluate(scores, labels, mask, absent_classes="drop")
+
+
+def test_the_rule_cannot_change_which_epoch_is_selected() -> None:
+    """On one validation split the authors' rule is ours × K_present / K for every epoch,
+    so the best epoch by validation mAP (the trainer keeps ours) is the same under both."""
+    _, labels, mask = _two_absent_of_twenty(8)
+    rng = np.random.default_rng(8)
+    skill = [0.1, 0.6, 0.3, 1.5, 0.5]  # epoch 3 separates the classes best
+    signal = np.where(labels > 0.5, 1.0, -1.0)
+    epochs = [1 / (1 + np.exp(-(s * signal + rng.standard_normal(labels.shape)))) for s in skill]
+    ours = [evaluate(e, labels, mask)["mAP"] for e in epochs]
+    authors = [evaluate(e, labels, mask, absent_classes="zero")["mAP"] for e in epochs]
+    assert np.argmax(ours) == np.argmax(authors) == 3
+    assert np.allclose(np.array(authors) / np.array(ours), 18 / 20, rtol=1e-14)

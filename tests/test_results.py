@@ -184,3 +184,14 @@ def test_runs_on_other_test_clips_are_refused(tmp_path: Path) -> None:
         er.paired_tests(er.load(study), n_boot=10)
     with pytest.raises(BadValueError, match="no scores_file column"):
         er.system_intervals(pd.read_parquet(study / "results.parquet"))
+
+
+def test_the_authors_class_rule_needs_stored_scores(tmp_path: Path) -> None:
+    study = tmp_path / "s"
+    _write([_run(study, "none-s1", "none", None, 1, 0.2, scores=False)], study)
+    frame = er.load(study)
+    assert er.class_count(frame) is None
+    with pytest.raises(BadValueError, match="'zero' needs the test split's labels"):
+        er.paper_table(frame, n_boot=10, absent_classes="zero")
+    with pytest.raises(ValueError, match="absent_classes: got 'none'"):
+        er.paper_table(frame, n_boot=10, absent_classes="none")

@@ -216,19 +216,51 @@ def test_the_figures_band_is_the_bootstrap_interval_when_given(
 
 
 def test_our_cells_beside_the_published_ones() -> None:
-    from east_ray.tables import beside_paper, format_beside_paper, paper_reference
+    from east_ray.tables import (
+        beside_note,
+        beside_paper,
+        compared_cells,
+        format_beside_paper,
+        paper_reference,
+    )
 
     reference = paper_reference("openmic")
-    assert {"Baseline", "EAsT_Final", "Teacher_LR"} <= set(reference["system"])
     assert paper_reference("synthmic").empty
     expected = expected_pairs(("none", "dcor"), ("final",), ("vggish", "openl3"))
     compared = beside_paper(paper_table(_results(), expected, ("mAP", "F1")), reference)
     base = compared[(compared["system"] == "Baseline") & (compared["metric"] == "mAP")]
     assert len(base) == 1 and base["teacher"].item() == "-"  # once, not per teacher column
-    assert base["ours"].item() == pytest.approx(0.40)
+    assert base["ours"].item() == pytest.approx(0.40) and base["seeds"].item() == 3
     assert base["diff"].item() == pytest.approx(0.40 - 0.819)
-    assert base["beyond_ci"].item() == 1  # |−0.419| is far outside a 3-seed CI
+    # three seeds: the interval holds the seeds' spread, so "*" says we differ
+    assert base["beyond_ci"].item() == 1 and base["mark"].item() == "*"
     final = compared[(compared["system"] == "EAsT_Final") & (compared["teacher"] == "vggish")]
-    assert set(final["metric"]) == {"mAP", "F1"}  # only the published cells of our rows
+    assert set(final["metric"]) == {"mAP", "F1"}
+    assert compared_cells(compared) == 6  # Baseline, Teacher_LR and EAsT_Final (VGGish) ran
     wide = format_beside_paper(compared)
-    assert wide.loc[("EAsT_Final", "vggish"), "mAP"].startswith("0.410 / 0.842 (-0.432")
+    assert wide.index[0] == ("Baseline", "-")
+    assert wide.loc[("EAsT_Final", "vggish"), "mAP"].startswith("0.410 / 0.842 (-0.432*")
+    assert wide.loc[("KD", "passt"), "mAP"] == "missing / 0.851"  # published, not run here
+    assert "Our figures set beside a published one: 6 with 3 seeds." in beside_note(compared)
+
+
+def test_one_seed_gets_the_weaker_mark_and_an_unpublished_cell_a_dash() -> None:
+    from east_ray.tables import beside_paper, format_beside_paper, paper_reference
+
+    one = _results()[lambda f: f["seed"] == 1]
+    intervals = pd.DataFrame(  # test clips only: one seed's bootstrap interval
+        [
+            ("Baseline", "-", 1.0, "mAP", 0.39, 0.41, np.nan),
+            ("EAsT_Final", "vggish", 1.0, "mAP", 0.30, 0.90, 0.5),
+        ],
+        columns=["system", "teacher", "fraction", "metric", "ci_low", "ci_high", "p_value"],
+    )
+    expected = expected_pairs(("none", "dcor"), ("final", "all"), ("vggish",))
+    table = paper_table(one, expected, ("mAP",), intervals=intervals)
+    compared = beside_paper(table, paper_reference("openmic"))
+    assert set(compared["metric"]) == {"mAP"}  # the published F1 is not asked for here
+    wide = format_beside_paper(compared)["mAP"]
+    assert wide[("Baseline", "-")] == "0.400 / 0.819 (-0.419°)"
+    assert wide[("EAsT_Final", "vggish")] == "0.410 / 0.842 (-0.432)"  # inside the interval
+    assert wide[("EAsT_All", "vggish")] == "missing / 0.836"
+    assert (compared["seeds"] <= 1).all()

@@ -34,7 +34,7 @@ from east_ray.teachers.stored import (
     read_record,
     record_path,
 )
-from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
+from east_ray.train.teacher_lr import _loss_and_scores, fit_teacher_lr, load_teacher_logits
 
 # T for clips of 10 s and 29.1 s, per teacher (documented in the teachers' modules);
 # OpenL3 and PaSST are centred, as the authors extracted them
@@ -511,3 +511,23 @@ def test_a_damaged_record_is_set_aside_and_written_again(
     assert again == record == read_record(prepared, "handcrafted")
     assert f"{path} is damaged" in caplog.text
     assert len(list(path.parent.glob("_*.corrupt-*"))) == 1
+
+
+def test_teacher_lr_validation_loss_is_the_clip_weighted_batch_mean() -> None:
+    gen = torch.Generator().manual_seed(0)
+    n, d, c = 37, 5, 4  # batches of 16, 16 and 5 clips
+    x, y = torch.randn(n, d, generator=gen), torch.rand(n, c, generator=gen).round()
+    m = torch.rand(n, c, generator=gen) < torch.linspace(0.1, 0.9, n)[:, None]  # partial masks
+    model = torch.nn.Linear(d, c)
+    loss, scores = _loss_and_scores(model, x, y, m, 16)
+    # independent reference in float64 numpy: per batch, the masked mean; then weighted by clips
+    z = model(x).detach().double().numpy()
+    bce = np.maximum(z, 0) - z * y.double().numpy() + np.log1p(np.exp(-np.abs(z)))
+    mask = m.numpy()
+    per_batch = [
+        (bce[i : i + 16][mask[i : i + 16]].mean(), len(bce[i : i + 16])) for i in range(0, n, 16)
+    ]
+    expected = sum(v * k for v, k in per_batch) / n
+    assert loss == pytest.approx(expected, rel=1e-6)
+    assert abs(loss - bce[mask].mean()) > 1e-3  # the split-wide masked mean is another number
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-z)), rtol=1e-5)

@@ -472,17 +472,87 @@ def test_partners_come_from_the_training_subset_and_resume_with_the_batches() ->
     ]
 
 
+def test_the_last_smaller_batch_is_kept_unless_dropped() -> None:
+    data = _toy_data()
+    n = len(data.train_rows)
+    assert n % 6, "the fixture must leave a smaller last batch"
+    kept = list(epoch_batches(data, 6, seed=7, epoch=3, partners=True))
+    dropped = list(epoch_batches(data, 6, seed=7, epoch=3, partners=True, drop_last=True))
+    assert sorted(np.concatenate([b.rows for b in kept]).tolist()) == sorted(data.train_rows)
+    assert [len(b.rows) for b in kept] == [6] * (n // 6) + [n % 6]
+    assert len(dropped) == n // 6
+    for a, b in zip(kept, dropped, strict=False):  # the same batches and partners before it
+        assert a.rows.tolist() == b.rows.tolist()
+        assert a.partner is not None and b.partner is not None
+        assert a.partner.rows.tolist() == b.partner.rows.tolist()
+    last = kept[-1]
+    assert last.partner is not None and len(last.partner.rows) == len(last.rows)
+
+
+@pytest.mark.parametrize("last_batch", ["keep", "drop"])
+def test_an_epoch_trains_its_last_smaller_batch_by_default(
+    prepared: Path, tmp_path: Path, last_batch: str
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec("dcor", "final", last_batch=last_batch, batch_size=5)
+    spec = TrialSpec(**{**spec.__dict__, "max_epochs": 1})
+    data = _data(prepared, spec)
+    n = len(data.train_rows)
+    assert n % 5, "the fixture must leave a smaller last batch"
+    result = train(spec, data, tmp_path / "run")
+    assert result.steps == (-(-n // 5) if last_batch == "keep" else n // 5)
+
+
+@pytest.mark.parametrize(
+    ("partial_epoch", "extra", "validated"),
+    [
+        ("skip", 1, 1),  # the cap falls inside epoch 2: epoch 2 is not validated
+        ("validate", 1, 2),
+        ("skip", 0, 1),  # the cap ends epoch 1 exactly: a whole epoch, validated
+        ("skip", -1, 1),  # the cap falls inside epoch 1: nothing else to select, validated
+    ],
+)
+def test_an_epoch_cut_by_max_steps_is_not_validated_by_default(
+    prepared: Path, tmp_path: Path, partial_epoch: str, extra: int, validated: int
+) -> None:
+    spec = _spec("none", None, partial_epoch=partial_epoch, early_stop_patience=100)
+    data = _data(prepared, spec)
+    per_epoch = -(-len(data.train_rows) // 4)
+    assert per_epoch >= 2
+    spec = dataclasses.replace(
+        spec, recipe=dataclasses.replace(spec.recipe, max_steps=per_epoch + extra)
+    )
+    reports: list[dict[str, float]] = []
+    result = train(spec, data, tmp_path / "run", report=lambda m, ckpt: reports.append(m) or None)
+    assert result.steps == per_epoch + extra
+    assert result.stopped == "max_steps"
+    assert len(reports) == result.epochs == validated
+    assert result.best_epoch <= validated
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_each_precision_chooses_its_autocast(precision: str, device: str) -> None:
     with warnings.catch_warnings():  # no CUDA here: torch disables a CUDA autocast, keeps its kind
         warnings.simplefilter("ignore", UserWarning)
         context = autocast(precision, torch.device(device))
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):
         assert isinstance(context, nullcontext)
     else:
         assert isinstance(context, torch.autocast)
         assert (context.device, context.fast_dtype) == (device, torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_tf32_matmuls_only_when_the_recipe_asks(
+    prepared: Path, tmp_path: Path, precision: str
+) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = precision != "tf32"  # what an earlier trial left
+    spec = _spec("none", None, precision=precision)
+    run = _Run(spec, _data(prepared, spec), tmp_path, torch.device("cuda"))
+    run.writer.close()
+    assert torch.backends.cuda.matmul.allow_tf32 == (precision == "tf32")
 
 
 def test_a_bf16_step_runs_the_student_in_bf16_and_the_losses_in_fp32(

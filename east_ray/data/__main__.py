@@ -1,4 +1,5 @@
-"""`python -m east_ray.data`: download a release, prepare Parquet."""
+"""`python -m east_ray.data`: download a release, prepare Parquet, and the training clips'
+STFT magnitudes that mel-band jitter needs (`spectra`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from east_ray.config import load_study
 from east_ray.data import download
 from east_ray.data.datasets import DATASETS, ReadOptions, get_dataset
 from east_ray.data.prepare import MIN_FRACTION, SHARD_SIZE, prepare_release
+from east_ray.data.spectra_prepare import prepare_spectra
 from east_ray.data.valid_split import AUTHORS_CLIPS, CACHE, RULES
 from east_ray.errors import BadValueError
 
@@ -33,6 +35,11 @@ def _prepare(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         min_fraction=args.min_fraction,
     )
+    return 0
+
+
+def _spectra(args: argparse.Namespace) -> int:
+    prepare_spectra(Path(args.out))
     return 0
 
 
@@ -81,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip clips shorter than this fraction of the clip length",
     )
     prep.set_defaults(func=_prepare)
+    spectra = commands.add_parser(
+        "spectra",
+        help="a prepared dataset's training clips → their STFT magnitudes (mel-band jitter)",
+        description="Decode the training clips of a prepared dataset again (from the release "
+        "it was prepared from) and write their float16 STFT magnitudes under DATA/spectra, "
+        'which recipe.mel_jitter = "authors" computes each step\'s log-mels from (4x the '
+        "clips' log-mel bytes at 128 mels). Idempotent and resumable.",
+    )
+    spectra.add_argument(
+        "--data", dest="out", metavar="DATA", required=True, help="the prepared dataset folder"
+    )
+    spectra.set_defaults(func=_spectra)
     download.add_cli(commands)
     return parser
 

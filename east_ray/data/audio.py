@@ -7,8 +7,9 @@ pre-emphasis [-0.97, 1], power STFT (periodic=False Hann window of `win_length`,
 centred), Kaldi-style mel banks, `log(x + 1e-5)`, then `(x + 3.7) / 3.1` (DESIGN §1).
 
 The authors computed this on the fly and jittered the mel band edges (`fmin`/`fmax`
-augmentation) during training; we compute it once, without that jitter, so a prepared
-dataset is a deterministic function of the audio.
+augmentation) during training; `prepare` computes it once, without that jitter, so a
+prepared dataset is a deterministic function of the audio. `stft_magnitude` gives what
+the jitter needs instead (`recipe.mel_jitter`, east_ray.data.meljitter).
 """
 
 from __future__ import annotations
@@ -102,11 +103,9 @@ def _mel_basis(features: Features) -> torch.Tensor:
     return torch.nn.functional.pad(banks, (0, 1))
 
 
-def logmel(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
-    """Waveforms `(B, N)` at `features.sample_rate` → normalised log-mel `(B, n_mels, frames)`.
-
-    `frames = N // hop_length`.
-    """
+def _power(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
+    """Power STFT `(B, n_fft // 2 + 1, N // hop_length + 1)` of pre-emphasised waveforms
+    `(B, N)`."""
     if waveforms.ndim != 2:
         raise ValueError(f"waveforms: got shape {tuple(waveforms.shape)}, expected (B, N)")
     x = waveforms.float()
@@ -123,7 +122,24 @@ def logmel(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
         return_complex=True,
     )
     parts = torch.view_as_real(spec)  # |z|² as re·re + im·im: 4x faster than abs() or pow
-    power = torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
-    mel = _mel_basis(features).to(x.device) @ power
+    return torch.addcmul(parts[..., 0] * parts[..., 0], parts[..., 1], parts[..., 1])
+
+
+def logmel(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
+    """Waveforms `(B, N)` at `features.sample_rate` → normalised log-mel `(B, n_mels, frames)`.
+
+    `frames = N // hop_length`.
+    """
+    power = _power(waveforms, features)
+    mel = _mel_basis(features).to(power.device) @ power
     out = mel.add_(LOG_OFFSET).log_().add_(NORM_SHIFT).div_(NORM_SCALE)
     return out[..., : waveforms.shape[-1] // features.hop_length]
+
+
+def stft_magnitude(waveforms: torch.Tensor, features: Features) -> torch.Tensor:
+    """Waveforms `(B, N)` → the STFT magnitudes `logmel` takes its power from, `(B,
+    n_fft // 2, frames)`: the Nyquist bin, which the mel banks weight 0, left out
+    (east_ray.data.meljitter computes jittered log-mels from them)."""
+    power = _power(waveforms, features)
+    frames = waveforms.shape[-1] // features.hop_length
+    return power[:, : features.n_fft // 2, :frames].sqrt()

@@ -7,6 +7,8 @@
   clips/part-NNNNN.parquet     clip_id, split, group, labels float32[C], label_mask bool[C],
                                logmel fixed-shape tensor float16 [n_mels, frames]
   status/part-NNNNN.json       the shard's per-clip outcome (ok / skipped and why)
+  spectra/part-NNNNN.parquet   clip_id, magnitude float16 [n_fft // 2, frames]: the training
+                               clips' STFT magnitudes, for mel-band jitter only (data.spectra)
   teachers/<name>/part-*.parquet  clip_id, embedding fixed-shape tensor [T, D]
   teachers/<name>/_teacher.json   the teacher's extraction record (east_ray.teachers.stored)
 ```
@@ -37,6 +39,31 @@ META_VERSION = 2
 """2: `meta.json` records the validation rule (`valid_split`); a version-1 dataset does not
 say how its validation clips were chosen (OpenMIC's were the seeded 15%), so it is refused."""
 META = "meta.json"
+
+
+def clip_order(clip_ids: Any) -> str:
+    """How a dataset's clips are ordered on disk: "numeric" when every id is a whole number
+    (MagnaTagATune: the release's row order, which the authors' batches follow), else
+    "string"."""
+    ids = [str(c) for c in clip_ids]
+    return "numeric" if ids and all(c.isascii() and c.isdigit() for c in ids) else "string"
+
+
+def _check_clip_order(data_dir: Path, meta: dict[str, Any]) -> None:
+    """Refuse a dataset of numeric ids prepared before they were ordered as numbers (its
+    clips, and so its validation batches, are in string order: 10009 before 1009)."""
+    if "clip_order" in meta or not (data_dir / "clips").is_dir():
+        return
+    ids = pq.read_table(data_dir / "clips", columns=["clip_id"])["clip_id"].to_pylist()
+    if clip_order(ids) == "numeric":
+        dataset = meta.get("dataset", "<dataset>")
+        root = meta.get("release_root", "<release folder>")
+        raise BadValueError(
+            f"{data_dir / META}: clips ordered as strings (prepared before numeric ids were "
+            f"ordered as numbers, so the validation batches differ from the authors'); "
+            f"prepare it again into a new folder: python -m east_ray.data prepare {dataset} "
+            f"--root {root} --out NEW_FOLDER (this one is left as it is)"
+        )
 
 
 def tensor_array(values: np.ndarray) -> pa.ExtensionArray:
@@ -157,6 +184,7 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
             f"{path}: version {meta.get('version')!r}, expected {META_VERSION}; "
             "prepare the dataset again (into a new folder, or remove this one first)"
         )
+    _check_clip_order(Path(data_dir), meta)
     return meta
 
 

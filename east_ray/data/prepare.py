@@ -2,8 +2,9 @@
 
 `prepare(index, features, out)` writes the layout of `parquet.py`; `prepare_release` reads a
 release folder first (what `python -m east_ray.data prepare` runs, and a study whose data is
-missing). The clip table is cut into fixed shards (sorted clip ids, `shard_size` clips
-each); one Ray task per shard decodes its clips (soundfile), resamples and crops them,
+missing). The clip table is cut into fixed shards (`shard_size` clips each, clip ids sorted,
+as numbers where every id is one: MagnaTagATune's release order); one Ray task per shard
+decodes its clips (soundfile), resamples and crops them,
 computes the log-mel in batches (torchaudio) and writes `clips/part-NNNNN.parquet` plus the
 shard's status file, each atomically (`write_shard`). Ray spreads the shards over every
 CPU of the local machine or cluster and shows progress.
@@ -40,6 +41,7 @@ from east_ray.data.datasets import ReadOptions, get_dataset
 from east_ray.data.parquet import (
     META,
     META_VERSION,
+    clip_order,
     column_numpy,
     read_meta,
     tensor_array,
@@ -66,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ShardJob:
-    """What one Ray task needs to build one shard."""
+    """What one Ray task needs to build one shard (of `clips/`, or of `spectra/`)."""
 
     out: str
     shard: int
@@ -92,6 +94,9 @@ def _fingerprint(
         # the rule, not where its list was read from: the same list from another path is reused
         "valid_split": {k: v for k, v in index.valid_split.items() if k != "source"},
     }
+    order = clip_order(index.clips["clip_id"])
+    if order != "string":  # string-ordered datasets keep the fingerprint they always had
+        content["clip_order"] = order
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
     for column in ("clip_id", "split", "group", "audio_path"):
         digest.update("\0".join(manifest[column].to_pylist()).encode())
@@ -101,7 +106,11 @@ def _fingerprint(
 
 
 def _manifest(index: ReleaseIndex, shard_size: int) -> pa.Table:
-    clips = index.clips.sort_values("clip_id", ignore_index=True)
+    ids = index.clips["clip_id"]
+    numeric = clip_order(ids) == "numeric"
+    clips = index.clips.sort_values(
+        "clip_id", key=(lambda s: s.astype(int)) if numeric else None, ignore_index=True
+    )
     return pa.table(
         {
             "clip_id": pa.array(clips["clip_id"], pa.string()),
@@ -153,21 +162,26 @@ def write_shard(
     return {"shard": shard, "ok": len(rows), "skipped": len(statuses) - len(rows)}
 
 
+def clip_wave(path: str, job: ShardJob) -> tuple[torch.Tensor, bool]:
+    """The clip at `path` as `job` prepares it: decoded, resampled, cut or reflect-padded
+    to the clip length (`AudioError` when it cannot be), and whether it was padded."""
+    f = job.features
+    audio, rate = decode(path)
+    n_samples = round(f.clip_seconds * f.sample_rate)
+    return fit_length(resample(audio, rate, f.sample_rate), n_samples, job.min_fraction, path)
+
+
 def build_shard(job: ShardJob) -> dict[str, Any]:
     """Decode, log-mel and write one shard; returns a one-line summary for progress."""
     torch.set_num_threads(1)  # one task per CPU: no thread oversubscription
     out = Path(job.out)
     rows = shard_rows(out, job.shard)
-    n_samples = round(job.features.clip_seconds * job.features.sample_rate)
     waveforms, kept, statuses = [], [], []
     for i, (clip_id, path) in enumerate(
         zip(rows["clip_id"].to_pylist(), rows["audio_path"].to_pylist(), strict=True)
     ):
         try:
-            audio, rate = decode(path)
-            wave, padded = fit_length(
-                resample(audio, rate, job.features.sample_rate), n_samples, job.min_fraction, path
-            )
+            wave, padded = clip_wave(path, job)
         except AudioError as exc:
             statuses.append(
                 {"clip_id": clip_id, "status": "skipped", "reason": exc.reason, "path": path}
@@ -185,7 +199,13 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
     return write_shard(out, job.shard, rows.take(pa.array(kept, pa.int64())), mels, statuses)
 
 
-def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] | None) -> None:
+def run_shards(
+    jobs: list[ShardJob],
+    build: Callable[[ShardJob], dict[str, Any]],
+    runner: Callable[[list[ShardJob]], None] | None,
+) -> None:
+    """`build` each job as one Ray Data task per shard on a CPU (or `runner(jobs)`, which
+    tests use to build in-process)."""
     if not jobs:
         return
     if runner is not None:
@@ -197,7 +217,7 @@ def _run_shards(jobs: list[ShardJob], runner: Callable[[list[ShardJob]], None] |
     ds = ray.data.from_items(items, override_num_blocks=len(items))
 
     def run(row: dict[str, Any]) -> dict[str, Any]:
-        return build_shard(dataclasses.replace(template, shard=int(row["shard"])))
+        return build(dataclasses.replace(template, shard=int(row["shard"])))
 
     ds.map(run, num_cpus=1).materialize()
 
@@ -267,7 +287,7 @@ def prepare(
         n_shards,
         n_shards - len(todo),
     )
-    _run_shards([ShardJob(str(out), s, features, min_fraction) for s in todo], runner)
+    run_shards([ShardJob(str(out), s, features, min_fraction) for s in todo], build_shard, runner)
     statuses = [
         st for s in range(n_shards) for st in json.loads(shard_paths(out, s)[1].read_text())
     ]
@@ -341,6 +361,7 @@ def _meta(
         "shard_size": shard_size,
         "skipped": skipped,
         "source_md5": index.source_md5,
+        "clip_order": clip_order(index.clips["clip_id"]),
     }
 
 

@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-render the tables from the stored results.parquet",
     )
     parser.add_argument(
+        "--absent-classes",
+        choices=["skip", "zero"],
+        default="skip",
+        help="the tables' rule for a class without a labelled positive or negative in the "
+        "test split: skip (ours: left out of the mean) or zero (the authors': scored 0 in "
+        "mAP and ROC-AUC); tables only, training and model selection never change "
+        "(default skip)",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         help="prepared dataset of a one-dataset study (default: DATA_ROOT/<dataset>)",
@@ -144,7 +153,7 @@ def _with_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
     return dataclasses.replace(spec, resources=resources)
 
 
-def _show_tables(study: Study, storage: Path) -> int:
+def _show_tables(study: Study, storage: Path, absent_classes: str) -> int:
     """`--tables-only`: print each part's stored tables; creates and rewrites nothing."""
     import pandas as pd  # here, not at the top: --dry-run stays light
 
@@ -157,7 +166,8 @@ def _show_tables(study: Study, storage: Path) -> int:
     for spec in study.parts:
         study_dir = paths[spec.name].parent
         check_study_dir(spec, study_dir, record=False)
-        print(render_tables(spec, pd.read_parquet(paths[spec.name]), study_dir, write=False))
+        results = pd.read_parquet(paths[spec.name])
+        print(render_tables(spec, results, study_dir, write=False, absent_classes=absent_classes))
     return 0
 
 
@@ -193,7 +203,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     storage = Path(args.storage).resolve()
     if args.tables_only:
-        return _show_tables(study, storage)
+        return _show_tables(study, storage, args.absent_classes)
     for spec in study.parts:
         logger.info(count_line(spec, cells[spec.name]))
     # imported here, as the driver below: the read-only commands above stay light

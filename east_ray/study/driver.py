@@ -115,7 +115,7 @@ def run_study(
         left, part_schedule = _to_run(spec, cells[name], study_dirs[name], args)
         part_missing = len(part_schedule) if part_schedule is not None else len(left)
         missing += part_missing
-        print(render_tables(spec, results, study_dirs[name]))
+        print(render_tables(spec, results, study_dirs[name], absent_classes=args.absent_classes))
         print(
             f"results: {study_dirs[name] / 'results.parquet'} ({len(results)} rows); "
             f"{part_missing} cells missing"

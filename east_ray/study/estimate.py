@@ -30,6 +30,7 @@ from east_ray.data.magnatagatune import PUBLISHED_COUNTS as MTAT_COUNTS
 from east_ray.data.magnatagatune import TOP50
 from east_ray.data.openmic import PUBLISHED_COUNTS as OPENMIC_COUNTS
 from east_ray.data.parquet import META, read_meta
+from east_ray.train.data import batches_per_epoch
 
 # A forward pass is about a third of a training step's work (backward costs about twice
 # the forward), so an evaluated clip is counted as a third of a trained one.
@@ -92,15 +93,19 @@ def work(
     spec: StudySpec, cells: Sequence[Cell], counts: dict[str, int], max_epochs: int | None
 ) -> Work:
     """Training and evaluation samples of `cells`, each run to its step budget."""
-    batch, steps_total, trained, evaluated = spec.recipe.batch_size, 0, 0, 0
+    r = spec.recipe
+    batch, steps_total, trained, evaluated = r.batch_size, 0, 0, 0
     for cell in cells:
-        per_epoch = max(1, math.floor(counts["train"] * cell.fraction) // batch)
-        steps = spec.recipe.max_steps
+        n_train = math.floor(counts["train"] * cell.fraction)
+        per_epoch = max(1, batches_per_epoch(n_train, batch, r.last_batch == "drop"))
+        steps = r.max_steps
         if max_epochs is not None:
             steps = min(steps, max_epochs * per_epoch)
         steps_total += steps
         trained += steps * batch
-        evaluated += math.ceil(steps / per_epoch) * counts["valid"] + counts["test"]
+        # an epoch cut by the step cap is validated only with partial_epoch = "validate"
+        passes = math.ceil if r.partial_epoch == "validate" else math.floor
+        evaluated += max(1, passes(steps / per_epoch)) * counts["valid"] + counts["test"]
     return Work(len(cells), steps_total, trained, evaluated)
 
 

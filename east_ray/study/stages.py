@@ -12,6 +12,8 @@ from typing import Any
 from east_ray.config import Cell, StudySpec
 from east_ray.data.download import download_release
 from east_ray.data.prepare import prepare_release
+from east_ray.data.spectra import needs_spectra
+from east_ray.data.spectra_prepare import prepare_spectra
 from east_ray.study.data_source import LOCAL_DATASETS, DataSource, plan_data
 from east_ray.synthmic.demo import prepare_demo
 from east_ray.teachers.embeddings import extract_teacher
@@ -23,8 +25,18 @@ logger = logging.getLogger(__name__)
 def ensure_data(spec: StudySpec, source: DataSource) -> Path:
     """The prepared dataset folder `source.data`, made first if missing: the release found
     under `source.raw` (or downloaded there, with `source.download`) is prepared with the
-    study's features, the demo's SynthMIC rendered and prepared. Ray must be started: the
-    preparation runs its shards as Ray Data tasks across the cluster."""
+    study's features, the demo's SynthMIC rendered and prepared; then, when the recipe
+    jitters the mel bands, the training clips' STFT magnitudes (`spectra/`, unless there).
+    Ray must be started: the preparation runs its shards as Ray Data tasks across the
+    cluster."""
+    data = _ensure_prepared(spec, source)
+    if needs_spectra(spec):
+        logger.info("data: recipe.mel_jitter needs %s/spectra (made unless there)", data)
+        prepare_spectra(data)
+    return data
+
+
+def _ensure_prepared(spec: StudySpec, source: DataSource) -> Path:
     plan = plan_data(spec, source)
     if plan.prepared:
         logger.info("data: %s is prepared; skipping download and prepare", source.data)

@@ -23,6 +23,8 @@ from ray import tune
 
 from east_ray.config import Cell, Resources, StudySpec
 from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
+from east_ray.data.spectra import COLUMN as SPECTRA_COLUMN
+from east_ray.data.spectra import SPECTRA, check_spectra, needs_spectra
 from east_ray.study.results import RESULT, cell_dir, read_result
 from east_ray.study.search import searcher
 from east_ray.teachers.stored import load_embeddings
@@ -53,6 +55,8 @@ class Shared:
     teacher_seqs: dict[str, np.ndarray]
     teacher_logits: dict[tuple[str, float, int], np.ndarray]
     max_epochs: int | None
+    # the training clips' STFT magnitudes (clip_id, magnitude), for mel-band jitter
+    spectra_refs: list[Any] | None = None
 
 
 def trial_key(part: str, ident: str) -> str:
@@ -130,6 +134,9 @@ def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
         shared.teacher_logits[(teacher, cell.fraction, cell.seed)]
         if needs_teacher_logits(cell)
         else None,
+        spectra=None
+        if shared.spectra_refs is None
+        else BlockStore(ray.get(shared.spectra_refs), column=SPECTRA_COLUMN),
     )
     gpu_fraction = resources.gpus_per_trial if 0 < resources.gpus_per_trial < 1 else 1.0
     spec = TrialSpec.for_cell(
@@ -230,6 +237,14 @@ def shared_inputs(
             dataset.select_columns(["clip_id", "logmel"]).materialize().to_arrow_refs()
         )
     block_refs = blocks[data_dir]
+    spectra_refs = None
+    if needs_spectra(spec):  # read once per dataset, as the log-mels are
+        key = data_dir / SPECTRA
+        if key not in blocks:
+            check_spectra(data_dir)
+            magnitudes = ray.data.read_parquet(str(key)).select_columns(["clip_id", SPECTRA_COLUMN])
+            blocks[key] = list(magnitudes.materialize().to_arrow_refs())
+        spectra_refs = blocks[key]
     seqs = {
         t: load_embeddings(data_dir, t, labels.clip_ids)
         for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
@@ -251,4 +266,5 @@ def shared_inputs(
         seqs,
         logits,
         max_epochs,
+        spectra_refs=spectra_refs,
     )

@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     cell = cells[args.cell]
     meta = read_meta(Path(args.data))
     trial = TrialSpec.for_cell(spec, cell, len(meta["classes"]), max_epochs=args.max_epochs)
-    data = load_trial_data(Path(args.data), cell)
+    data = load_trial_data(Path(args.data), cell, spectra=trial.recipe.mel_jitter != "off")
     result = train(
         trial,
         data,

@@ -8,8 +8,9 @@ bf16 alike), and eager on the CPU, where compiling costs more than it saves (REA
 need CUDA).
 
 `CompiledStep(fn, model, mode, name)` runs one training step's forward and loss (`fn`, which
-returns `LossTerms`) and its backward. Shapes are fixed (`dynamic=False`): training drops
-the last partial batch, so one graph serves a whole run; evaluation calls the eager `fn`.
+returns `LossTerms`) and its backward. Shapes are fixed (`dynamic=False`): an epoch's
+last, smaller training batch runs eager (`eager`), so one graph serves a whole run;
+evaluation calls the eager `fn`.
 Compiling happens during the first step (the forward at the call, the backward at
 `.backward()`), so that step is the guarded one: if torch.compile is unavailable or the
 first step raises (no C++ compiler, an op inductor cannot lower), one warning names the
@@ -104,6 +105,11 @@ class CompiledStep(Generic[T]):
         terms = fn(inp)
         terms.total.backward()
         return terms
+
+    def eager(self, inp: T) -> LossTerms:
+        """One step's forward, loss and backward on `inp`, eager whatever the mode (a batch
+        of another shape than the compiled graph's)."""
+        return self._run(self.fn, inp)
 
     def __call__(self, inp: T) -> LossTerms:
         """One step's forward, loss and backward on `inp`; its loss terms (gradients are

@@ -16,7 +16,11 @@ trainer on a GPU gives page-locked memory, so the copy to the device needs no se
 For mixup the same generator then draws each example's partner uniformly, with
 replacement, from the training rows (the authors' dataset-level mixing: any training clip,
 the example itself included), so a batch also carries its partners' rows, one gathered
-row per example.
+row per example. With mel-band jitter (`recipe.mel_jitter`) the same generator then draws
+each example's and each partner's band edges (east_ray.data.meljitter), after the order
+and the partners, which therefore stay the same; a training batch then also carries its
+clips' STFT magnitudes (`TrialData.spectra`, the training clips only), from which the
+trainer computes their log-mels.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
+from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
+from east_ray.data.spectra import read_spectra
 from east_ray.errors import BadValueError
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
@@ -74,10 +80,11 @@ class ArrayStore:
 
 class BlockStore:
     """Spectrograms spread over Arrow blocks (e.g. Ray object-store blocks), not copied:
-    each chunk of each block is viewed in place (joining a block's chunks would copy it)."""
+    each chunk of each block is viewed in place (joining a block's chunks would copy it).
+    `column` names the tensor column: the log-mels, or the spectra's magnitudes."""
 
-    def __init__(self, blocks: Sequence[pa.Table]) -> None:
-        self._arrays = [a for b in blocks for a in column_chunks(b["logmel"])]
+    def __init__(self, blocks: Sequence[pa.Table], column: str = "logmel") -> None:
+        self._arrays = [a for b in blocks for a in column_chunks(b[column])]
         self._clip_ids = [c for b in blocks for c in b["clip_id"].to_pylist()]
         sizes = [len(a) for a in self._arrays]
         self._block = np.repeat(np.arange(len(sizes)), sizes)
@@ -121,6 +128,9 @@ class TrialData:
     teacher_hop: float | None
     teacher_logits: np.ndarray | None  # (N, C)
     teacher_first_centre: float = 0.0  # seconds to the centre of teacher frame 0
+    # the training clips' STFT magnitudes `(n_fft // 2, frames)`, for mel-band jitter
+    spectra: SpectrogramStore | None = None
+    spectra_rows: np.ndarray | None = None  # label row → spectra row, -1 where none
 
 
 def build_trial_data(
@@ -129,8 +139,11 @@ def build_trial_data(
     store: SpectrogramStore,
     teacher_seq: np.ndarray | None = None,
     teacher_logits: np.ndarray | None = None,
+    *,
+    spectra: SpectrogramStore | None = None,
 ) -> TrialData:
-    """Assemble a trial's arrays (all in `labels` row order) and its training subset."""
+    """Assemble a trial's arrays (all in `labels` row order) and its training subset;
+    `spectra` (mel-band jitter only) holds the training clips' STFT magnitudes."""
     position = {c: i for i, c in enumerate(store.clip_ids)}
     missing = [c for c in labels.clip_ids if c not in position]
     if missing:
@@ -151,7 +164,15 @@ def build_trial_data(
         teacher_first_centre=get_teacher(cell.teacher).first_centre_seconds
         if cell.teacher
         else 0.0,
+        spectra=spectra,
+        spectra_rows=None if spectra is None else _rows_in(spectra, labels.clip_ids),
     )
+
+
+def _rows_in(store: SpectrogramStore, clip_ids: list[str]) -> np.ndarray:
+    """Each of `clip_ids`' row in `store`, -1 where it has none."""
+    position = {c: i for i, c in enumerate(store.clip_ids)}
+    return np.array([position.get(c, -1) for c in clip_ids], dtype=np.int64)
 
 
 def needs_teacher_seq(cell: Cell) -> bool:
@@ -162,8 +183,9 @@ def needs_teacher_logits(cell: Cell) -> bool:
     return cell.regularizer in LOGIT_REGULARIZERS
 
 
-def load_trial_data(data_dir: Path, cell: Cell) -> TrialData:
-    """Everything `cell` trains and evaluates on, read from disk (no Ray)."""
+def load_trial_data(data_dir: Path, cell: Cell, *, spectra: bool = False) -> TrialData:
+    """Everything `cell` trains and evaluates on, read from disk (no Ray); with `spectra`
+    (mel-band jitter) the training clips' STFT magnitudes too."""
     labels = read_labels(data_dir)
     seq = logits = None
     if cell.teacher and needs_teacher_seq(cell):
@@ -172,7 +194,9 @@ def load_trial_data(data_dir: Path, cell: Cell) -> TrialData:
         logits = load_teacher_logits(
             data_dir, cell.teacher, cell.fraction, cell.seed, labels.clip_ids
         )
-    return build_trial_data(cell, labels, read_spectrograms(data_dir), seq, logits)
+    magnitudes = ArrayStore(*read_spectra(data_dir)) if spectra else None
+    store = read_spectrograms(data_dir)
+    return build_trial_data(cell, labels, store, seq, logits, spectra=magnitudes)
 
 
 @dataclass(frozen=True)
@@ -186,6 +210,10 @@ class Batch:
     teacher_seq: np.ndarray | None
     teacher_logits: np.ndarray | None
     partner: Batch | None = None  # row i's mixup partner is row i of `partner`
+    # with mel-band jitter: STFT magnitudes (B, n_fft // 2, frames) float16 and each row's
+    # jitter (B, 2) int64 (Hz added to f_min, taken from f_max)
+    magnitude: np.ndarray | None = None
+    jitter: np.ndarray | None = None
 
 
 def make_batch(
@@ -193,19 +221,53 @@ def make_batch(
     rows: np.ndarray,
     partner_rows: np.ndarray | None = None,
     alloc: Alloc = np.empty,
+    *,
+    jitter: np.ndarray | None = None,
+    partner_jitter: np.ndarray | None = None,
 ) -> Batch:
     """The batch of label-table `rows`, with the batch of `partner_rows` as its partners;
-    the spectrograms are gathered into `alloc((len(rows), F, T), dtype)`."""
+    the spectrograms are gathered into `alloc((len(rows), F, T), dtype)`. With `jitter`
+    `(len(rows), 2)` (and `partner_jitter` for the partners) the rows' STFT magnitudes
+    are gathered too."""
     shape, dtype = data.store.row_shape
+    logmel = data.store.gather(data.store_rows[rows], alloc((len(rows), *shape), dtype))
+    partner = None
+    if partner_rows is not None:
+        partner = make_batch(data, partner_rows, alloc=alloc, jitter=partner_jitter)
     return Batch(
         rows=rows,
-        logmel=data.store.gather(data.store_rows[rows], alloc((len(rows), *shape), dtype)),
+        logmel=logmel,
         labels=data.labels.labels[rows],
         mask=data.labels.mask[rows],
         teacher_seq=None if data.teacher_seq is None else data.teacher_seq[rows],
         teacher_logits=None if data.teacher_logits is None else data.teacher_logits[rows],
-        partner=None if partner_rows is None else make_batch(data, partner_rows, alloc=alloc),
+        partner=partner,
+        magnitude=None if jitter is None else _magnitudes(data, rows, alloc),
+        jitter=jitter,
     )
+
+
+def _magnitudes(data: TrialData, rows: np.ndarray, alloc: Alloc) -> np.ndarray:
+    """The STFT magnitudes of label-table `rows` `(len(rows), n_fft // 2, frames)`."""
+    if data.spectra is None or data.spectra_rows is None:
+        raise ValueError(
+            "mel-band jitter needs the training clips' STFT magnitudes: "
+            "build_trial_data(..., spectra=...) or load_trial_data(..., spectra=True)"
+        )
+    at = data.spectra_rows[rows]
+    if (at < 0).any():
+        missing = [data.labels.clip_ids[r] for r in rows[at < 0][:3]]
+        raise BadValueError(
+            f"no stored STFT magnitudes for clips {missing} (only training clips have them); "
+            "prepare the spectra again: python -m east_ray.data spectra --data DIR"
+        )
+    shape, dtype = data.spectra.row_shape
+    return data.spectra.gather(at, alloc((len(rows), *shape), dtype))
+
+
+def batches_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
+    """How many training batches an epoch of `n_train` clips has (`epoch_batches`)."""
+    return n_train // batch_size if drop_last else -(-n_train // batch_size)
 
 
 def epoch_batches(
@@ -216,19 +278,39 @@ def epoch_batches(
     start: int = 0,
     *,
     partners: bool = False,
+    drop_last: bool = False,
     alloc: Alloc = np.empty,
+    mel_jitter: JitterRanges | None = None,
 ) -> Iterator[Batch]:
     """Shuffled training batches of `epoch` (reproducible from seed and epoch), from batch
-    index `start` on; the last incomplete batch is dropped (the losses compare rows). With
-    `partners`, each batch carries one mixup partner per example, drawn uniformly from the
-    training rows after the order (which stays the same with or without them)."""
+    index `start` on; the last one holds the remaining clips (as the authors' loader does),
+    or is left out with `drop_last`. With `partners`, each batch carries one mixup partner
+    per example, drawn uniformly from the training rows after the order (which stays the
+    same with or without them, and so do the first batches' partners with or without
+    `drop_last`). With `mel_jitter`, each example's and then each partner's band edges
+    are drawn last, and the batches carry the clips' STFT magnitudes."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(data.train_rows)
-    n_batches = len(order) // batch_size
+    n_batches = batches_per_epoch(len(order), batch_size, drop_last)
     partner_rows = rng.choice(data.train_rows, (n_batches, batch_size)) if partners else None
+    # drawn last: the order and the partners are those of a run without jitter
+    slots = n_batches * batch_size
+    jitter = None if mel_jitter is None else draw_jitter(rng, slots, mel_jitter)
+    partner_jitter = None
+    if mel_jitter is not None and partners:
+        partner_jitter = draw_jitter(rng, slots, mel_jitter)
     for b in range(start, n_batches):
         rows = order[b * batch_size : (b + 1) * batch_size]
-        yield make_batch(data, rows, None if partner_rows is None else partner_rows[b], alloc)
+        partner = None if partner_rows is None else partner_rows[b, : len(rows)]
+        at = slice(b * batch_size, b * batch_size + len(rows))
+        yield make_batch(
+            data,
+            rows,
+            partner,
+            alloc,
+            jitter=None if jitter is None else jitter[at],
+            partner_jitter=None if partner_jitter is None else partner_jitter[at],
+        )
 
 
 def eval_batches(

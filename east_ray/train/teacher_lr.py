@@ -78,15 +78,30 @@ def applied_recipe(recipe: TeacherLRRecipe, teacher: str) -> dict[str, Any]:
     applied = dataclasses.asdict(recipe)
     del applied["lr_by_teacher"]
     applied["lr"] = recipe.lr_for(teacher)
+    applied["val_loss"] = VAL_LOSS
     return applied
 
 
+# How the validation loss is averaged (recorded with the recipe, so a fit stored under
+# the earlier rule, one masked mean over the whole split, is fitted again).
+VAL_LOSS = "clip-weighted mean of per-batch masked means"
+
+
 def _loss_and_scores(
-    model: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor
+    model: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, batch_size: int
 ) -> tuple[float, np.ndarray]:
+    """The loss of `x` `(N, D)` as the authors' validation loop averages it (each batch of
+    `batch_size` clips, in order: its masked mean, weighted by its clips; with partial
+    label masks not the masked mean over the split) and the sigmoid scores `(N, C)`."""
     with torch.no_grad():
         logits = model(x)
-        return masked_bce(logits, y, m).item(), torch.sigmoid(logits).numpy()
+        losses = [
+            masked_bce(lg, yy, mm).item() * len(lg)
+            for lg, yy, mm in zip(
+                logits.split(batch_size), y.split(batch_size), m.split(batch_size), strict=True
+            )
+        ]
+        return sum(losses) / max(len(x), 1), torch.sigmoid(logits).numpy()
 
 
 def fit_teacher_lr(
@@ -234,7 +249,7 @@ def _train(run: _Run, tensors: dict[str, Tensors], threshold: float) -> None:
     best_state = run.model.state_dict()
     while run.steps < run.recipe.max_steps:
         run.train_epoch(tensors["train"])
-        val_loss, val_scores = _loss_and_scores(run.model, *tensors["valid"])
+        val_loss, val_scores = _loss_and_scores(run.model, *tensors["valid"], run.recipe.batch_size)
         val_map = evaluate(val_scores, y_val.numpy(), m_val.numpy(), threshold)["mAP"]
         best, patience_used = run.selection.update(
             run.epoch, val_map, val_loss, run.recipe.early_stop_patience
@@ -282,7 +297,7 @@ def _fit(
         "test_scores": str(scores_path),
     }
     for split in ("valid", "test"):
-        _, scores = _loss_and_scores(model, *tensors[split])
+        _, scores = _loss_and_scores(model, *tensors[split], recipe.batch_size)
         metrics = evaluate(scores, tensors[split][1].numpy(), tensors[split][2].numpy(), threshold)
         record[split] = metrics
     with torch.no_grad():

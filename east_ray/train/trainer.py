@@ -10,6 +10,14 @@ test split, and the test clips' sigmoid scores are written to `run_dir/test_scor
 (`east_ray.data.scores`), so a run that resumes after it finished re-evaluates and
 rewrites them.
 
+As in the authors' loop, an epoch's last, smaller batch is trained (`recipe.last_batch =
+"drop"` leaves it out). The batch-wise regularizers are defined on it whatever its size,
+but carry less: with 2 rows dCor² is 1 by construction and with 1 row both dCor and
+Cos-Diff are constant (loss 1 and 0), so such a batch trains on the prediction loss (and
+KD) alone. An epoch that `max_steps` cuts short is not validated, so it cannot be
+selected, as in the authors' loop (`recipe.partial_epoch = "validate"` validates it); a
+cap inside the first epoch validates it, the only weights there are to select.
+
 Augmentation, by default the authors' (DESIGN §1): each example gets one frequency and
 one time mask (SpecAugment) in the log-power domain, before normalisation, so a stripe
 holds log-power 0, i.e. (0 + NORM_SHIFT) / NORM_SCALE in the stored units; its mixup
@@ -17,7 +25,11 @@ partner, drawn uniformly from the training subset (`epoch_batches(partners=True)
 masks of its own; then the two are mixed, λ ~ Beta(α, α), λ = max(λ, 1 − λ): log-mel,
 labels, teacher sequences and logits, with the label masks OR-ed. `recipe.specaug_on =
 "mixed_input"` masks the mixed input instead, stripes 0 (the normalisation's mean), and
-`recipe.mixup_partner = "batch"` mixes with a permutation of the batch.
+`recipe.mixup_partner = "batch"` mixes with a permutation of the batch. With
+`recipe.mel_jitter = "authors"` a training example's log-mel, and its partner's, is first
+computed on the device from the clip's stored STFT magnitudes with a filterbank of its own
+(band edges drawn per clip by `epoch_batches`; east_ray.data.meljitter), as the authors
+did; "off" (the default) trains on the stored log-mels, unchanged bit for bit.
 
 Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
 the final metrics equal those of an uninterrupted run. The previous epoch's checkpoint is
@@ -29,8 +41,9 @@ the previous one, or starts over when neither is usable. Per-step losses
 (the study turns them into `tune.report`). A non-finite loss stops the run with an error
 naming the step and every loss term.
 
-The forward pass runs in fp32 (TF32 matmuls on CUDA) or, with `recipe.precision = "bf16"`,
-under bf16 autocast; the losses are computed in fp32 either way.
+The forward pass runs in fp32 (on CUDA PyTorch's default, the authors': TF32 in cuDNN
+convolutions, float32 matmuls; `recipe.precision = "tf32"` allows TF32 matmuls too) or,
+with "bf16", under bf16 autocast; the losses are computed in fp32 either way.
 
 A training step's forward and loss run under torch.compile as `recipe.compile` says (by
 default on CUDA only; `east_ray.train.compiled`, which falls back to eager with one warning
@@ -68,6 +81,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
+from east_ray.data.meljitter import JITTER, JitterRanges, jittered_logmel
 from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.errors import BadValueError, UserError
@@ -76,7 +90,14 @@ from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.stats import ScoredClips
 from east_ray.train.compiled import CompiledStep, compile_mode
-from east_ray.train.data import Alloc, Batch, TrialData, epoch_batches, eval_batches
+from east_ray.train.data import (
+    Alloc,
+    Batch,
+    TrialData,
+    batches_per_epoch,
+    epoch_batches,
+    eval_batches,
+)
 from east_ray.train.prefetch import prefetched
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
@@ -235,8 +256,21 @@ class _Inputs:
     teacher_logits: torch.Tensor | None
 
 
-def _inputs(batch: Batch, device: torch.device) -> _Inputs:
-    x = _tensor(batch.logmel, device)
+def _inputs(batch: Batch, device: torch.device, features: Features | None = None) -> _Inputs:
+    """`batch` on `device`: its stored log-mels, or with mel-band jitter (a training batch
+    with `magnitude`) log-mels computed there with each clip's jittered filterbank from
+    its STFT magnitudes (`features`: the dataset's)."""
+    x: torch.Tensor | None
+    if batch.magnitude is not None and batch.jitter is not None:
+        if features is None:
+            raise ValueError("a batch with mel-band jitter needs the features to compute")
+        x = jittered_logmel(
+            _to_device(torch.from_numpy(batch.magnitude), device),
+            _to_device(torch.from_numpy(batch.jitter), device),
+            features,
+        )
+    else:
+        x = _tensor(batch.logmel, device)
     labels = _tensor(batch.labels, device)
     assert x is not None and labels is not None
     return _Inputs(
@@ -302,7 +336,8 @@ def spec_augment(x: torch.Tensor, freq: int, time_: int, fill: float) -> torch.T
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
     """The forward pass's context for `recipe.precision`: bf16 autocast on `device` for
-    "bf16" (CPU autocast included, so a CPU run is what was asked for), none for "fp32"."""
+    "bf16" (CPU autocast included, so a CPU run is what was asked for), none for "fp32" and
+    "tf32"."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -322,9 +357,10 @@ class _Run:
         self.model.to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            # "fp32" allows TF32: cuDNN convolutions use it by default, matmuls from here on
-            # (a process-wide switch; every trial process sets it the same way).
-            torch.backends.cuda.matmul.allow_tf32 = True
+            # "fp32" is PyTorch's default, as the authors ran: TF32 in cuDNN convolutions,
+            # float32 matmuls (the classifier, the loss Grams); "tf32" allows TF32 matmuls
+            # too. A process-wide switch, so set either way: Ray reuses trial processes.
+            torch.backends.cuda.matmul.allow_tf32 = r.precision == "tf32"
         self.opt = adam(self.model, r, device)
         self.alloc = batch_alloc(device)
         self.prefetch = prefetch_depth(device)
@@ -378,6 +414,19 @@ class _Run:
         r = self.spec.recipe
         return r.mixup_alpha > 0 and r.mixup_partner == "training_set"
 
+    @property
+    def mel_jitter(self) -> JitterRanges | None:
+        """The band-edge jitter ranges of `recipe.mel_jitter` (None: stored log-mels)."""
+        ranges = JITTER[self.spec.recipe.mel_jitter]
+        if ranges is not None and self.data.spectra is None:
+            raise BadValueError(
+                f"cell {self.spec.cell.cell_id}: recipe.mel_jitter "
+                f"{self.spec.recipe.mel_jitter!r} needs the training clips' STFT magnitudes; "
+                "prepare them (python -m east_ray.data spectra --data DIR) and load them "
+                '(load_trial_data(..., spectra=True)), or set recipe.mel_jitter = "off"'
+            )
+        return ranges
+
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """SpecAugment of `x` `(B, F, T)` with the recipe's widths and fill."""
         r = self.spec.recipe
@@ -395,7 +444,7 @@ class _Run:
                 'recipe.mixup_partner "training_set" needs batches with partners: '
                 "epoch_batches(..., partners=True) or make_batch(data, rows, partner_rows)"
             )
-        partner = _inputs(batch.partner, self.device)
+        partner = _inputs(batch.partner, self.device, self.spec.features)
         if r.specaug_on == "log_power":
             partner.x = self.mask(partner.x)
         return partner
@@ -404,7 +453,7 @@ class _Run:
         """`batch` as the student sees it in training (module doc: masks, then mixup, or
         mixup, then masks)."""
         r = self.spec.recipe
-        inp = _inputs(batch, self.device)
+        inp = _inputs(batch, self.device, self.spec.features)
         if r.specaug_on == "log_power":
             inp.x = self.mask(inp.x)
         if r.mixup_alpha > 0:
@@ -414,12 +463,16 @@ class _Run:
         return inp
 
     def train_step(self, batch: Batch) -> torch.Tensor:
-        """One optimiser step; returns (total, pred, reg) still on the device (no sync)."""
+        """One optimiser step; returns (total, pred, reg) still on the device (no sync).
+        An epoch's last, smaller batch runs eager: a compiled graph has the full batch's
+        fixed shapes, and compiling a second one for one step an epoch costs more than it
+        saves."""
         r = self.spec.recipe
         inp = self.augment(batch)
         self.state.step += 1
         self.opt.zero_grad(set_to_none=True)
-        terms = self.forward_backward(inp)
+        full = len(batch.rows) == r.batch_size
+        terms = self.forward_backward(inp) if full else self.forward_backward.eager(inp)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip)
         self.opt.step()
         return torch.stack([t.detach() for t in terms])
@@ -619,15 +672,24 @@ def train(
     try:
         for epoch in _epochs(run):
             started = time.perf_counter()
+            drop_last = r.last_batch == "drop"
             batches = epoch_batches(
                 data,
                 r.batch_size,
                 spec.cell.seed,
                 epoch,
                 partners=run.needs_partners,
+                drop_last=drop_last,
                 alloc=run.alloc,
+                mel_jitter=run.mel_jitter,
             )
             totals, n = run.train_batches(prefetched(batches, run.prefetch))
+            cut = n < batches_per_epoch(len(data.train_rows), r.batch_size, drop_last)
+            if cut and r.partial_epoch == "skip" and run.state.epoch > 0:
+                # the authors' loop stops at max_steps without validating the cut epoch, so
+                # it cannot be selected (with no epoch validated yet, it is validated)
+                run.state.wall_seconds += time.perf_counter() - started
+                break
             val_loss, val, _ = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state
