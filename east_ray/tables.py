@@ -12,8 +12,16 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
 - `paper_table` joins against the expected (system, teacher) pairs, so a missing cell is
   a NaN row, not a dropped one; `format_table` pivots it to the paper's layout. Given
   `intervals` (bootstrap CIs and paired tests from the runs' test scores,
-  `east_ray.results.system_intervals`), its CI is the bootstrap one and `format_table`
-  marks a system that differs significantly from the Baseline with `†` (`ci_note`).
+  `east_ray.results.system_intervals`), its CI is the bootstrap one, printed as
+  [low, high] since a bootstrap interval need not be symmetric, and `format_table` marks
+  a system that differs significantly from the Baseline with `†` (`ci_note`).
+- The mark is corrected for multiple comparisons, by Holm's step-down method within each
+  (teacher, metric) column: a column of the paper's table tests 7 or 8 systems against one
+  Baseline, and uncorrected the chance of at least one false † in a column where nothing
+  differs would be up to 1 − 0.95⁸ ≈ 34 %. Holm keeps it at 5 % without assuming the
+  tests independent (they share the Baseline and the clips) and rejects whatever
+  Bonferroni rejects. The uncorrected `p_value` stays in the tidy table and in
+  `east_ray.results.paired_tests`.
 - `beside_paper` sets a `paper_table` beside every published cell (`east_ray.reference`),
   `format_beside_paper` prints it and `beside_note` says what its marks mean.
 - `absent_as_zero` rescales test mAP and ROC-AUC to the authors' rule for classes without
@@ -179,7 +187,8 @@ def paper_table(
     intervals: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Tidy table at `fraction`: one row per expected (system, teacher, metric), with the
-    CI as `ci_low`, `ci_high` and half-width `ci95`, and `p_value` (`with_intervals`).
+    CI as `ci_low`, `ci_high` and half-width `ci95`, `p_value` (`with_intervals`) and
+    `p_holm`, Holm-adjusted over the tests of its (teacher, metric) column.
 
     λ is chosen on validation; the baseline (no teacher) is repeated under each teacher.
     Missing runs are NaN rows.
@@ -205,6 +214,8 @@ def paper_table(
     for column, rank in ranks.items():
         table[f"_{column}"] = [rank.get(v, len(rank)) for v in table[column]]
         keys += [f"_{column}", column]
+    # One family per column: its systems, each tested against the same Baseline.
+    table["p_holm"] = table.groupby(["teacher", "metric"])["p_value"].transform(holm)
     return table.sort_values(keys).drop(columns=[f"_{c}" for c in ranks]).reset_index(drop=True)
 
 
@@ -225,26 +236,48 @@ def flat_columns(wide: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
-def ci_note(n_boot: int) -> str:
-    """What `format_table`'s "±" and "†" mean when the CIs are bootstrap ones."""
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm's step-down adjusted p-values of one family of tests (NaN: no test, left out
+    of the family): the k-th smallest of m is multiplied by m − k + 1, then made
+    non-decreasing and capped at 1."""
+    tested = p_values.dropna().sort_values(kind="stable")
+    m = len(tested)
+    scaled = (m - np.arange(m)) * tested.to_numpy(dtype=float)
+    adjusted = np.minimum(1.0, np.maximum.accumulate(scaled)) if m else scaled
+    return pd.Series(adjusted, index=tested.index, dtype=float).reindex(p_values.index)
+
+
+def comparisons(table: pd.DataFrame) -> int:
+    """The largest number of tests against the Baseline in one column of a `paper_table`
+    (a (teacher, metric) column at its fraction): the family `p_holm` corrects over."""
+    if "p_value" not in table or table["p_value"].isna().all():
+        return 0
+    return int(table.groupby(["teacher", "metric"])["p_value"].count().max())
+
+
+def ci_note(n_boot: int, tests: int | None = None) -> str:
+    """What `format_table`'s "[low, high]" and "†" mean when the CIs are bootstrap ones;
+    `tests`: how many comparisons a column holds (`comparisons`)."""
+    family = f"over the {tests} comparisons of its column" if tests else "over its column"
     return (
-        f"mean ± half-width of the 95% percentile bootstrap CI, test clips and seeds "
-        f"resampled, B = {n_boot}; † differs from the Baseline at this fraction, paired "
-        f"bootstrap on the same test clips, two-sided p < {SIGNIFICANCE:g}"
+        f"mean [95% percentile bootstrap CI], test clips and seeds resampled, B = {n_boot}; "
+        f"† differs from the Baseline at this fraction, paired bootstrap on the same test "
+        f"clips, two-sided p < {SIGNIFICANCE:g} after Holm's correction {family}"
     )
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 ± 0.004",
-    with a trailing "†" where `p_value` < `SIGNIFICANCE` (`ci_note`)."""
+    """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 [0.838,
+    0.846]" (the interval as it is: a bootstrap one need not be symmetric), with a trailing
+    "†" where the Holm-adjusted `p_holm` < `SIGNIFICANCE` (`ci_note`)."""
 
     def cell(row: pd.Series) -> str:
         if pd.isna(row["mean"]):
             return "missing"
-        mark = "†" if row["p_value"] < SIGNIFICANCE else ""
-        if pd.isna(row["ci95"]):
+        mark = "†" if row["p_holm"] < SIGNIFICANCE else ""
+        if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
             return f"{row['mean']:.3f}{mark}"
-        return f"{row['mean']:.3f} ± {row['ci95']:.3f}{mark}"
+        return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{mark}"
 
     text = table.assign(value=table.apply(cell, axis=1), teacher=table["teacher"].map(display_name))
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")

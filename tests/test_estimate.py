@@ -158,6 +158,27 @@ def test_dry_run_estimate_prints_each_part_and_estimate_needs_dry_run(
     assert not (tmp_path / "r").exists()  # a dry run writes nothing
 
 
+def test_dry_run_marks_finished_cells_and_estimates_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _tiny(tmp_path, "max_steps = 20")
+    storage = tmp_path / "r"
+    args = [str(spec), "--data-root", str(tmp_path / "none"), "--storage", str(storage)]
+    first = expand_cells(load_study(spec))[0]
+    result = storage / "tiny" / "cells" / first.cell_id / "result.json"
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    before = sorted(p.name for p in storage.rglob("*"))
+    assert study.main([*args, "--dry-run", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [row for row in out.splitlines() if row.startswith(first.cell_id)]
+    assert line.endswith("yes")
+    assert sum(row.endswith("  -") for row in out.splitlines()) == 2
+    assert "3 cells in study 'tiny' (none: 1, kd: 1, dcor: 1); 1 done, 2 to run" in out
+    assert "at most 40 training steps (160 samples)" in out  # the 2 cells left × 20 steps
+    assert sorted(p.name for p in storage.rglob("*")) == before  # a dry run writes nothing
+
+
 def _tiny(tmp_path: Path, recipe: str) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(tiny_study("tiny", recipe=recipe))

@@ -67,12 +67,13 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     (lr,) = results.loc[results["regularizer"] == "teacher_lr", "cell_id"]
     lr_scores = storage / "tiny" / "teacher_lr" / lr / "test_scores.parquet"
     copied = lr_scores.stat().st_mtime_ns
-    # The tables: the bootstrap CI (one seed) in every cell, and what "±" and "†" mean.
+    # The tables: the bootstrap CI (one seed) in every cell, and what "[ ]" and "†" mean.
     markdown = (storage / "tiny" / "tables.md").read_text()
-    assert "95% percentile bootstrap CI, test clips and seeds resampled, B = 1000" in markdown
+    assert "[95% percentile bootstrap CI], test clips and seeds resampled, B = 1000" in markdown
     assert "† differs from the Baseline at this fraction, paired bootstrap" in markdown
+    assert "after Holm's correction over the 3 comparisons of its column" in markdown
     first_table = markdown.split("\n\n")[1].splitlines()[2:]  # after the title and header
-    assert len(first_table) == 4 and all(row.count(" ± ") == 2 for row in first_table)
+    assert len(first_table) == 4 and all(row.count(" [0.") == 2 for row in first_table)
     events = list((storage / "tiny" / "cells").glob("*/tb/events.out.tfevents.*"))
     assert len(events) == 3
     first = _result_times(storage)
@@ -92,7 +93,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     before = _tree(tmp_path)
     assert study.main([*args, "--tables-only"]) == 0  # read-only: prints, writes nothing
     out = capsys.readouterr().out
-    assert "EAsT_Final" in out and "paired bootstrap" in out and " ± " in out
+    assert "EAsT_Final" in out and "paired bootstrap" in out and " [0." in out
     assert study.main([*args, "--dry-run"]) == 0
     assert _tree(tmp_path) == before
 

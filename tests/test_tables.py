@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ from east_ray.tables import (
     choose_lambda,
     ci95,
     ci_note,
+    comparisons,
     expected_pairs,
     flat_columns,
     format_table,
+    holm,
     limited_data_figure,
     paper_table,
     system_name,
@@ -109,7 +112,7 @@ def test_paper_table_keeps_missing_cells_and_repeats_baseline() -> None:
     wide = format_table(table)
     assert list(wide.index) == ["Baseline", "Teacher_LR", "KD", "EAsT_Final"]
     assert wide.loc["KD", ("VGGish", "mAP")] == "missing"
-    assert wide.loc["EAsT_Final", ("VGGish", "mAP")].startswith("0.410 ± ")
+    assert re.fullmatch(r"0\.410 \[0\.\d{3}, 0\.\d{3}\]", wide.loc["EAsT_Final", ("VGGish", "mAP")])
     assert list(wide.columns)[:2] == [("VGGish", "mAP"), ("VGGish", "F1")]
     flat = flat_columns(wide)  # one header row for Markdown and the terminal
     assert list(flat.columns)[:3] == ["VGGish · mAP", "VGGish · F1", "OpenL3 · mAP"]
@@ -134,10 +137,45 @@ def test_bootstrap_intervals_replace_the_student_t_ci_and_mark_significance() ->
     base = table[table["system"] == "Baseline"]  # the teacher-free row under each teacher
     assert base["ci_low"].tolist() == [0.38, 0.38] and base["p_value"].isna().all()
     wide = format_table(table)
-    assert wide.loc["EAsT_Final", ("VGGish", "mAP")] == "0.410 ± 0.020†"
-    assert wide.loc["Teacher_LR", ("VGGish", "mAP")] == "0.450 ± 0.050"
-    assert wide.loc["Baseline", ("OpenL3", "mAP")] == "0.400 ± 0.020"
-    assert "B = 1000" in ci_note(1000) and "p < 0.05" in ci_note(1000)
+    assert wide.loc["EAsT_Final", ("VGGish", "mAP")] == "0.410 [0.400, 0.440]†"  # as it is
+    assert wide.loc["Teacher_LR", ("VGGish", "mAP")] == "0.450 [0.400, 0.500]"
+    assert wide.loc["Baseline", ("OpenL3", "mAP")] == "0.400 [0.380, 0.420]"
+    assert comparisons(table) == 2  # Teacher_LR and EAsT_Final under VGGish
+    note = ci_note(1000, comparisons(table))
+    assert "B = 1000" in note and "p < 0.05 after Holm's correction over the 2 comparisons" in note
+
+
+def test_holm_adjusts_each_column_of_tests_as_the_step_down_rule_says() -> None:
+    p = pd.Series([0.01, np.nan, 0.04, 0.03, 0.005])
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): × 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04,
+    # then non-decreasing: 0.02, 0.03, 0.06, 0.06
+    expected = [0.03, np.nan, 0.06, 0.06, 0.02]
+    np.testing.assert_allclose(holm(p).to_numpy(), expected)
+    assert holm(pd.Series([np.nan, np.nan])).isna().all()
+    assert holm(pd.Series([0.3, 0.6])).tolist() == [0.6, 0.6]  # capped at 1 where needed
+
+
+def test_the_mark_is_holm_corrected_within_a_column() -> None:
+    """Two systems at p = 0.03 and 0.04 against one Baseline: each below 0.05 alone, but
+    after Holm's correction over the column's two tests neither (0.06, 0.06) is marked."""
+    expected = expected_pairs(("none", "dcor"), ("final", "all"), ("vggish",))
+    intervals = pd.DataFrame(
+        [
+            ("Baseline", "-", 1.0, "mAP", 0.38, 0.42, np.nan),
+            ("EAsT_Final", "vggish", 1.0, "mAP", 0.40, 0.44, 0.03),
+            ("EAsT_All", "vggish", 1.0, "mAP", 0.40, 0.44, 0.04),
+        ],
+        columns=["system", "teacher", "fraction", "metric", "ci_low", "ci_high", "p_value"],
+    )
+    results = pd.concat(
+        [_results(), pd.DataFrame([_row("dcor", "vggish", "all", 0.8, 0, 0.5, 0.42)])]
+    )
+    table = paper_table(results, expected, ("mAP",), intervals=intervals)
+    final = table[(table["system"] == "EAsT_Final") & (table["teacher"] == "vggish")].iloc[0]
+    assert final["p_value"] == 0.03 and final["p_holm"] == pytest.approx(0.06)
+    wide = format_table(table)
+    assert not wide.loc["EAsT_Final", ("VGGish", "mAP")].endswith("†")
+    assert not wide.loc["EAsT_All", ("VGGish", "mAP")].endswith("†")
 
 
 def test_an_extra_system_is_its_own_row_repeated_under_every_teacher() -> None:

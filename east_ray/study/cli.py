@@ -11,6 +11,7 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from east_ray.cli import add_output_options, configure_logging, run_command
@@ -20,20 +21,37 @@ from east_ray.errors import BadValueError
 logger = logging.getLogger(__name__)
 
 
-def describe_cells(spec: StudySpec, cells: Sequence[Cell]) -> str:
-    """A printable table of the cells, then their count per regularizer."""
+def describe_cells(
+    spec: StudySpec, cells: Sequence[Cell], done: AbstractSet[str] = frozenset()
+) -> str:
+    """A printable table of the cells (those in `done`, by id, marked as finished), then
+    their count per regularizer and how many are done."""
     header = (
         f"{'cell id':<58} {'regularizer':<11} {'stage':<6} {'teacher':<12} "
-        f"{'lam':>4} {'frac':>5} {'seed':>5}"
+        f"{'lam':>4} {'frac':>5} {'seed':>5}  done"
     )
     rows = [header, "-" * len(header)]
     for c in cells:
         rows.append(
             f"{c.cell_id:<58} {c.regularizer:<11} {c.stage or '-':<6} {c.teacher or '-':<12} "
-            f"{c.lam:>4g} {c.fraction:>5g} {c.seed:>5}"
+            f"{c.lam:>4g} {c.fraction:>5g} {c.seed:>5}  {'yes' if c.cell_id in done else '-'}"
         )
-    rows.append(count_line(spec, cells))
+    finished = sum(c.cell_id in done for c in cells)
+    rows.append(f"{count_line(spec, cells)}; {finished} done, {len(cells) - finished} to run")
     return "\n".join(rows)
+
+
+def finished_cells(storage: Path, spec: StudySpec, cells: Sequence[Cell]) -> set[str]:
+    """The ids of `cells` with a result in `storage` (read-only: a result file that turns
+    out damaged when the study runs is set aside then, and its cell runs again)."""
+    from east_ray.results import run_folder
+    from east_ray.study.results import RESULT
+
+    return {
+        c.cell_id
+        for c in cells
+        if (run_folder(storage / spec.name, c.cell_id, c.regularizer) / RESULT).is_file()
+    }
 
 
 def count_line(spec: StudySpec, cells: Sequence[Cell]) -> str:
@@ -186,15 +204,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.estimate and not args.dry_run:
         raise BadValueError("--estimate: only with --dry-run; add --dry-run")
     if args.dry_run:
+        storage = Path(args.storage).resolve()
+        done = {s.name: finished_cells(storage, s, cells[s.name]) for s in study.parts}
         for spec in study.parts:
-            print(describe_cells(spec, cells[spec.name]))
+            print(describe_cells(spec, cells[spec.name], done[spec.name]))
         if len(study.parts) > 1:
-            print(f"{sum(map(len, cells.values()))} cells in study {study.name!r}")
+            finished = sum(map(len, done.values()))
+            print(
+                f"{sum(map(len, cells.values()))} cells in study {study.name!r}; "
+                f"{finished} done in {storage}"
+            )
         if args.estimate:
             from east_ray.study.data_source import data_source
             from east_ray.study.estimate import estimate  # torch only when it calibrates
 
-            folders = [(s, cells[s.name], data_source(s, args).data) for s in study.parts]
+            todo = {
+                s.name: [c for c in cells[s.name] if c.cell_id not in done[s.name]]
+                for s in study.parts
+            }
+            folders = [(s, todo[s.name], data_source(s, args).data) for s in study.parts]
             print(estimate(folders, args.max_epochs))
         return 0
     if str(args.storage).startswith("s3://"):

@@ -40,6 +40,7 @@ from east_ray.tables import (
     ci_note,
     classes_note,
     compared_cells,
+    comparisons,
     expected_pairs,
     flat_columns,
     format_beside_paper,
@@ -213,7 +214,7 @@ def render_tables(
         title = (
             f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
             f"({lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)}; "
-            f"{ci_note(N_BOOT)})"
+            f"{ci_note(N_BOOT, comparisons(tidy))})"
         )
         parts += [title, flat_columns(table).to_string(), classes, ""]
         markdown += [f"### {title}", "", flat_columns(table).to_markdown(), "", classes, ""]
