@@ -56,16 +56,26 @@ def run_folder(study_dir: Path, cell_id: str, regularizer: str) -> Path:
     return Path(study_dir) / (TEACHER_LR if regularizer == "teacher_lr" else CELLS) / cell_id
 
 
+def _orders(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The systems and teachers of a frame with `system`, in the paper's order (its seven
+    systems, its four teachers), then the frame's others alphabetically."""
+    systems = set(frame["system"].astype(str))
+    teachers = set(frame["teacher"].dropna().astype(str)) - {"-"}
+    return (
+        [*tables.SYSTEMS, *sorted(systems - set(tables.SYSTEMS))],
+        [*TEACHER_ORDER, *sorted(teachers - set(TEACHER_ORDER))],
+    )
+
+
 def annotate(results: pd.DataFrame, study_dir: Path | str) -> pd.DataFrame:
     """`results` (rows of `results.parquet`) with categorical `system` (the paper's seven
     in its order, then the frame's other systems alphabetically) and `teacher` (vggish,
     openl3, passt, panns, then the frame's others alphabetically; NaN for teacher-free
     systems), and `scores_file`. Group with `observed=True` to skip absent categories."""
     frame = tables.add_system(results)
-    others = sorted(set(frame["system"]) - set(tables.SYSTEMS))
-    frame["system"] = pd.Categorical(frame["system"], [*tables.SYSTEMS, *others])
-    teachers = sorted(set(frame["teacher"].dropna()) - set(TEACHER_ORDER))
-    frame["teacher"] = pd.Categorical(frame["teacher"], [*TEACHER_ORDER, *teachers])
+    systems, teachers = _orders(frame)
+    frame["system"] = pd.Categorical(frame["system"], systems)
+    frame["teacher"] = pd.Categorical(frame["teacher"], teachers)
     frame["scores_file"] = [
         str(run_folder(Path(study_dir), c, r) / SCORES)
         for c, r in zip(frame["cell_id"], frame["regularizer"], strict=True)
@@ -260,10 +270,13 @@ def paired_tests(
 ) -> pd.DataFrame:
     """Every system against `baseline` at the same fraction on the same test clips:
     `diff` (system − baseline, seed-means), its interval `ci_low`, `ci_high`, and the
-    two-sided paired bootstrap `p_value` (`east_ray.stats`)."""
+    two-sided paired bootstrap `p_value` (`east_ray.stats`; uncorrected for multiple
+    comparisons, which the tables' `†` is). Rows in the paper's order: `system`, `teacher`
+    (teacher-free systems "-") and `metric` are ordered categoricals."""
+    names = _metrics(results, metrics)
     intervals = system_intervals(
         results,
-        metrics=metrics,
+        metrics=names,
         baseline=baseline,
         n_boot=n_boot,
         seed=seed,
@@ -272,9 +285,15 @@ def paired_tests(
     )
     tests = intervals[intervals["system"] != baseline]
     tests = tests[[*_GROUP, "metric", "diff", "diff_low", "diff_high", "p_value"]]
-    return tests.rename(columns={"diff_low": "ci_low", "diff_high": "ci_high"}).reset_index(
-        drop=True
+    tests = tests.rename(columns={"diff_low": "ci_low", "diff_high": "ci_high"})
+    # the paper's order, as `load` gives it: ordered categories, teacher "-" first
+    systems, teachers = _orders(tables.add_system(results) if "system" not in results else results)
+    tests = tests.assign(
+        system=pd.Categorical(tests["system"], systems, ordered=True),
+        teacher=pd.Categorical(tests["teacher"], ["-", *teachers], ordered=True),
+        metric=pd.Categorical(tests["metric"], names, ordered=True),
     )
+    return tests.sort_values([*_GROUP, "metric"], kind="stable").reset_index(drop=True)
 
 
 def _expected(frame: pd.DataFrame) -> pd.DataFrame:
