@@ -61,8 +61,10 @@ from east_ray.models import build_student
 from east_ray.train.calibrate import student_description
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import make_batch
+from east_ray.train.inputs import adam, limit_gpu_memory
 from east_ray.train.prefetch import prefetched
-from east_ray.train.trainer import TrialSpec, _Run, adam, limit_gpu_memory, train
+from east_ray.train.trainer import _Run, train
+from east_ray.train.trial import TrialSpec
 
 PACKINGS = (1, 2, 4, 8)  # trials per GPU
 PACK_TIMEOUT_S = 600.0  # a packed trial that never reports is a failure, not a hang

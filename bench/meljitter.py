@@ -37,7 +37,8 @@ import torch
 from bench import alternating, ratio, save_result, spread, synthetic_trial_data
 from east_ray.config import Cell, StudySpec, load_study
 from east_ray.train.data import ArrayStore, TrialData, epoch_batches
-from east_ray.train.trainer import TrialSpec, _Run
+from east_ray.train.trainer import _Run
+from east_ray.train.trial import TrialSpec
 
 # training clips of the full datasets (OpenMIC: split01_train less the authors' 2,223
 # validation clips; SynthMIC as the demo renders it), for the storage totals

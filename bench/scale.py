@@ -83,7 +83,8 @@ from east_ray.data.parquet import column_numpy, read_labels
 from east_ray.data.prepare import ShardJob, ok_status, prepare, shard_rows, write_shard
 from east_ray.data.release import ReleaseIndex
 from east_ray.train.data import ArrayStore, build_trial_data
-from east_ray.train.trainer import TrialSpec, _Run
+from east_ray.train.trainer import _Run
+from east_ray.train.trial import TrialSpec
 
 SPEC = Path(__file__).resolve().parent / "scale.toml"
 DIVISORS = (16, 4, 1)  # the sizes, as fractions 1/16, 1/4, 1 of --full-clips

@@ -26,7 +26,8 @@ from east_ray.data.prepare import prepare
 from east_ray.study.tune import run_tune, shared_inputs, trial_key
 from east_ray.synthmic import synthesize
 from east_ray.train.data import load_trial_data
-from east_ray.train.trainer import TrialSpec, train
+from east_ray.train.trainer import train
+from east_ray.train.trial import TrialSpec
 
 FEATURES = Features(sample_rate=16000, n_mels=32, f_max=8000.0, clip_seconds=1.0)
 

@@ -71,8 +71,10 @@ from east_ray.train.data import (
     epoch_batches,
     make_batch,
 )
+from east_ray.train.inputs import adam
 from east_ray.train.teacher_lr import fit_teacher_lr, load_teacher_logits
-from east_ray.train.trainer import TrialSpec, _Run, adam
+from east_ray.train.trainer import _Run
+from east_ray.train.trial import TrialSpec
 
 FEATURES = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)
 # the demo's student (CP-ResNet, 8 channels, 64×300) and the paper's Mobile FCN (96×1455)

@@ -24,7 +24,9 @@ from east_ray.losses import LossTerms
 from east_ray.models import StudentOutput, build_student
 from east_ray.train.compiled import compile_mode
 from east_ray.train.data import ArrayStore, TrialData, build_trial_data, make_batch
-from east_ray.train.trainer import CHECKPOINT, TrialSpec, _Inputs, _inputs, _Run, train
+from east_ray.train.inputs import Inputs, inputs_on
+from east_ray.train.trainer import CHECKPOINT, _Run, train
+from east_ray.train.trial import TrialSpec
 from tests.release_fixtures import TEST_FEATURES
 
 # inductor imports torch.jit modules that warn about their own deprecation
@@ -119,7 +121,7 @@ def every_system(
     # float32 reordering this compares; both sides here run true float32.
     torch.backends.cuda.matmul.allow_tf32 = False
     data = runs[-1].data  # a teacher system's: sequences and logits
-    inp = _inputs(make_batch(data, data.train_rows[:4]), torch.device(device))
+    inp = inputs_on(make_batch(data, data.train_rows[:4]), torch.device(device))
     out = runs[0].model(inp.x)
     leaves = [
         out.logits.detach().requires_grad_(),
@@ -241,8 +243,8 @@ def _unavailable(fn: Callable[..., Any], **_: Any) -> Any:
     raise RuntimeError("torch.compile is not supported on this platform")
 
 
-def _fails_in_first_step(fn: Callable[[_Inputs], LossTerms], **_: Any) -> Any:
-    def compiled(inp: _Inputs) -> LossTerms:
+def _fails_in_first_step(fn: Callable[[Inputs], LossTerms], **_: Any) -> Any:
+    def compiled(inp: Inputs) -> LossTerms:
         fn(inp)  # the forward ran: BatchNorm statistics moved
         torch.rand(3)  # and random numbers were drawn
         raise RuntimeError("InductorError: CppCompileError: C++ compile error\n  (details)")

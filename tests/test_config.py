@@ -349,7 +349,7 @@ def test_bad_lambda_per_teacher_is_reported(edit: dict[str, Any], message: str) 
 
 
 def test_an_extra_system_is_a_baseline_with_its_own_student_and_recipe() -> None:
-    from east_ray.train.trainer import TrialSpec
+    from east_ray.train.trial import TrialSpec
 
     spec = load_study("openmic")
     cells = expand_cells(spec)

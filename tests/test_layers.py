@@ -35,7 +35,7 @@ def test_the_package_keeps_its_layers() -> None:
     ("module", "line", "contract"),
     [
         ("train/trainer.py", "import ray", "training imports no Ray"),
-        ("config.py", "import east_ray.models", "a spec loads without torch or Ray"),
+        ("config/spec.py", "import east_ray.models", "a spec loads without torch or Ray"),
         ("data/parquet.py", "import east_ray.train.trainer", "layers: study > results > train"),
         ("train/trainer.py", "import east_ray.results", "layers: study > results > train"),
         ("results.py", "import east_ray.study.results", "layers: study > results > train"),

@@ -22,9 +22,11 @@ from east_ray.data.prepare import ShardJob
 from east_ray.data.spectra import SPECTRA, MissingSpectraError, check_spectra
 from east_ray.data.spectra_prepare import build_spectra_shard, prepare_spectra
 from east_ray.errors import BadValueError
-from east_ray.train import trainer
+from east_ray.train import inputs, trainer
 from east_ray.train.data import TrialData, epoch_batches, load_trial_data, make_batch
-from east_ray.train.trainer import TrialSpec, _inputs, train
+from east_ray.train.inputs import inputs_on
+from east_ray.train.trainer import train
+from east_ray.train.trial import TrialSpec
 from tests.release_fixtures import TEST_FEATURES
 
 AUTHORS = JITTER["authors"]
@@ -66,7 +68,7 @@ def with_spectra(prepared: Path) -> Path:
 
 def _jittered(data: TrialData, rows: np.ndarray, jitter: np.ndarray) -> torch.Tensor:
     batch = make_batch(data, rows, jitter=jitter)
-    return _inputs(batch, torch.device("cpu"), TEST_FEATURES).x
+    return inputs_on(batch, torch.device("cpu"), TEST_FEATURES).x
 
 
 def test_the_drawn_edges_follow_the_authors_ranges_and_reach_both_ends() -> None:
@@ -199,7 +201,7 @@ def test_off_trains_exactly_as_before_jitter_existed(
         raise AssertionError("the jitter path ran with mel_jitter off")
 
     monkeypatch.setattr(trainer, "epoch_batches", as_before)
-    monkeypatch.setattr(trainer, "jittered_logmel", never)
+    monkeypatch.setattr(inputs, "jittered_logmel", never)
     monkeypatch.setattr(meljitter, "draw_jitter", never)
     enforced = train(spec, data, tmp_path / "enforced")
     assert len(calls) == 2
@@ -218,7 +220,7 @@ def test_off_trains_exactly_as_before_jitter_existed(
         assert batch.rows.tolist() == order[4 * b : 4 * b + 4].tolist()
         assert batch.partner is not None
         assert batch.partner.rows.tolist() == partners[b, : len(batch.rows)].tolist()
-        x = _inputs(batch, torch.device("cpu"), TEST_FEATURES).x
+        x = inputs_on(batch, torch.device("cpu"), TEST_FEATURES).x
         assert torch.equal(x, torch.from_numpy(batch.logmel).float())
 
 

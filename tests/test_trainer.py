@@ -32,20 +32,18 @@ from east_ray.train.data import (
     load_trial_data,
     make_batch,
 )
-from east_ray.train.result import RunResult
-from east_ray.train.teacher_lr import fit_teacher_lr
-from east_ray.train.trainer import (
+from east_ray.train.inputs import (
     MASK_FILL,
-    NonFiniteLossError,
-    TrialSpec,
-    _Inputs,
-    _Run,
+    Inputs,
     autocast,
     limit_gpu_memory,
     mixup,
     spec_augment,
-    train,
 )
+from east_ray.train.result import RunResult
+from east_ray.train.teacher_lr import fit_teacher_lr
+from east_ray.train.trainer import NonFiniteLossError, _Run, train
+from east_ray.train.trial import TrialSpec
 from tests.release_fixtures import OPENMIC_CLASSES, TEST_FEATURES
 
 RECIPE = Recipe(
@@ -246,8 +244,8 @@ def test_mixup_mixes_each_row_with_its_partner_by_one_weight(seed: int) -> None:
     torch.manual_seed(seed)
     b, c = 8, 5
 
-    def inputs(x: float) -> _Inputs:
-        return _Inputs(
+    def inputs(x: float) -> Inputs:
+        return Inputs(
             torch.full((b, 3, 4), x),
             torch.rand(b, c),
             torch.rand(b, c) < 0.5,
@@ -353,7 +351,7 @@ def test_augmentation_copies_only_the_batch_to_the_device(
     are made on the device: the only host→device copies of an augmented batch are its own
     arrays and its partners'. On a GPU a draw on the host would be one more copy a step
     (the CUDA test below checks that nothing waits on the device)."""
-    from east_ray.train import trainer
+    from east_ray.train import inputs
 
     copies: list[tuple[int, ...]] = []
 
@@ -361,7 +359,7 @@ def test_augmentation_copies_only_the_batch_to_the_device(
         copies.append(tuple(t.shape))
         return t
 
-    monkeypatch.setattr(trainer, "_to_device", to_device)
+    monkeypatch.setattr(inputs, "_to_device", to_device)
     torch.manual_seed(0)
     run = _mix_run(prepared, tmp_path, mixup_partner=partner)
     batch = _const_batch(1.0, partner=_const_batch(0.0) if partner == "training_set" else None)

@@ -35,7 +35,8 @@ from east_ray.train.data import (
     needs_teacher_seq,
 )
 from east_ray.train.teacher_lr import load_teacher_logits
-from east_ray.train.trainer import TrialSpec, train
+from east_ray.train.trainer import train
+from east_ray.train.trial import TrialSpec
 
 logger = logging.getLogger(__name__)
 

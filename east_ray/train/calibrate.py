@@ -13,7 +13,7 @@ import torch
 from east_ray.config import StudySpec
 from east_ray.losses import masked_bce
 from east_ray.models import build_student
-from east_ray.train.trainer import adam
+from east_ray.train.inputs import adam
 
 
 def bare_step(

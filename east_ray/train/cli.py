@@ -12,7 +12,8 @@ from east_ray.config import expand_cells, load_study
 from east_ray.data.parquet import read_meta
 from east_ray.errors import UnknownNameError
 from east_ray.train.data import load_trial_data
-from east_ray.train.trainer import TrialSpec, train
+from east_ray.train.trainer import train
+from east_ray.train.trial import TrialSpec
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,10 @@ need CUDA).
 `CompiledStep(fn, model, mode, name)` runs one training step's forward and loss (`fn`, which
 returns `LossTerms`) and its backward. Shapes are fixed (`dynamic=False`): an epoch's
 last, smaller training batch runs eager (`eager`), so one graph serves a whole run;
-evaluation calls the eager `fn`.
+evaluation calls the eager `fn`: its last batch is smaller, which a fixed-shape graph
+would compile again for, padding it would change the validation loss of the batch-wise
+regularizers (dCor, Cos-Diff compare the rows of a batch), and it is a small part of an
+epoch (README "Runtime options").
 Compiling happens during the first step (the forward at the call, the backward at
 `.backward()`), so that step is the guarded one: if torch.compile is unavailable or the
 first step raises (no C++ compiler, an op inductor cannot lower), one warning names the

@@ -1,4 +1,5 @@
-"""What one trial reads: spectrogram stores, labels, subset rows, teacher arrays; batches.
+"""What one trial reads: spectrogram stores, labels, subset rows, teacher arrays; batches;
+its test clips' scores as `ScoredClips`.
 
 Memory model. The spectrograms are the only large array (OpenMIC: 20,000 × 128 × 1000
 float16 = 5.1 GB). Under Ray, the study reads the Parquet shards once with Ray Data and
@@ -39,6 +40,7 @@ from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
 from east_ray.data.spectra import read_spectra
 from east_ray.errors import BadValueError
+from east_ray.stats import ScoredClips
 from east_ray.teachers.registry import get_teacher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.teacher_lr import load_teacher_logits
@@ -319,3 +321,16 @@ def eval_batches(
     """`rows` in order, in batches (the last one may be smaller)."""
     for start in range(0, len(rows), batch_size):
         yield make_batch(data, rows[start : start + batch_size], alloc=alloc)
+
+
+def scored_clips(data: TrialData, scores: np.ndarray, threshold: float) -> ScoredClips:
+    """The test clips' scores with their ids, class names, labels and label mask."""
+    rows, table = data.test_rows, data.labels
+    return ScoredClips(
+        clip_ids=np.asarray(table.clip_ids, dtype=str)[rows],
+        classes=table.classes,
+        scores=scores,
+        labels=table.labels[rows],
+        mask=table.mask[rows],
+        threshold=threshold,
+    )

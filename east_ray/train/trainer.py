@@ -18,18 +18,8 @@ KD) alone. An epoch that `max_steps` cuts short is not validated, so it cannot b
 selected, as in the authors' loop (`recipe.partial_epoch = "validate"` validates it); a
 cap inside the first epoch validates it, the only weights there are to select.
 
-Augmentation, by default the authors' (DESIGN §1): each example gets one frequency and
-one time mask (SpecAugment) in the log-power domain, before normalisation, so a stripe
-holds log-power 0, i.e. (0 + NORM_SHIFT) / NORM_SCALE in the stored units; its mixup
-partner, drawn uniformly from the training subset (`epoch_batches(partners=True)`), gets
-masks of its own; then the two are mixed, λ ~ Beta(α, α), λ = max(λ, 1 − λ): log-mel,
-labels, teacher sequences and logits, with the label masks OR-ed. `recipe.specaug_on =
-"mixed_input"` masks the mixed input instead, stripes 0 (the normalisation's mean), and
-`recipe.mixup_partner = "batch"` mixes with a permutation of the batch. With
-`recipe.mel_jitter = "authors"` a training example's log-mel, and its partner's, is first
-computed on the device from the clip's stored STFT magnitudes with a filterbank of its own
-(band edges drawn per clip by `epoch_batches`; east_ray.data.meljitter), as the authors
-did; "off" (the default) trains on the stored log-mels, unchanged bit for bit.
+Augmentation and the step's inputs on the device (masks, mixup, mel-band jitter, page-locked
+gathering) are `east_ray.train.inputs`'; this module runs the recipe around them.
 
 Resuming from a checkpoint replays the same batches and random numbers, so on the CPU
 the final metrics equal those of an uninterrupted run. The previous epoch's checkpoint is
@@ -45,20 +35,9 @@ The forward pass runs in fp32 (on CUDA PyTorch's default, the authors': TF32 in 
 convolutions, float32 matmuls; `recipe.precision = "tf32"` allows TF32 matmuls too) or,
 with "bf16", under bf16 autocast; the losses are computed in fp32 either way.
 
-A training step's forward and loss run under torch.compile as `recipe.compile` says (by
-default on CUDA only; `east_ray.train.compiled`, which falls back to eager with one warning
-when compiling fails). The compiled function calls `self.model` itself, so the checkpoints
-hold the plain module's keys. Evaluation runs eager: its last batch is smaller, which a
-fixed-shape graph would compile again for, and padding it would change the validation loss
-of the batch-wise regularizers (dCor, Cos-Diff compare the rows of a batch); it is a
-forward pass over the validation split, a small part of an epoch (README "Runtime options").
-
-On a GPU the host runs one step ahead: a thread gathers the next batches straight into
-page-locked memory (`east_ray.train.prefetch`) while the step's kernels are launched, and
-they are copied without waiting for the device; the augmentation's random draws (mask
-widths and positions, mixup weights, in-batch partners) are made on the device, so a step
-copies only its batch's own arrays to it; Adam is the fused kernel; and a step's losses are
-read back (the step's only synchronisation) after the next step is queued.
+A training step's forward and loss run under torch.compile as `recipe.compile` says
+(`east_ray.train.compiled`: by default on CUDA only, eager fallback, plain checkpoint
+keys); evaluation runs eager.
 """
 
 from __future__ import annotations
@@ -69,45 +48,52 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
-from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
-from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
-from east_ray.data.meljitter import JITTER, JitterRanges, jittered_logmel
+from east_ray.data.meljitter import JITTER, JitterRanges
 from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.errors import BadValueError, UserError
-from east_ray.losses import LossSpec, LossTerms, east_loss
+from east_ray.losses import LossTerms, east_loss
 from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
-from east_ray.stats import ScoredClips
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import (
-    Alloc,
     Batch,
     TrialData,
     batches_per_epoch,
     epoch_batches,
     eval_batches,
+    scored_clips,
+)
+from east_ray.train.inputs import (
+    MASK_FILL,
+    Inputs,
+    adam,
+    autocast,
+    batch_alloc,
+    inputs_on,
+    limit_gpu_memory,
+    mixup,
+    pick_device,
+    prefetch_depth,
+    spec_augment,
+    take_rows,
 )
 from east_ray.train.prefetch import prefetched
 from east_ray.train.result import METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
+from east_ray.train.tensorboard import write_hparams
+from east_ray.train.trial import TrialSpec
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the generation before CHECKPOINT
-# The value a SpecAugment stripe holds, in the stored (normalised) log-mel units, for each
-# `recipe.specaug_on`. Masking is a replacement, so writing normalise(0) into a normalised
-# log-mel equals writing log-power 0 before the affine normalisation, as the authors did.
-MASK_FILL = {"log_power": (0.0 + NORM_SHIFT) / NORM_SCALE, "mixed_input": 0.0}
 
 logger = logging.getLogger(__name__)
 
@@ -116,59 +102,6 @@ Report = Callable[[dict[str, float], Path], None]
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or Inf; the message names the step and each term."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialSpec:
-    """Everything that defines one training run (a study cell plus the study's settings)."""
-
-    cell: Cell
-    recipe: Recipe
-    features: Features
-    num_classes: int
-    student_options: dict[str, int | float | str | bool] = dataclasses.field(default_factory=dict)
-    max_epochs: int | None = None  # a cap on top of recipe.max_steps (tests, smoke runs)
-    gpu_fraction: float = 1.0  # this process's share of the GPU memory
-
-    def __post_init__(self) -> None:
-        problems = recipe_choice_problems(self.recipe)
-        if problems:
-            raise BadValueError(f"cell {self.cell.cell_id}: {'; '.join(problems)}")
-
-    @classmethod
-    def for_cell(
-        cls,
-        spec: StudySpec,
-        cell: Cell,
-        num_classes: int,
-        *,
-        max_epochs: int | None = None,
-        gpu_fraction: float = 1.0,
-    ) -> TrialSpec:
-        """The run of `cell` with its study's recipe, features and student options (an
-        extra system's own, for its cells)."""
-        if cell.extra_system:
-            spec = spec.for_system(cell.extra_system)
-        return cls(
-            cell,
-            spec.recipe,
-            spec.features,
-            num_classes,
-            dict(spec.student_options),
-            max_epochs=max_epochs,
-            gpu_fraction=gpu_fraction,
-        )
-
-    def loss_spec(self) -> LossSpec:
-        return LossSpec(
-            self.cell.regularizer,
-            self.cell.stage,
-            self.cell.lam,
-            self.recipe.kd_temperature,
-            self.recipe.kd_weight_in_dcor_kd,
-            self.recipe.kd_mask,
-            alignment=self.recipe.alignment,
-        )
 
 
 class StepLoss(NamedTuple):
@@ -188,159 +121,6 @@ class _State(Selection):
     best_val: dict[str, float] = dataclasses.field(default_factory=dict)
     wall_seconds: float = 0.0
     stopped: str = ""
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def limit_gpu_memory(fraction: float, device: torch.device) -> None:
-    """Cap this process's CUDA allocations at `fraction` of the device (a fractional-GPU
-    trial); nothing on a CPU or for a whole GPU."""
-    if device.type != "cuda" or fraction >= 1.0:
-        return
-    # torch refuses a bare "cuda" device here: it needs the index.
-    index = torch.cuda.current_device() if device.index is None else device.index
-    torch.cuda.set_per_process_memory_fraction(fraction, index)
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host → device without waiting for the device to go idle: a copy from pageable memory
-    first waits for the stream to drain, one from pinned memory is queued behind it
-    (`pin_memory` returns a tensor that is pinned already as it is)."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
-
-
-def _pinned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An empty page-locked array (`data.Alloc`): batches gathered into it reach the GPU in
-    one copy; the caching host allocator reuses its memory once the copy is done."""
-    like = torch.from_numpy(np.empty(0, dtype=dtype))
-    return torch.empty(shape, dtype=like.dtype, pin_memory=True).numpy()
-
-
-def batch_alloc(device: torch.device) -> Alloc:
-    """Where `device`'s batches are gathered: page-locked memory for a GPU."""
-    return _pinned_empty if device.type == "cuda" else np.empty
-
-
-def prefetch_depth(device: torch.device) -> int:
-    """How many batches a thread gathers ahead on `device`: two on a GPU, where the host's
-    gathering and launching bound the step; none on the CPU, where the step's own threads
-    use the cores."""
-    return 2 if device.type == "cuda" else 0
-
-
-def adam(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Adam:
-    """The recipe's Adam; on CUDA the fused kernel (one launch for every parameter, the
-    same update), on the CPU the default implementation."""
-    fused = True if device.type == "cuda" else None
-    return torch.optim.Adam(
-        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused
-    )
-
-
-def _tensor(x: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
-    if x is None:
-        return None
-    return _to_device(torch.from_numpy(np.ascontiguousarray(x)), device).float()
-
-
-@dataclasses.dataclass
-class _Inputs:
-    x: torch.Tensor
-    labels: torch.Tensor
-    mask: torch.Tensor
-    teacher_seq: torch.Tensor | None
-    teacher_logits: torch.Tensor | None
-
-
-def _inputs(batch: Batch, device: torch.device, features: Features | None = None) -> _Inputs:
-    """`batch` on `device`: its stored log-mels, or with mel-band jitter (a training batch
-    with `magnitude`) log-mels computed there with each clip's jittered filterbank from
-    its STFT magnitudes (`features`: the dataset's)."""
-    x: torch.Tensor | None
-    if batch.magnitude is not None and batch.jitter is not None:
-        if features is None:
-            raise ValueError("a batch with mel-band jitter needs the features to compute")
-        x = jittered_logmel(
-            _to_device(torch.from_numpy(batch.magnitude), device),
-            _to_device(torch.from_numpy(batch.jitter), device),
-            features,
-        )
-    else:
-        x = _tensor(batch.logmel, device)
-    labels = _tensor(batch.labels, device)
-    assert x is not None and labels is not None
-    return _Inputs(
-        x,
-        labels,
-        _to_device(torch.from_numpy(batch.mask), device),
-        _tensor(batch.teacher_seq, device),
-        _tensor(batch.teacher_logits, device),
-    )
-
-
-def _take(inp: _Inputs, index: torch.Tensor) -> _Inputs:
-    """Rows `index` `(B,)` of every input."""
-
-    def take(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[index]
-
-    return _Inputs(
-        inp.x[index],
-        inp.labels[index],
-        inp.mask[index],
-        take(inp.teacher_seq),
-        take(inp.teacher_logits),
-    )
-
-
-def mixup(inp: _Inputs, partner: _Inputs, alpha: float) -> _Inputs:
-    """Mix row i of `inp` with row i of `partner` (same shapes): λ_i ~ Beta(α, α),
-    λ_i = max(λ_i, 1 − λ_i); log-mel, labels, teacher sequences and logits mixed, masks OR-ed."""
-    # drawn where the batch is, without checking the arguments: the check would read a
-    # device tensor back, a synchronisation every step
-    concentration = torch.full((inp.x.shape[0],), alpha, device=inp.x.device)
-    lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
-    lam = torch.maximum(lam, 1 - lam)
-
-    def mix(t: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None or u is None:
-            return None
-        w = lam.view(-1, *([1] * (t.ndim - 1)))
-        return w * t + (1 - w) * u
-
-    x, labels = mix(inp.x, partner.x), mix(inp.labels, partner.labels)
-    assert x is not None and labels is not None
-    return _Inputs(
-        x,
-        labels,
-        inp.mask | partner.mask,
-        mix(inp.teacher_seq, partner.teacher_seq),
-        mix(inp.teacher_logits, partner.teacher_logits),
-    )
-
-
-def spec_augment(x: torch.Tensor, freq: int, time_: int, fill: float) -> torch.Tensor:
-    """One frequency and one time mask per example of `x` `(B, F, T)`, widths drawn
-    uniformly below `freq` / `time_` bins (torchaudio's rule, as the authors'), set to `fill`."""
-    y = x.unsqueeze(1)
-    if freq > 0:
-        y = AF.mask_along_axis_iid(y, freq, fill, 2)
-    if time_ > 0:
-        y = AF.mask_along_axis_iid(y, time_, fill, 3)
-    return y.squeeze(1)
-
-
-def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
-    """The forward pass's context for `recipe.precision`: bf16 autocast on `device` for
-    "bf16" (CPU autocast included, so a CPU run is what was asked for), none for "fp32" and
-    "tf32"."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 class _Run:
@@ -384,13 +164,13 @@ class _Run:
     def autocast(self) -> AbstractContextManager[Any]:
         return autocast(self.spec.recipe.precision, self.device)
 
-    def loss(self, inp: _Inputs) -> tuple[StudentOutput, LossTerms]:
+    def loss(self, inp: Inputs) -> tuple[StudentOutput, LossTerms]:
         """Forward pass (in the recipe's precision) and the composite loss, in float32."""
         with self.autocast():
             out = self.model(inp.x)
         return out, self.loss_of(out, inp)
 
-    def loss_of(self, out: StudentOutput, inp: _Inputs) -> LossTerms:
+    def loss_of(self, out: StudentOutput, inp: Inputs) -> LossTerms:
         """The composite loss of the student's output `out` on `inp`, in float32."""
         return east_loss(
             out,
@@ -404,7 +184,7 @@ class _Run:
             teacher_logits=inp.teacher_logits,
         )
 
-    def training_loss(self, inp: _Inputs) -> LossTerms:
+    def training_loss(self, inp: Inputs) -> LossTerms:
         """Forward and loss of a training step on `inp`: what `recipe.compile` compiles."""
         return self.loss(inp)[1]
 
@@ -432,28 +212,28 @@ class _Run:
         r = self.spec.recipe
         return spec_augment(x, r.specaug_freq, r.specaug_time, MASK_FILL[r.specaug_on])
 
-    def partners(self, batch: Batch, inp: _Inputs) -> _Inputs:
+    def partners(self, batch: Batch, inp: Inputs) -> Inputs:
         """Row i's mixup partner: row i of `batch.partner` (drawn from the training subset),
         masked like an example but with masks of its own; or, with `mixup_partner = "batch"`,
         a row of `inp` itself (already masked when masks come first)."""
         r = self.spec.recipe
         if r.mixup_partner == "batch":
-            return _take(inp, torch.randperm(len(batch.rows), device=self.device))
+            return take_rows(inp, torch.randperm(len(batch.rows), device=self.device))
         if batch.partner is None:
             raise ValueError(
                 'recipe.mixup_partner "training_set" needs batches with partners: '
                 "epoch_batches(..., partners=True) or make_batch(data, rows, partner_rows)"
             )
-        partner = _inputs(batch.partner, self.device, self.spec.features)
+        partner = inputs_on(batch.partner, self.device, self.spec.features)
         if r.specaug_on == "log_power":
             partner.x = self.mask(partner.x)
         return partner
 
-    def augment(self, batch: Batch) -> _Inputs:
+    def augment(self, batch: Batch) -> Inputs:
         """`batch` as the student sees it in training (module doc: masks, then mixup, or
         mixup, then masks)."""
         r = self.spec.recipe
-        inp = _inputs(batch, self.device, self.spec.features)
+        inp = inputs_on(batch, self.device, self.spec.features)
         if r.specaug_on == "log_power":
             inp.x = self.mask(inp.x)
         if r.mixup_alpha > 0:
@@ -517,7 +297,7 @@ class _Run:
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
             batches = eval_batches(self.data, rows, self.spec.recipe.batch_size, self.alloc)
             for batch in prefetched(batches, self.prefetch):
-                out, terms = self.loss(_inputs(batch, self.device))
+                out, terms = self.loss(inputs_on(batch, self.device))
                 losses.append(terms.total.detach())
                 sizes.append(len(batch.rows))
                 scores.append(torch.sigmoid(out.logits.float()))
@@ -612,38 +392,6 @@ def _epochs(run: _Run) -> Iterator[int]:
         yield epoch
 
 
-def _write_hparams(
-    writer: SummaryWriter, cell: Cell, test: dict[str, float], best_val_map: float
-) -> None:
-    """The cell's axes and its final metrics for TensorBoard's HParams tab (one session
-    per run folder, so every trial of a study compares side by side)."""
-    axes = {
-        k: ("-" if v is None else v) for k, v in dataclasses.asdict(cell).items() if k != "student"
-    }
-    metrics = {f"final/test_{k}": test[k] for k in METRIC_KEYS}
-    metrics["final/best_val_mAP"] = best_val_map
-    # through this run's own writer: `add_hparams` would open a second event file
-    file_writer = writer.file_writer
-    assert file_writer is not None  # a SummaryWriter opens its file when constructed
-    for summary in hparams(axes, metrics):
-        file_writer.add_summary(summary)
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value)
-
-
-def _scored(data: TrialData, scores: np.ndarray, threshold: float) -> ScoredClips:
-    """The test clips' scores with their ids, class names, labels and label mask."""
-    rows, table = data.test_rows, data.labels
-    return ScoredClips(
-        clip_ids=np.asarray(table.clip_ids, dtype=str)[rows],
-        classes=table.classes,
-        scores=scores,
-        labels=table.labels[rows],
-        mask=table.mask[rows],
-        threshold=threshold,
-    )
-
-
 def train(
     spec: TrialSpec,
     data: TrialData,
@@ -724,8 +472,8 @@ def train(
         run.model.load_state_dict(run.best_weights)
         _, test, scores = run.evaluate_rows(data.test_rows)
         # before the caller's result.json: a finished cell always has its scores
-        write_scores(_scored(data, scores, r.f1_threshold), run_dir / SCORES)
-        _write_hparams(run.writer, spec.cell, test, run.state.best_map)
+        write_scores(scored_clips(data, scores, r.f1_threshold), run_dir / SCORES)
+        write_hparams(run.writer, spec.cell, test, run.state.best_map)
     finally:
         run.writer.close()
     s = run.state

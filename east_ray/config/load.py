@@ -1,284 +1,46 @@
-"""Study specs: typed, frozen dataclasses loaded from TOML, validated all at once.
+"""Reading a study file: a small typed reader driven by the dataclass annotations of
+`east_ray.config.spec`, validation that reports every problem at once (`SpecError`), and
+`extends` / `includes` between study files.
 
-A study file (`studies/<name>.toml`) names the dataset, the student, the log-mel
-features, the training recipe, the per-trial resources and the grid axes. `load_study`
-returns a `StudySpec` or raises `SpecError` listing *every* problem, each with the field,
-the bad value and what was expected; an unknown key is an error, so a typo never passes
-silently. A study file may instead list other studies (`includes = ["openmic",
-"magnatagatune"]`); `load_parts` returns every study a file names as one `Study`.
-
-The grid is expanded into canonical `Cell`s by `expand_cells`: axes that do not apply to
-a regularizer collapse (the baseline has no teacher, stage or λ; kd has no stage), and a
-non-baseline cell with λ = 0 *is* the baseline. Each cell carries a stable id derived
-from its content.
+`load_study` returns a `StudySpec` or raises `SpecError` listing *every* problem, each with
+the field, the bad value and what was expected; an unknown key is an error, so a typo
+never passes silently. A study file may instead list other studies (`includes =
+["openmic", "magnatagatune"]`); `load_parts` returns every study a file names as one
+`Study`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from east_ray.errors import BadValueError
+from east_ray.config.spec import (
+    DATASETS,
+    RECIPE_CHOICES,
+    REGULARIZERS,
+    STAGES,
+    STUDENT_N_MELS,
+    STUDENT_OPTIONS,
+    STUDENTS,
+    TEACHERS,
+    USES_STAGE,
+    USES_TEACHER,
+    Recipe,
+    SpecError,
+    StudySpec,
+    TeacherLRRecipe,
+)
 
-DATASETS = ("openmic", "magnatagatune", "synthmic")
-# The students (with the options each accepts) and teachers a spec may name, as plain data
-# so that loading a spec imports no torch; tests/test_config.py checks them against the
-# registries that build them (east_ray.models, east_ray.teachers).
-STUDENT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "cp_resnet": ("rho", "base_channels"),
-    "mobile_fcn": ("n_mels", "dropout"),
-}
-STUDENTS = tuple(STUDENT_OPTIONS)
-# The mel-band counts a student's pooling is built for (students not listed take any).
-STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
-TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
-REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
-STAGES = ("final", "all")
-# What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
-SEQUENCE_REGULARIZERS = ("cos_diff", "dcor", "dcor_kd")
-LOGIT_REGULARIZERS = ("kd", "dcor_kd")
-# Which grid axes each regularizer uses; the others collapse.
-USES_TEACHER = {r: r in SEQUENCE_REGULARIZERS + LOGIT_REGULARIZERS for r in REGULARIZERS}
-USES_STAGE = {r: r in SEQUENCE_REGULARIZERS for r in REGULARIZERS}
-# Every (regularizer, stage) system a grid can contain.
-SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] else (None,)))
-
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-# a study's name is a folder name under the results storage
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME_RULE = "letters, digits, '_', '.' or '-' (a folder name), starting with a letter or digit"
-
-
-class SpecError(BadValueError):
-    """A study spec with one or more problems; `problems` lists each of them."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s) in study spec:\n{lines}")
-
-
-@dataclass(frozen=True)
-class Features:
-    """Audio decoding and log-mel parameters (DESIGN §1)."""
-
-    sample_rate: int
-    n_mels: int
-    f_max: float
-    clip_seconds: float
-    n_fft: int = 1024
-    win_length: int = 800
-    hop_length: int = 320
-    f_min: float = 0.0
-
-    @property
-    def hop_seconds(self) -> float:
-        """Seconds between two log-mel frames."""
-        return self.hop_length / self.sample_rate
-
-    @property
-    def frames(self) -> int:
-        """Log-mel frames of a clip (the centred STFT's last frame dropped)."""
-        return round(self.clip_seconds * self.sample_rate) // self.hop_length
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The training recipe shared by every trial of a study (DESIGN §1 table)."""
-
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 16
-    grad_clip: float = 1.0
-    plateau_factor: float = 0.2
-    plateau_patience: int = 8
-    early_stop_patience: int = 15
-    max_steps: int = 80_000
-    mixup_alpha: float = 0.3
-    specaug_freq: int = 48
-    specaug_time: int = 192
-    kd_temperature: float = 2.0
-    kd_weight_in_dcor_kd: float = 0.3
-    f1_threshold: float = 0.4
-    # Named options (RECIPE_CHOICES): the defaults are the authors' (DESIGN §1), the other
-    # values ours, each listed with its reason in the README's method differences.
-    specaug_on: str = "log_power"  # "mixed_input": mask after mixup, stripes 0 (the mean)
-    mixup_partner: str = "training_set"  # "batch": partners permuted within the batch
-    precision: str = "fp32"  # "tf32": TF32 matmuls on CUDA too; "bf16": bf16 autocast
-    kd_mask: str = "labelled"  # "all": KD averaged over every entry, labelled or not
-    alignment: str = "authors"  # "time": frames covering the same audio (east_ray.losses)
-    # The one named option whose default is not the authors': "authors" jitters each
-    # training clip's mel band edges (f_min + U{0…19} Hz, f_max − U{0…1999} Hz) as they did,
-    # from stored STFT magnitudes (east_ray.data.meljitter, east_ray.data.spectra); "off"
-    # trains on the stored log-mels, which need no extra preparation or storage.
-    mel_jitter: str = "off"
-    last_batch: str = "keep"  # "drop": an epoch's last, smaller training batch is left out
-    partial_epoch: str = "skip"  # "validate": an epoch cut by max_steps is validated too
-    # A runtime option (RUNTIME_OPTIONS; README "Runtime options"). torch.compile of the
-    # student's forward and the loss (east_ray.train.compiled): "auto" compiles with
-    # "reduce-overhead" (CUDA graphs) on CUDA and runs eager on the CPU, where compiling
-    # costs more than it saves (README, bench.trainer); "off", "default" or
-    # "reduce-overhead" on any device.
-    compile: str = "auto"
-
-
-# The values each named option of `Recipe` accepts; the first is the default.
-RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
-    "specaug_on": ("log_power", "mixed_input"),
-    "mixup_partner": ("training_set", "batch"),
-    "precision": ("fp32", "tf32", "bf16"),
-    "kd_mask": ("labelled", "all"),
-    "alignment": ("authors", "time"),
-    "mel_jitter": ("off", "authors"),
-    "last_batch": ("keep", "drop"),
-    "partial_epoch": ("skip", "validate"),
-    "compile": ("auto", "off", "default", "reduce-overhead"),
-}
-# The named options that change how fast a trial runs, not its result: a results folder
-# does not record them (`spec.json`, east_ray.study.results), so a study resumes under
-# another value, and they have no row in the README's method differences.
-RUNTIME_OPTIONS = ("compile",)
-
-
-@dataclass(frozen=True)
-class TeacherLRRecipe:
-    """How Teacher_LR is fitted (DESIGN §1): SGD without weight decay, ReduceLROnPlateau and
-    early stopping on the validation loss, at most `max_steps` optimiser steps."""
-
-    lr: float = 0.1
-    # teacher name → lr; the authors used 0.2 for OpenMIC-VGGish and MTAT-PaSST
-    lr_by_teacher: dict[str, float] = field(default_factory=dict)
-    batch_size: int = 16
-    grad_clip: float = 1.0
-    plateau_factor: float = 0.1
-    plateau_patience: int = 1
-    early_stop_patience: int = 3
-    max_steps: int = 80_000
-
-    def lr_for(self, teacher: str) -> float:
-        """The learning rate used for `teacher`'s Teacher_LR."""
-        return float(self.lr_by_teacher.get(teacher, self.lr))
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one trial reserves on the cluster."""
-
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The scientific axes of the study; their product is expanded into cells."""
-
-    regularizers: tuple[str, ...]
-    teachers: tuple[str, ...] = ()
-    stages: tuple[str, ...] = ("final",)
-    lams: tuple[float, ...] = ()
-    # one fixed λ for a teacher (the authors fixed λ per teacher); the others use `lams`
-    lam_by_teacher: dict[str, float] = field(default_factory=dict)
-
-    def lams_of(self, teacher: str | None) -> tuple[float, ...]:
-        """The λ values a teacher's cells take."""
-        if teacher in self.lam_by_teacher:
-            return (self.lam_by_teacher[teacher],)
-        return self.lams
-
-    fractions: tuple[float, ...] = (1.0,)
-    seeds: tuple[int, ...] = (1223,)
-
-
-@dataclass(frozen=True)
-class ExtraSystem:
-    """A named baseline row of the tables beside the grid's systems (no teacher, λ = 0)
-    with its own student options and recipe changes, e.g. the authors' released baseline
-    configuration; it runs once per fraction × seed."""
-
-    name: str
-    student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
-    recipe: dict[str, int | float | str | bool] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """One study: what to train, on what, with which recipe, over which grid."""
-
-    name: str
-    dataset: str
-    student: str
-    features: Features
-    grid: Grid
-    recipe: Recipe = field(default_factory=Recipe)
-    teacher_lr: TeacherLRRecipe = field(default_factory=TeacherLRRecipe)
-    resources: Resources = field(default_factory=Resources)
-    student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
-    systems: tuple[ExtraSystem, ...] = ()
-
-    def for_system(self, name: str) -> StudySpec:
-        """This study as extra system `name` trains: its student options and recipe."""
-        extra = next(x for x in self.systems if x.name == name)
-        hints = typing.get_type_hints(Recipe)
-        changes: dict[str, Any] = {
-            k: float(v) if hints[k] is float else v for k, v in extra.recipe.items()
-        }
-        return dataclasses.replace(
-            self,
-            recipe=dataclasses.replace(self.recipe, **changes),
-            student_options={**self.student_options, **extra.student_options},
-            systems=(),
-        )
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One canonical grid cell: a single training run of the study."""
-
-    dataset: str
-    student: str
-    regularizer: str
-    teacher: str | None
-    stage: str | None
-    lam: float
-    fraction: float
-    seed: int
-    extra_system: str = ""  # the name of an ExtraSystem; "" for a grid cell
-
-    @property
-    def cell_id(self) -> str:
-        """Readable, stable id: the axes that apply, then a hash of the whole content."""
-        parts = [_slug(self.extra_system)] if self.extra_system else []
-        parts.append(self.regularizer)
-        if self.stage is not None:
-            parts.append(self.stage)
-        if self.teacher is not None:
-            parts += [self.teacher, f"lam{self.lam:g}"]
-        parts += [f"frac{self.fraction:g}", f"seed{self.seed}"]
-        fields = dataclasses.asdict(self)
-        if not self.extra_system:  # grid cells keep the ids they had before extra systems
-            del fields["extra_system"]
-        content = json.dumps(fields, sort_keys=True)
-        digest = hashlib.sha1(content.encode()).hexdigest()[:8]
-        return "-".join([*parts, digest])
-
-
-def _slug(name: str) -> str:
-    """`Baseline (authors' config)` → `baseline_authors_config`."""
-    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
-
-
-# ---------------------------------------------------------------------------------------
-# Loading: a small typed reader driven by the dataclass annotations.
 
 
 _TYPE_NAMES = {
@@ -684,40 +446,3 @@ def load_parts(name_or_path: str | Path) -> Study:
             str(path), [f"includes: the parts' names must differ, got {', '.join(names)}"]
         )
     return Study(name, parts)
-
-
-def expand_cells(spec: StudySpec) -> list[Cell]:
-    """The canonical cells of a study, deduplicated, in a stable order."""
-    g = spec.grid
-    cells: dict[Cell, None] = {}
-    for fraction in g.fractions:
-        for seed in g.seeds:
-            for reg in g.regularizers:
-                teachers: tuple[str | None, ...] = g.teachers if USES_TEACHER[reg] else (None,)
-                stages: tuple[str | None, ...] = g.stages if USES_STAGE[reg] else (None,)
-                for teacher in teachers:
-                    for stage in stages:
-                        for lam in g.lams_of(teacher) if USES_TEACHER[reg] else (0.0,):
-                            cell = Cell(
-                                spec.dataset, spec.student, reg, teacher, stage, lam, fraction, seed
-                            )
-                            if lam == 0.0:  # no regularisation at all: that is the baseline
-                                cell = dataclasses.replace(
-                                    cell, regularizer="none", teacher=None, stage=None
-                                )
-                            cells[cell] = None
-            for extra in spec.systems:
-                cells[
-                    Cell(
-                        spec.dataset,
-                        spec.student,
-                        "none",
-                        None,
-                        None,
-                        0.0,
-                        fraction,
-                        seed,
-                        extra.name,
-                    )
-                ] = None
-    return list(cells)

@@ -1,0 +1,79 @@
+"""Study specs: typed, frozen dataclasses loaded from TOML, validated all at once.
+
+A study file (`studies/<name>.toml`) names the dataset, the student, the log-mel
+features, the training recipe, the per-trial resources and the grid axes.
+`east_ray.config.spec` holds the types, the names each axis accepts and the grid's
+canonical cells (`expand_cells`); `east_ray.config.load` reads and checks a file
+(`load_study`, `load_parts`), reporting every problem at once (`SpecError`). Import
+either from here.
+"""
+
+from east_ray.config.load import (
+    STUDIES_DIR,
+    Study,
+    load_parts,
+    load_study,
+    parse_study,
+    recipe_choice_problems,
+    resolve_study_path,
+)
+from east_ray.config.spec import (
+    DATASETS,
+    LOGIT_REGULARIZERS,
+    RECIPE_CHOICES,
+    REGULARIZERS,
+    RUNTIME_OPTIONS,
+    SEQUENCE_REGULARIZERS,
+    STAGES,
+    STUDENT_N_MELS,
+    STUDENT_OPTIONS,
+    STUDENTS,
+    SYSTEMS,
+    TEACHERS,
+    USES_STAGE,
+    USES_TEACHER,
+    Cell,
+    ExtraSystem,
+    Features,
+    Grid,
+    Recipe,
+    Resources,
+    SpecError,
+    StudySpec,
+    TeacherLRRecipe,
+    expand_cells,
+)
+
+__all__ = [
+    "DATASETS",
+    "LOGIT_REGULARIZERS",
+    "RECIPE_CHOICES",
+    "REGULARIZERS",
+    "RUNTIME_OPTIONS",
+    "SEQUENCE_REGULARIZERS",
+    "STAGES",
+    "STUDENTS",
+    "STUDENT_N_MELS",
+    "STUDENT_OPTIONS",
+    "STUDIES_DIR",
+    "SYSTEMS",
+    "TEACHERS",
+    "USES_STAGE",
+    "USES_TEACHER",
+    "Cell",
+    "ExtraSystem",
+    "Features",
+    "Grid",
+    "Recipe",
+    "Resources",
+    "SpecError",
+    "Study",
+    "StudySpec",
+    "TeacherLRRecipe",
+    "expand_cells",
+    "load_parts",
+    "load_study",
+    "parse_study",
+    "recipe_choice_problems",
+    "resolve_study_path",
+]
