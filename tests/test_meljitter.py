@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from east_ray.config import Cell, Features, Recipe
+from east_ray.config import Cell, Features
 from east_ray.data import meljitter
 from east_ray.data.meljitter import JITTER, draw_jitter, jittered_banks, jittered_logmel
 from east_ray.data.parquet import read_meta
@@ -28,19 +28,12 @@ from east_ray.train.inputs import inputs_on
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 from tests.release_fixtures import TEST_FEATURES
+from tests.test_trainer import RECIPE  # the trainer tests' short recipe
 
 AUTHORS = JITTER["authors"]
 assert AUTHORS is not None
 OPENMIC = Features(sample_rate=32000, n_mels=128, f_max=16000.0, clip_seconds=10.0)
 DEMO = Features(sample_rate=16000, n_mels=64, f_max=8000.0, clip_seconds=6.0, hop_length=640)
-RECIPE = Recipe(
-    batch_size=4,
-    max_steps=10_000,
-    specaug_freq=4,
-    specaug_time=8,
-    plateau_patience=1,
-    early_stop_patience=3,
-)
 
 
 def _in_process(jobs: list[ShardJob]) -> None:
