@@ -1,8 +1,8 @@
 """A local HTTP server for download tests, and a way to read east_ray's log lines in a test.
 
 The server (127.0.0.1, port 0) serves in-memory files, honours `Range` requests, records
-every request, and can be told to drop the connection part-way, to ignore `Range`, or to fail
-with a status.
+every request, and can be told to drop the connection part-way (once, or on every request),
+to stall part-way (until the test ends), to ignore `Range`, or to fail with a status.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ class State:
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent, first time
+    keep_dropping: bool = False  # apply drop_after to every request, not just the first
+    stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, then silence
+    released: threading.Event = field(default_factory=threading.Event)  # ends every stall
     ignore_range: bool = False
     fail_status: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,7 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
         requested = self.headers.get("Range")
         with state.lock:
             state.requests.append((self.path, requested))
-            drop = state.drop_after.pop(self.path, None)
+            drops = state.drop_after
+            drop = drops.get(self.path) if state.keep_dropping else drops.pop(self.path, None)
+            stall = state.stall_after.pop(self.path, None)
         if state.fail_status is not None:
             self.send_error(state.fail_status)
             return
@@ -74,6 +79,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        if stall is not None:  # send the first bytes, then nothing until the test ends
+            self.wfile.write(body[start : start + stall])
+            self.wfile.flush()
+            state.released.wait(timeout=30)
+            return
         payload = body[start:] if drop is None else body[start : start + drop]
         self.wfile.write(payload)  # HTTP/1.0: the connection closes after this
 
@@ -90,6 +100,7 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     try:
         yield httpd
     finally:
+        httpd.state.released.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join()
@@ -97,6 +108,10 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def payload(seed: int, n: int) -> bytes:

@@ -35,6 +35,22 @@ DOCS = ROOT / "docs" / "cluster.md"
 IMAGE = "rayproject/ray:2.60.0-py311-gpu"
 MOUNT = "/mnt/efs"
 
+# On-Demand vCPU quotas by instance family: (quota name, Service Quotas code).
+QUOTAS: dict[str, tuple[str, str]] = {
+    "g5": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
+    "g6": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
+    "p4d": ("Running On-Demand P instances", "L-417A185B"),
+    "p4de": ("Running On-Demand P instances", "L-417A185B"),
+    "p5": ("Running On-Demand P instances", "L-417A185B"),
+}
+# Instance types rarely available on demand: their worker types start switched off.
+RARELY_ON_DEMAND = {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge"}
+# An AWS region name (us-west-2, eu-central-1, us-gov-west-1, ...), or a zone (us-west-2a).
+REGION = re.compile(
+    r"\b(?:af|ap|ca|cn|eu|il|me|mx|sa|us)(?:-gov|-iso[a-z]?)?"
+    r"-(?:north|south|east|west|central|northeast|southeast|northwest|southwest)-\d+[a-z]?\b"
+)
+
 # EC2 instance types: (vCPUs, NVIDIA GPUs, memory in GiB), from AWS's published specs.
 INSTANCE_TYPES: dict[str, tuple[int, int, int]] = {
     "m6i.xlarge": (4, 0, 16),
@@ -199,9 +215,119 @@ def test_max_workers_are_consistent() -> None:
     workers = _workers(config)
     for name, node_type in workers.items():
         assert node_type["min_workers"] == 0, f"{name}: GPU workers scale from zero"
-        assert 1 <= node_type["max_workers"] <= total, name
+        assert 0 <= node_type["max_workers"] <= total, name
+    assert any(t["max_workers"] > 0 for t in workers.values()), "no worker type is on"
     # Neither bound is dead: the global cap binds, and the types can reach it.
     assert total <= sum(t["max_workers"] for t in workers.values())
+
+
+def _enable_note(name: str) -> str:
+    """The comment block right above worker type `name` in cluster.yaml."""
+    lines = CLUSTER_YAML.read_text().splitlines()
+    at = lines.index(f"  {name}:")
+    block: list[str] = []
+    while lines[at - 1 - len(block)].lstrip().startswith("#"):
+        block.insert(0, lines[at - 1 - len(block)].strip("# "))
+    return " ".join(block)
+
+
+def _enabled_max(name: str, node_type: dict[str, Any]) -> int:
+    """A worker type's max_workers, or for one that is off, what its comment enables."""
+    if node_type["max_workers"]:
+        return int(node_type["max_workers"])
+    match = re.search(r"To enable it, .*set max_workers: (\d+) here", _enable_note(name))
+    assert match, (
+        f"{name}: say above it how to enable it ('To enable it, ... set max_workers: N here')"
+    )
+    return int(match[1])
+
+
+def test_rarely_available_types_are_off_until_enabled() -> None:
+    """p4d and the like are seldom free on demand and need a quota new accounts lack: their
+    worker types start at max_workers 0, with a comment saying how to enable them."""
+    config = _load()
+    workers = _workers(config)
+    off = {n for n, t in workers.items() if t["node_config"]["InstanceType"] in RARELY_ON_DEMAND}
+    assert off, "expected an opt-in p4d type"
+    for name in off:
+        assert workers[name]["max_workers"] == 0, name
+        enabled = _enabled_max(name, workers[name])
+        assert enabled >= 1, name
+        # Enabling it raises the global cap so that both types reach their maximum.
+        full = sum(_enabled_max(n, t) for n, t in workers.items())
+        assert f"the global max_workers above to {full}" in _enable_note(name), name
+    for name, node_type in workers.items():
+        if name not in off:
+            assert node_type["max_workers"] > 0, f"{name}: only rare types start switched off"
+
+
+def test_documented_gpu_quota_matches_the_config() -> None:
+    """docs/cluster.md's quota table: per worker type, the instance, its vCPUs, max_workers,
+    the quota it draws on and the vCPUs needed (max_workers x vCPUs), and the full total."""
+    workers = _workers(_load())
+    text = DOCS.read_text()
+    rows = {
+        cells[0].strip("`"): cells
+        for line in text.splitlines()
+        if line.strip().startswith("| `")
+        for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]
+    }
+    full = 0
+    for name, node_type in workers.items():
+        assert name in rows, f"docs/cluster.md: no quota row for {name}"
+        instance, vcpus_cell, max_cell, quota_cell, needed_cell = rows[name][1:6]
+        expected_instance = node_type["node_config"]["InstanceType"]
+        vcpus = INSTANCE_TYPES[expected_instance][0]
+        quota, code = QUOTAS[expected_instance.split(".")[0]]
+        current, enabled = node_type["max_workers"], _enabled_max(name, node_type)
+        assert instance == f"`{expected_instance}`", name
+        assert int(vcpus_cell) == vcpus, name
+        assert quota_cell == f"{quota} (`{code}`)", name
+        if current:
+            assert (int(max_cell), int(needed_cell)) == (current, current * vcpus), name
+        else:
+            assert max_cell == f"0 ({enabled} when enabled)", name
+            assert needed_cell == f"0 ({enabled * vcpus} when enabled)", name
+        full += enabled * vcpus
+    assert f"The full config (both types enabled) needs {full} vCPUs" in text
+    assert "New accounts often" in text and "request-service-quota-increase" in text
+
+
+# --- Region -------------------------------------------------------------------------------
+
+
+def test_the_region_is_named_in_one_place() -> None:
+    config = _load()
+    region = config["provider"]["region"]
+    assert REGION.fullmatch(region), region
+    named = REGION.findall(CLUSTER_YAML.read_text())
+    assert named == [region], f"cluster.yaml names a region outside provider.region: {named}"
+    assert set(config["provider"]) == {"type", "region", "cache_stopped_nodes"}  # no zones
+    # The nodes ask the instance metadata for their region; the docs read it from the file.
+    mount = " ".join(config["initialization_commands"])
+    assert "meta-data/placement/region" in mount and "$EAST_RAY_REGION" in mount
+    docs = DOCS.read_text()
+    assert REGION.findall(docs) == [], "docs/cluster.md names a region: use provider.region"
+    assert "`provider.region`" in docs and "['provider']['region']" in docs
+
+
+def test_efs_security_group_step_comes_before_the_first_ray_up() -> None:
+    """Without NFS from the nodes' group to the mount targets, the first `ray up` hangs at
+    the mount: the guide makes that step required and puts it before any `ray up`."""
+    text = DOCS.read_text()
+    step = text.index("**EFS and its security group (required, before the first `ray up`).**")
+    first_up = text.index("```sh\nray up cluster.yaml")
+    assert step < first_up
+    section = text[step:first_up]
+    for needed in (
+        "--group-name ray-autoscaler-east-ray",
+        "--protocol tcp --port 2049 --source-group",
+        "create-mount-target",
+    ):
+        assert needed in section, needed
+    assert text.index("**GPU quota.**") < step
+    header = CLUSTER_YAML.read_text().split("cluster_name:")[0]
+    assert "REQUIRED" in header and "TCP 2049" in header and "ray-autoscaler-east-ray" in header
 
 
 def test_every_node_uses_the_same_explicit_ami() -> None:
@@ -344,8 +470,7 @@ def test_storage_is_the_shared_nfs_mount() -> None:
     source, target = mounts[0][1], mounts[0][2]
     assert target == MOUNT
     assert not target.startswith(("/home", "/root", "/tmp", "~")), target
-    region = config["provider"]["region"]
-    assert source == f"$EAST_RAY_EFS_ID.efs.{region}.amazonaws.com:/"
+    assert source == "$EAST_RAY_EFS_ID.efs.$EAST_RAY_REGION.amazonaws.com:/"
     ids = re.findall(r"EAST_RAY_EFS_ID=(\S+?);", " ".join(config["initialization_commands"]))
     assert len(ids) == 1 and re.fullmatch(r"fs-[0-9a-f]{8,17}|fs-REPLACE_ME", ids[0]), ids
     # Nodes that are stopped and restarted would not remount it.

@@ -94,9 +94,22 @@ def _mtat_zip() -> bytes:
     return buf.getvalue()
 
 
+def _pin_served(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the MTAT release's md5s at the files the server holds now (the real release
+    pins the published ones)."""
+    release = download.RELEASES["magnatagatune"]
+    files = tuple(
+        download.RemoteFile(f.name, md5=md5(server.state.files["/" + f.name]))
+        for f in release.files
+    )
+    monkeypatch.setitem(
+        download.RELEASES, "magnatagatune", dataclasses.replace(release, files=files)
+    )
+
+
 @pytest.fixture
 def mtat(server: Server, monkeypatch: pytest.MonkeyPatch) -> bytes:
-    """Serve an MTAT-shaped zip split in three parts plus the annotations file."""
+    """Serve an MTAT-shaped zip split in three parts plus the annotations file, md5-pinned."""
     data = _mtat_zip()
     third = len(data) // 3
     chunks = [data[:third], data[third : 2 * third], data[2 * third :]]
@@ -109,6 +122,7 @@ def mtat(server: Server, monkeypatch: pytest.MonkeyPatch) -> bytes:
         text_rows=(("annotations_final.csv", len(MTAT_MEMBERS)),),
     )
     monkeypatch.setitem(download.RELEASES, "magnatagatune", patched)
+    _pin_served(server, monkeypatch)
     return data
 
 
@@ -180,13 +194,39 @@ def test_magnatagatune_parts_are_joined_verified_and_extracted(
     assert kept == ["annotations_final.csv", "mp3.zip.001", "mp3.zip.002", "mp3.zip.003"]
 
 
-def test_magnatagatune_corrupt_member_fails_its_crc(
+def test_every_release_file_is_md5_pinned() -> None:
+    """The md5s two public sources agree on (download.py's docstring names them)."""
+    pinned = {f.name: f.md5 for r in download.RELEASES.values() for f in r.files}
+    assert pinned == {
+        "openmic-2018-v1.0.0.tgz": "e4ccf187e2bb5ab2e115416e8aafe7f4",
+        "annotations_final.csv": "f04fa01752a8cc64f6e1ca142a0fef1d",
+        "mp3.zip.001": "179c91c8c2a6e9b3da3d4e69d306fd3b",
+        "mp3.zip.002": "acf8265ff2e35c6ff22210e46457a824",
+        "mp3.zip.003": "582dc649cabb8cd991f09e14b99349a5",
+    }
+
+
+def test_magnatagatune_part_with_another_md5_is_refused_and_named(
     server: Server, mtat: bytes, tmp_path: Path
+) -> None:
+    part = bytearray(server.state.files["/mp3.zip.002"])
+    part[5] ^= 0xFF  # same length, other bytes: only the md5 can tell
+    server.state.files["/mp3.zip.002"] = bytes(part)
+    with pytest.raises(ChecksumError, match=r"mp3\.zip\.002: md5 mismatch: expected [0-9a-f]{32}"):
+        download_release("magnatagatune", tmp_path, mirror=server.url)
+    downloads = tmp_path / "downloads" / "magnatagatune"
+    assert sorted(p.name for p in downloads.iterdir()) == ["annotations_final.csv", "mp3.zip.001"]
+    assert not (tmp_path / "magnatagatune").exists()
+
+
+def test_magnatagatune_corrupt_member_fails_its_crc(
+    server: Server, mtat: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     damaged = bytearray(server.state.files["/mp3.zip.001"])
     offset = bytes(damaged).index(MTAT_MEMBERS["0/artist-album-01-title-0-29.mp3"][:64])
     damaged[offset + 10] ^= 0xFF
     server.state.files["/mp3.zip.001"] = bytes(damaged)
+    _pin_served(server, monkeypatch)  # a part that verifies, damaged before it was pinned
     with pytest.raises(ArchiveError, match=r"artist-album-01-title-0-29\.mp3.*(CRC|corrupt)"):
         download_release("magnatagatune", tmp_path, mirror=server.url)
     assert not (tmp_path / "magnatagatune").exists()
@@ -204,9 +244,10 @@ def test_magnatagatune_wrong_member_count_is_refused(
 
 
 def test_magnatagatune_wrong_row_count_deletes_the_annotations(
-    server: Server, mtat: bytes, tmp_path: Path
+    server: Server, mtat: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.state.files["/annotations_final.csv"] = MTAT_CSV.rsplit(b"\r\n", 2)[0] + b"\r\n"
+    _pin_served(server, monkeypatch)
     with pytest.raises(DownloadError, match="annotations_final.csv: 3 data rows, expected 4"):
         download_release("magnatagatune", tmp_path, mirror=server.url)
     assert not (tmp_path / "downloads" / "magnatagatune" / "annotations_final.csv").exists()
@@ -273,9 +314,11 @@ def test_cli_download_of_parts_that_are_no_archive_exits_2(
     mtat: bytes,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for i in (1, 2, 3):
         server.state.files[f"/mp3.zip.00{i}"] = b"not a zip part"
+    _pin_served(server, monkeypatch)
     argv = ["-q", "download", "magnatagatune", "--out", str(tmp_path), "--mirror", server.url]
     assert _main(argv) == 2
     err = capsys.readouterr().err

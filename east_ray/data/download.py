@@ -25,17 +25,22 @@ What is checksummed, and how
 - OpenMIC's validation list (the authors' `openmic_valid.json`, fetched by `prepare`, not
   by this command): pinned to a commit of their repository, md5 and size checked; see
   `east_ray.data.valid_split`.
-- MagnaTagATune: the host (mirg.city.ac.uk) publishes no checksum for `mp3.zip.001..003`
-  or `annotations_final.csv`, and none was found in public loaders that download MTAT (the
-  CLMR / torchaudio-style `MAGNATAGATUNE` loaders list these URLs with empty checksums), so
-  none is invented here. What *is* verified: each file's length against the server's
-  `Content-Length` / `Content-Range` total (a truncated transfer never gets its final name);
-  the CRC-32 of every zip member (checked by `zipfile` as each member is extracted); the
-  number of `.mp3` members (25,863: one per row of `annotations_final.csv`); and the
-  25,863 data rows of `annotations_final.csv`. A consistently altered file (a tampered
-  mirror that also fixes the CRCs) is *not* detected. Whether `zipfile` reads the
-  concatenated parts of the real release directly was not tried here (the hosts are
-  unreachable from where this was written); some users report needing `zip -FF`.
+- MagnaTagATune: the host (mirg.city.ac.uk) publishes no checksum, so the md5s pinned
+  here are those that public loaders verify their downloads of the same host's files
+  against, kept only where two sources agree: `mp3.zip.001..003` and
+  `annotations_final.csv` as in kapre's `load_magnatagatune` (keunwoochoi/kapre,
+  `kapre/datasets.py`) and in a torchaudio-based `MagnaTagATune` dataset class that
+  downloads with `download_url(..., hash_value=..., hash_type='md5')` (its repository was
+  not identified; it lists the same four md5s); `annotations_final.csv`'s md5 also appears
+  in a third, standalone download script. A mismatching part raises `ChecksumError` naming
+  it and is deleted (the other parts are kept). The md5 of the joined `mp3.zip` was found in
+  one script only, so it is not pinned (the parts' md5s fix its bytes anyway). Also checked:
+  each file's length against the server's `Content-Length` / `Content-Range` total, the
+  CRC-32 of every zip member (by `zipfile`, as each member is extracted), the number of
+  `.mp3` members (25,863: one per row of `annotations_final.csv`) and the 25,863 data rows
+  of `annotations_final.csv`. None of these md5s was checked against the real files here
+  (the hosts are unreachable from where this was written), and whether `zipfile` reads the
+  concatenated parts directly was not tried; some users report needing `zip -FF`.
 """
 
 from __future__ import annotations
@@ -105,11 +110,12 @@ RELEASES: dict[str, Release] = {
         root="magnatagatune",
         key_file="annotations_final.csv",
         base_url="https://mirg.city.ac.uk/datasets/magnatagatune/",
+        # md5s: kapre's load_magnatagatune and a torchaudio-based loader (module docstring)
         files=(
-            RemoteFile("annotations_final.csv"),
-            RemoteFile("mp3.zip.001"),
-            RemoteFile("mp3.zip.002"),
-            RemoteFile("mp3.zip.003"),
+            RemoteFile("annotations_final.csv", md5="f04fa01752a8cc64f6e1ca142a0fef1d"),
+            RemoteFile("mp3.zip.001", md5="179c91c8c2a6e9b3da3d4e69d306fd3b"),
+            RemoteFile("mp3.zip.002", md5="acf8265ff2e35c6ff22210e46457a824"),
+            RemoteFile("mp3.zip.003", md5="582dc649cabb8cd991f09e14b99349a5"),
         ),
         archive_parts=("mp3.zip.001", "mp3.zip.002", "mp3.zip.003"),
         archive="mp3.zip",

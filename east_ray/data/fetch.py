@@ -5,8 +5,13 @@ that answers 200 instead of 206 is read from byte 0 again, a 416 is resolved by 
 part's length against the server's total, and a dropped connection is retried up to
 `RETRIES` consecutive times without progress (an attempt that adds bytes resets the count).
 The file gets its final name (`os.replace`) only after its length (against the server's
-`Content-Length` / `Content-Range` total, and the expected size when given) and its md5
-(when given) verified; a mismatching md5 deletes the download, so the next run starts over.
+`Content-Length` / `Content-Range` total, and the expected size when given) and its md5 and
+sha256 (when given; a sha256 may be its first 8+ hex digits) verified; a mismatching digest
+deletes the download, so the next run starts over.
+
+Every request has a socket timeout (`TIMEOUT_S`, read at call time so tests can shorten it):
+a server that stops sending mid-body counts as a dropped connection (resumed at once), one
+that never answers as a failed attempt (retried after `RETRY_DELAY_S`, doubled each time).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from east_ray.data.checksums import CHUNK, md5sum, mismatch, parse_md5
+from east_ray.data.checksums import CHUNK, digest_mismatch, mismatch, parse_md5, parse_sha256
 from east_ray.errors import BadValueError, UserError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ RETRIES = 5
 RETRY_DELAY_S = 1.0
 """First pause after a failed attempt; doubled per consecutive failure, at most 30 s."""
 TIMEOUT_S = 60.0
-"""Socket timeout of one HTTP request, in seconds."""
+"""Socket timeout of one HTTP request (connecting, and each read), in seconds."""
 USER_AGENT = "east_ray-download/0.1 (+python urllib)"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -48,7 +53,16 @@ class DownloadError(UserError):
 
 
 class ChecksumError(DownloadError):
-    """A downloaded file's md5 differs from the published one."""
+    """A downloaded file's digest differs from the expected one (the download was deleted);
+    `algorithm`, `expected` and `actual` say how (empty when re-raised with a new message)."""
+
+    def __init__(
+        self, message: str, algorithm: str = "", expected: str = "", actual: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
 
 
 class _RetryableError(Exception):
@@ -59,7 +73,7 @@ class _Response(Protocol):
     status: int | None
     headers: Message
 
-    def read(self, amt: int, /) -> bytes: ...
+    def read1(self, amt: int, /) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -134,7 +148,8 @@ def _receive(
     ):
         while True:
             try:
-                chunk = response.read(CHUNK)
+                # read1: what has arrived, so bytes before a stall are kept
+                chunk = response.read1(CHUNK)
             except (OSError, http.client.HTTPException) as exc:
                 raise _RetryableError(f"connection lost after {done} bytes ({exc})") from exc
             if not chunk:
@@ -190,19 +205,26 @@ def _fetch(url: str, part: Path, retries: int, timeout: float, disable: bool | N
             time.sleep(delay)
 
 
-def _verify(part: Path, dest: Path, url: str, md5: str | None, size: int | None) -> None:
-    """Delete `part` and raise unless it has the expected `size` and `md5`."""
+def _verify(
+    part: Path, dest: Path, url: str, *, md5: str | None, size: int | None, sha256: str | None
+) -> None:
+    """Delete `part` and raise unless it has the expected `size`, `md5` and `sha256`."""
     if size is not None and (actual := part.stat().st_size) != size:
         part.unlink()
         raise DownloadError(
             f"{dest.name}: downloaded {actual} bytes from {url}, expected {size}; "
             "the download was deleted, rerun to start over"
         )
-    if md5 is not None and (actual_md5 := md5sum(part)) != md5:
+    wrong = digest_mismatch(part, md5, sha256)
+    if wrong is not None:
         part.unlink()
+        name, expected, actual_digest = wrong
         raise ChecksumError(
-            f"{dest.name}: md5 mismatch: expected {md5}, got {actual_md5} "
-            f"(downloaded from {url}); the download {part} was deleted, rerun to start over"
+            f"{dest.name}: {name} mismatch: expected {expected}, got {actual_digest} "
+            f"(downloaded from {url}); the download {part} was deleted, rerun to start over",
+            name,
+            expected,
+            actual_digest,
         )
 
 
@@ -212,34 +234,44 @@ def download_file(
     md5: str | None = None,
     *,
     size: int | None = None,
+    sha256: str | None = None,
     retries: int = RETRIES,
-    timeout: float = TIMEOUT_S,
+    timeout: float | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Download `url` to `dest`, resuming `<dest>.part`, and return `dest`.
 
-    `md5` (32 hex digits) and `size` (bytes), when given, must match before the file is
-    renamed to `dest`; a mismatching md5 raises `ChecksumError` and deletes the download.
-    An existing `dest` that verifies is kept and nothing is requested. `progress`: show a
-    progress bar on stderr (default: only when stderr is a terminal).
+    `md5` (32 hex digits), `sha256` (64 hex digits, or the first 8 or more) and `size`
+    (bytes), when given, must match before the file is renamed to `dest`; a mismatching
+    digest raises `ChecksumError` and deletes the download. An existing `dest` that verifies
+    is kept and nothing is requested; one that does not is deleted and downloaded again.
+    `timeout`: seconds per request (default `TIMEOUT_S`). `progress`: show a progress bar on
+    stderr (default: only when stderr is a terminal).
     """
     dest = Path(dest)
     md5 = parse_md5(md5)
+    sha256 = parse_sha256(sha256)
     if size is not None and size < 0:
         raise BadValueError(f"size: got {size}, expected a byte count >= 0 or None")
     if retries < 0:
         raise BadValueError(f"retries: got {retries}, expected an integer >= 0")
     if dest.exists():
-        problem = mismatch(dest, md5, size)
+        problem = mismatch(dest, md5, size, sha256)
         if problem is None:
-            logger.info("%s is already there%s", dest, " and its md5 verifies" if md5 else "")
+            checked = " and ".join(
+                name for name, value in (("md5", md5), ("sha256", sha256)) if value
+            )
+            logger.info(
+                "%s is already there%s", dest, f" and its {checked} verifies" if checked else ""
+            )
             return dest
         logger.warning("%s is there but %s; downloading it again", dest, problem)
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     logger.info("fetching %s", url)
-    _fetch(url, part, retries, timeout, None if progress is None else not progress)
-    _verify(part, dest, url, md5, size)
+    seconds = TIMEOUT_S if timeout is None else timeout
+    _fetch(url, part, retries, seconds, None if progress is None else not progress)
+    _verify(part, dest, url, md5=md5, size=size, sha256=sha256)
     os.replace(part, dest)
     return dest
