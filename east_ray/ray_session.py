@@ -13,6 +13,7 @@ listening socket of the processes a local start creates and fails on any other a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -26,16 +27,20 @@ def use_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def init_ray(address: str | None = None, **local: Any) -> None:
+def init_ray(
+    address: str | None = None, env: Mapping[str, str] | None = None, **local: Any
+) -> None:
     """Connect to `address` (or $RAY_ADDRESS); otherwise start local Ray on loopback.
 
+    `env`: environment variables for every worker of this job, on every node.
     `local` goes to `ray.init` for a local start only (e.g. `num_cpus`, fake `num_gpus`).
     """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": dict(env)} if env else None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         return
     use_loopback()
-    ray.init(include_dashboard=False, log_to_driver=False, **local)
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env, **local)

@@ -8,6 +8,7 @@ against the Baseline, per-class AP. For notebooks and scripts; imports no torch 
     er.paired_tests(frame)                      # each system − Baseline at its fraction
     er.run_intervals(frame)                     # a CI for every run (row)
     er.class_ap(frame)                          # AP per class (rows) and system (columns)
+    er.compare(er.class_ap(frame), "EAsT_Final")  # per-class AP minus the Baseline's
 
 Every function takes the frame `load` returns (or `annotate(results, study_dir)`): its
 `scores_file` column says where each run's `test_scores.parquet` is (`east_ray.data.scores`;
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from east_ray import stats, tables
+from east_ray.config import NO_TEACHER
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
 from east_ray.metrics import check_absent_classes
@@ -57,25 +59,40 @@ def run_folder(study_dir: Path, cell_id: str, regularizer: str) -> Path:
 
 
 def _orders(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """The systems and teachers of a frame with `system`, in the paper's order (its seven
-    systems, its four teachers), then the frame's others alphabetically."""
-    systems = set(frame["system"].astype(str))
-    teachers = set(frame["teacher"].dropna().astype(str)) - {"-"}
+    """The systems and teachers present in a frame with `system`, in the paper's order (its
+    seven systems; "-", the teacher-free systems' label, then its four teachers), then the
+    frame's others alphabetically."""
+    systems = set(frame["system"].dropna().astype(str))
+    teachers = set(frame["teacher"].fillna(NO_TEACHER).astype(str))
+    paper_teachers = (NO_TEACHER, *TEACHER_ORDER)
     return (
-        [*tables.SYSTEMS, *sorted(systems - set(tables.SYSTEMS))],
-        [*TEACHER_ORDER, *sorted(teachers - set(TEACHER_ORDER))],
+        [s for s in tables.SYSTEMS if s in systems] + sorted(systems - set(tables.SYSTEMS)),
+        [t for t in paper_teachers if t in teachers] + sorted(teachers - set(paper_teachers)),
     )
 
 
+def _in_paper_order(out: pd.DataFrame, like: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """`out` with `system` and `teacher` as ordered categoricals over `like`'s values
+    (`_orders`), sorted by `by` in that order."""
+    systems, teachers = _orders(tables.add_system(like) if "system" not in like else like)
+    teacher = out["teacher"].fillna(NO_TEACHER).astype(str)
+    out = out.assign(
+        system=pd.Categorical(out["system"].astype(str), systems, ordered=True),
+        teacher=pd.Categorical(teacher, teachers, ordered=True),
+    )
+    return out.sort_values(list(by), kind="stable").reset_index(drop=True)
+
+
 def annotate(results: pd.DataFrame, study_dir: Path | str) -> pd.DataFrame:
-    """`results` (rows of `results.parquet`) with categorical `system` (the paper's seven
-    in its order, then the frame's other systems alphabetically) and `teacher` (vggish,
-    openl3, passt, panns, then the frame's others alphabetically; NaN for teacher-free
-    systems), and `scores_file`. Group with `observed=True` to skip absent categories."""
+    """`results` (rows of `results.parquet`) with `system` and `teacher` as ordered
+    categoricals in the paper's order (`_orders`: the systems and teachers present; a
+    teacher-free system's teacher is "-"), and `scores_file`. Group with `observed=True`:
+    pandas 2 otherwise adds every (system, teacher) pair that has no run, as NaN rows."""
     frame = tables.add_system(results)
+    frame["teacher"] = frame["teacher"].fillna(NO_TEACHER)
     systems, teachers = _orders(frame)
-    frame["system"] = pd.Categorical(frame["system"], systems)
-    frame["teacher"] = pd.Categorical(frame["teacher"], teachers)
+    frame["system"] = pd.Categorical(frame["system"], systems, ordered=True)
+    frame["teacher"] = pd.Categorical(frame["teacher"], teachers, ordered=True)
     frame["scores_file"] = [
         str(run_folder(Path(study_dir), c, r) / SCORES)
         for c, r in zip(frame["cell_id"], frame["regularizer"], strict=True)
@@ -118,7 +135,7 @@ def _metrics(frame: pd.DataFrame, metrics: Sequence[str] | None) -> tuple[str, .
 def _chosen(frame: pd.DataFrame) -> pd.DataFrame:
     """The runs at the λ the tables use, teacher "-" for teacher-free systems."""
     chosen = tables.choose_lambda(_plain(frame)).reset_index(drop=True)  # rows by position
-    return chosen.assign(teacher=chosen["teacher"].fillna("-"))
+    return chosen.assign(teacher=chosen["teacher"].fillna(NO_TEACHER))
 
 
 def _read(frame: pd.DataFrame) -> list[ScoredClips | None]:
@@ -218,8 +235,9 @@ def system_intervals(
     """One row per (system, teacher, fraction, metric) at the chosen λ: `mean` over seeds,
     its bootstrap interval `ci_low`, `ci_high` (clips and seeds resampled), `n` runs, and
     the paired comparison with `baseline` at the same fraction: `diff` = system −
-    baseline, `diff_low`, `diff_high`, `p_value` (NaN for the baseline itself). Teacher-free
-    systems have teacher "-"."""
+    baseline, `diff_low`, `diff_high`, `p_value` (NaN for the baseline itself). In the
+    paper's order: `system`, `teacher` (teacher-free systems "-") and `metric` are ordered
+    categoricals."""
     names = _metrics(results, metrics)
     chosen = _chosen(with_class_rule(results, absent_classes))
     reps = _replicates(_read(chosen), n_boot, np.random.default_rng(seed), absent_classes)
@@ -240,7 +258,7 @@ def system_intervals(
     sizes = chosen.groupby(_GROUP, sort=True).size()
     rows = []
     for key, drawn in draws.items():
-        base_key = (baseline, "-", key[2])
+        base_key = (baseline, NO_TEACHER, key[2])
         base = draws.get(base_key) if key != base_key else None
         for m in names:
             mean = means.loc[key, f"test_{m}"]
@@ -255,7 +273,10 @@ def system_intervals(
                 (*key, m, mean, low, high, sizes.loc[key], diff, diff_low, diff_high, p_value)
             )
     columns = [*_GROUP, "metric", "mean", "ci_low", "ci_high", "n"]
-    return pd.DataFrame(rows, columns=[*columns, "diff", "diff_low", "diff_high", "p_value"])
+    out = pd.DataFrame(rows, columns=[*columns, "diff", "diff_low", "diff_high", "p_value"])
+    out = out.astype({"n": int})
+    out["metric"] = pd.Categorical(out["metric"], names, ordered=True)
+    return _in_paper_order(out, results, [*_GROUP, "metric"])
 
 
 def paired_tests(
@@ -286,21 +307,17 @@ def paired_tests(
     tests = intervals[intervals["system"] != baseline]
     tests = tests[[*_GROUP, "metric", "diff", "diff_low", "diff_high", "p_value"]]
     tests = tests.rename(columns={"diff_low": "ci_low", "diff_high": "ci_high"})
-    # the paper's order, as `load` gives it: ordered categories, teacher "-" first
-    systems, teachers = _orders(tables.add_system(results) if "system" not in results else results)
-    tests = tests.assign(
-        system=pd.Categorical(tests["system"], systems, ordered=True),
-        teacher=pd.Categorical(tests["teacher"], ["-", *teachers], ordered=True),
-        metric=pd.Categorical(tests["metric"], names, ordered=True),
-    )
-    return tests.sort_values([*_GROUP, "metric"], kind="stable").reset_index(drop=True)
+    return tests.reset_index(drop=True)
 
 
 def _expected(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every observed system (its order) under every observed teacher (its order)."""
+    """Every observed system (its order) under every observed teacher (its order), as the
+    paper lays its table out: a teacher-free system is repeated under each teacher."""
     systems = [s for s in frame["system"].cat.categories if s in set(frame["system"])]
-    teachers = [t for t in frame["teacher"].cat.categories if t in set(frame["teacher"])]
-    pairs = [(s, t) for s in systems for t in teachers or ["-"]]
+    teachers = [
+        t for t in frame["teacher"].cat.categories if t in set(frame["teacher"]) and t != NO_TEACHER
+    ]
+    pairs = [(s, t) for s in systems for t in teachers or [NO_TEACHER]]
     return pd.DataFrame(pairs, columns=["system", "teacher"])
 
 
@@ -317,7 +334,9 @@ def paper_table(
     """The paper's table at `fraction`, tidy (`tables.paper_table`): one row per (system,
     teacher, metric) with `mean`, the bootstrap `ci_low`, `ci_high` (half-width `ci95`) and
     `p_value` against the Baseline; `expected` (system, teacher) pairs default to every
-    system under every teacher of the frame. `tables.format_table` pivots it."""
+    system under every teacher of the frame. As the paper prints it, a teacher-free system
+    (the Baseline) is repeated under each teacher: there, its `teacher` is the column it
+    sits in. Ordered categoricals as `system_intervals`'; `tables.format_table` pivots it."""
     names = _metrics(results, metrics)
     at = results[results["fraction"] == fraction]
     intervals = system_intervals(
@@ -325,21 +344,26 @@ def paper_table(
     )
     pairs = _expected(results) if expected is None else expected
     frame = _plain(with_class_rule(results, absent_classes))
-    return tables.paper_table(frame, pairs, names, fraction, intervals=intervals)
+    plain = intervals.astype({"system": object, "teacher": object, "metric": object})
+    table = tables.paper_table(frame, pairs, names, fraction, intervals=plain)
+    table["metric"] = pd.Categorical(table["metric"], names, ordered=True)
+    table["n"] = table["n"].astype("Int64")  # NaN where a cell has no run
+    return _in_paper_order(table, results, ["system", "teacher", "metric"])
 
 
 def class_ap(results: pd.DataFrame, *, fraction: float = 1.0) -> pd.DataFrame:
     """Average precision per class (rows: the dataset's class names) and system (columns:
     (system, teacher), teacher "-" for teacher-free systems), the mean over seeds at the
     chosen λ and `fraction`; NaN for a class without a labelled positive or negative test
-    clip, and for a system with a run that has no scores."""
+    clip, and for a system with a run that has no scores. `compare` subtracts two of its
+    systems (plain `ap["EAsT_Final"] - ap["Baseline"]` aligns on teachers, so gives NaN)."""
     chosen = _chosen(results)
     chosen = chosen[chosen["fraction"] == fraction].reset_index(drop=True)
     clips = _read(chosen)
     classes = next((c.classes for c in clips if c is not None), ())
     columns = {}
     order = {s: i for i, s in enumerate(results["system"].cat.categories)}
-    teacher_order = {t: i for i, t in enumerate(["-", *results["teacher"].cat.categories])}
+    teacher_order = {t: i for i, t in enumerate(results["teacher"].cat.categories)}
     for key, group in chosen.groupby(["system", "teacher"]):
         parts = [clips[i] for i in group.index]
         ap = [stats.class_ap(c) for c in parts if c is not None]
@@ -352,3 +376,21 @@ def class_ap(results: pd.DataFrame, *, fraction: float = 1.0) -> pd.DataFrame:
         [[s for s, _ in keys], [t for _, t in keys]], names=["system", "teacher"]
     )
     return table
+
+
+def compare(ap: pd.DataFrame, system: str, baseline: str = "Baseline") -> pd.DataFrame:
+    """Per-class AP of `system` minus that of the teacher-free `baseline`, from a
+    `class_ap` table: rows the classes, one column per teacher of `system`."""
+    systems = list(dict.fromkeys(ap.columns.get_level_values("system")))
+    for argument, name in (("system", system), ("baseline", baseline)):
+        if name not in systems:
+            raise BadValueError(
+                f"{argument}: {name!r} is not a system of this class_ap table; it has {systems}"
+            )
+    base = ap[baseline]
+    if list(base.columns) != [NO_TEACHER]:
+        raise BadValueError(
+            f"baseline: {baseline!r} has teachers {list(base.columns)}; compare against a "
+            f"teacher-free system (teacher {NO_TEACHER!r}), e.g. 'Baseline'"
+        )
+    return ap[system].sub(base[NO_TEACHER], axis=0)

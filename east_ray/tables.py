@@ -36,40 +36,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from east_ray.config import USES_STAGE
+from east_ray.config import PAPER_SYSTEMS, USES_STAGE, system_name
 from east_ray.metrics import ZEROED
 from east_ray.reference import REFERENCE, SOURCE
 from east_ray.stats import SIGNIFICANCE
 
-SYSTEMS = ("Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD")
-_NAMES = {
-    ("none", None): "Baseline",
-    ("teacher_lr", None): "Teacher_LR",
-    ("kd", None): "KD",
-    ("cos_diff", "final"): "EAsT_Cos-Diff",
-    ("dcor", "final"): "EAsT_Final",
-    ("dcor", "all"): "EAsT_All",
-    ("dcor_kd", "final"): "EAsT_KD",
-}
-_BASE_NAMES = {"cos_diff": "EAsT_Cos-Diff", "dcor": "EAsT", "dcor_kd": "EAsT_KD"}
+# the paper's systems in its tables' row order
+SYSTEMS = tuple(PAPER_SYSTEMS.values())
 TEACHER_NAMES = {"vggish": "VGGish", "openl3": "OpenL3", "passt": "PaSST", "panns": "PANNs"}
 TABLE_METRICS = {
     "openmic": ("mAP", "F1"),
     "synthmic": ("mAP", "F1"),
     "magnatagatune": ("mAP", "ROC-AUC"),
 }
-
-
-def system_name(regularizer: str, stage: str | None) -> str:
-    """The paper's name of a (regularizer, stage) system."""
-    stage = None if pd.isna(stage) else stage
-    if (regularizer, stage) in _NAMES:
-        return _NAMES[(regularizer, stage)]
-    if regularizer in _BASE_NAMES:
-        return f"{_BASE_NAMES[regularizer]} ({stage})"
-    raise ValueError(
-        f"regularizer: got {regularizer!r}, expected one of {sorted({r for r, _ in _NAMES})}"
-    )
 
 
 def add_system(results: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,8 @@ def test_library_load_failure_in_a_study_is_not_called_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(driver, "init_ray", _raise(OSError(LIBRARY)))
+    # the demo's portable CPU kernels cannot be set in a process that already ran torch
+    monkeypatch.setattr(driver, "use_cpu_numerics", lambda choice: {})
     storage = tmp_path / "results"
     assert study.main(["demo", "--storage", str(storage), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err

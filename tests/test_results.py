@@ -92,16 +92,14 @@ def test_load_orders_systems_and_teachers_as_the_paper(tmp_path: Path) -> None:
     ]
     _write(rows, study)
     frame = er.load(study)
-    assert list(frame["system"].cat.categories) == [*SYSTEMS, "EAsT_KD (all)"]
-    assert list(frame["teacher"].cat.categories) == [
-        "vggish",
-        "openl3",
-        "passt",
-        "panns",
-        "musicnn",
-    ]
+    # the systems and teachers present, in the paper's order, then the others
+    assert list(frame["system"].cat.categories) == ["Baseline", "KD", "EAsT_Final", "EAsT_KD (all)"]
+    assert list(frame["teacher"].cat.categories) == ["-", "vggish", "panns", "musicnn"]
+    assert frame["system"].cat.ordered and frame["teacher"].cat.ordered
     assert frame.sort_values("system")["cell_id"].tolist() == ["c", "d", "b", "a"]
-    assert frame["teacher"].isna().tolist() == [False, False, True, False]
+    assert frame["teacher"].tolist() == ["musicnn", "panns", "-", "vggish"]  # one label
+    # a grouping by both gives one row per run, not every pair of categories
+    assert len(frame.groupby(["system", "teacher"], observed=True).size()) == 4
     assert frame.loc[2, "scores_file"] == str(study / "cells" / "c" / "test_scores.parquet")
     with pytest.raises(FileNotFoundError, match="no stored results"):
         er.load(tmp_path / "nothing")
@@ -134,6 +132,14 @@ def test_paper_table_has_bootstrap_cis_and_marks_the_significant_system(
     assert wide.loc["KD", ("PANNs", "mAP")].count(".") == 1  # mean only, no CI
     again = er.paper_table(frame, n_boot=300)
     pd.testing.assert_frame_equal(table, again)  # seeded: the same numbers every call
+    # the dtypes `load` gives: the paper's order as ordered categoricals, counts as integers
+    for column in ("system", "teacher", "metric"):
+        assert table[column].cat.ordered, column
+    assert list(table["system"].cat.categories) == list(frame["system"].cat.categories)
+    assert pd.api.types.is_integer_dtype(table["n"])
+    intervals = er.system_intervals(frame, n_boot=50)
+    assert pd.api.types.is_integer_dtype(intervals["n"]) and intervals["system"].cat.ordered
+    assert intervals["system"].iloc[0] == "Baseline" and intervals["teacher"].iloc[0] == "-"
 
 
 def test_paired_tests_and_run_intervals(tmp_path: Path) -> None:
@@ -176,6 +182,16 @@ def test_class_ap_has_class_rows_and_system_columns(tmp_path: Path) -> None:
     assert table[("EAsT_Final", "vggish")].mean() == pytest.approx(
         final["test_mAP"].mean(), abs=1e-3
     )
+    # the difference a reader wants, which plain column arithmetic turns into NaN
+    assert table["EAsT_Final"].sub(table["Baseline"]).isna().all().all()
+    diff = er.compare(table, "EAsT_Final")
+    assert list(diff.columns) == ["vggish"] and diff.notna().all().all()
+    expected = table[("EAsT_Final", "vggish")] - table[("Baseline", "-")]
+    pd.testing.assert_series_equal(diff["vggish"], expected, check_names=False)
+    with pytest.raises(BadValueError, match=r"system: 'EAsT_All' is not a system .* 'KD'"):
+        er.compare(table, "EAsT_All")
+    with pytest.raises(BadValueError, match="baseline: 'KD' has teachers"):
+        er.compare(table, "EAsT_Final", baseline="KD")
 
 
 def test_runs_on_other_test_clips_are_refused(tmp_path: Path) -> None:

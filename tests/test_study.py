@@ -54,7 +54,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert study.main(args) == 0
     err = capsys.readouterr().err  # status lines are log messages, on stderr
     assert "3 cells in study 'tiny'" in err and "3 to run" in err
-    assert f"tensorboard --logdir {storage / 'tiny' / 'cells'}" in err
+    assert f"tensorboard --logdir {storage / 'tiny'}" in err
     results = pd.read_parquet(storage / "tiny" / "results.parquet")
     assert sorted(results["regularizer"]) == ["dcor", "kd", "none", "teacher_lr"]
     assert results["test_mAP"].notna().all()

@@ -20,6 +20,8 @@ from east_ray.config.load import (
 from east_ray.config.spec import (
     DATASETS,
     LOGIT_REGULARIZERS,
+    NO_TEACHER,
+    PAPER_SYSTEMS,
     RECIPE_CHOICES,
     REGULARIZERS,
     RUNTIME_OPTIONS,
@@ -42,11 +44,14 @@ from east_ray.config.spec import (
     StudySpec,
     TeacherLRRecipe,
     expand_cells,
+    system_name,
 )
 
 __all__ = [
     "DATASETS",
     "LOGIT_REGULARIZERS",
+    "NO_TEACHER",
+    "PAPER_SYSTEMS",
     "RECIPE_CHOICES",
     "REGULARIZERS",
     "RUNTIME_OPTIONS",
@@ -76,4 +81,5 @@ __all__ = [
     "parse_study",
     "recipe_choice_problems",
     "resolve_study_path",
+    "system_name",
 ]

@@ -40,6 +40,20 @@ USES_TEACHER = {r: r in SEQUENCE_REGULARIZERS + LOGIT_REGULARIZERS for r in REGU
 USES_STAGE = {r: r in SEQUENCE_REGULARIZERS for r in REGULARIZERS}
 # Every (regularizer, stage) system a grid can contain.
 SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] else (None,)))
+# The paper's names of its systems; another stage choice gets a suffix ("EAsT_KD (all)").
+# Teacher_LR is the linear probe on a teacher's embeddings, not a grid regularizer.
+PAPER_SYSTEMS = {
+    ("none", None): "Baseline",
+    ("teacher_lr", None): "Teacher_LR",
+    ("kd", None): "KD",
+    ("cos_diff", "final"): "EAsT_Cos-Diff",
+    ("dcor", "final"): "EAsT_Final",
+    ("dcor", "all"): "EAsT_All",
+    ("dcor_kd", "final"): "EAsT_KD",
+}
+# The teacher of a teacher-free system (the Baseline) wherever one is written out.
+NO_TEACHER = "-"
+_SYSTEM_STEMS = {"cos_diff": "EAsT_Cos-Diff", "dcor": "EAsT", "dcor_kd": "EAsT_KD"}
 
 # a study's name is a folder name under the results storage
 
@@ -116,6 +130,12 @@ class Recipe:
     # costs more than it saves (README, bench.trainer); "off", "default" or
     # "reduce-overhead" on any device.
     compile: str = "auto"
+    # A runtime option. The CPU kernels every process of a study uses
+    # (east_ray.train.cpu_numerics): "native" lets PyTorch pick the fastest for the CPU it
+    # runs on, so results differ in their last bits between CPUs (AVX-512 vs AVX2, Intel vs
+    # AMD); "portable" pins ATen, oneDNN and MKL to their AVX2 kernels, so that a CPU run
+    # gives the same numbers on any x86-64 CPU with AVX2. No effect on CUDA kernels.
+    cpu_numerics: str = "native"
 
 
 # The values each named option of `Recipe` accepts; the first is the default.
@@ -129,11 +149,12 @@ RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "last_batch": ("keep", "drop"),
     "partial_epoch": ("skip", "validate"),
     "compile": ("auto", "off", "default", "reduce-overhead"),
+    "cpu_numerics": ("native", "portable"),
 }
 # The named options that change how fast a trial runs, not its result: a results folder
 # does not record them (`spec.json`, east_ray.study.results), so a study resumes under
 # another value, and they have no row in the README's method differences.
-RUNTIME_OPTIONS = ("compile",)
+RUNTIME_OPTIONS = ("compile", "cpu_numerics")
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,23 @@ class Cell:
         content = json.dumps(fields, sort_keys=True)
         digest = hashlib.sha1(content.encode()).hexdigest()[:8]
         return "-".join([*parts, digest])
+
+    @property
+    def system(self) -> str:
+        """The system's name in the paper's tables (an extra system's own name)."""
+        return self.extra_system or system_name(self.regularizer, self.stage)
+
+
+def system_name(regularizer: str, stage: str | None) -> str:
+    """The paper's name of a (regularizer, stage) system; a missing stage may be None or
+    NaN (as pandas reads it)."""
+    stage = stage if isinstance(stage, str) else None
+    if (regularizer, stage) in PAPER_SYSTEMS:
+        return PAPER_SYSTEMS[(regularizer, stage)]
+    if regularizer in _SYSTEM_STEMS:
+        return f"{_SYSTEM_STEMS[regularizer]} ({stage})"
+    known = sorted({r for r, _ in PAPER_SYSTEMS})
+    raise BadValueError(f"regularizer: got {regularizer!r}, expected one of {known}")
 
 
 def _slug(name: str) -> str:

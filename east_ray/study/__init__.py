@@ -12,9 +12,10 @@ runs, `results` stores results and renders tables. Steps:
    zero-copy by every trial on a node) and hand labels and teacher arrays to the trials
    with `tune.with_parameters`;
 4. run the cells of every part that have no result yet in one Tune run: `OptunaSearch`
-   with a `GridSampler` over the trial keys (journal storage next to the results), each
-   trial the shared trainer with its part's resources, `max_concurrent_trials` sized to
-   the cluster, failed trials retried;
+   over the pending cells, each queued as a trial whose parameters are its axes (journal
+   storage next to the results, `east_ray.study.search`), each trial the shared trainer
+   with its part's resources, `max_concurrent_trials` sized to the cluster, failed trials
+   retried;
 5. per part, write `results.parquet` (one row per run plus the Teacher_LR rows) and
    render the paper's tables (terminal, Markdown, LaTeX) and the limited-data figure (PNG).
 

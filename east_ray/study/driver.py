@@ -18,6 +18,7 @@ from typing import Any
 
 from east_ray.config import Cell, Study, StudySpec
 from east_ray.ray_session import init_ray
+from east_ray.results import run_folder
 from east_ray.study.data_source import data_source
 from east_ray.study.results import (
     cell_dir,
@@ -25,10 +26,19 @@ from east_ray.study.results import (
     collect_results,
     read_result,
     render_tables,
+    teacher_lr_id,
 )
 from east_ray.study.search import LAM_RANGE, tpe_schedule
 from east_ray.study.stages import ensure_data, ensure_teachers
 from east_ray.study.tune import Shared, run_tune, shared_inputs, trial_key
+from east_ray.train.cpu_numerics import use_cpu_numerics
+from east_ray.train.tensorboard import (
+    cell_hparams,
+    final_metrics,
+    session_hparams,
+    write_experiment,
+    write_fit_session,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +61,40 @@ def _interleaved(schedules: Sequence[list[str]]) -> list[str]:
     return [key for row in itertools.zip_longest(*schedules) for key in row if key is not None]
 
 
+def write_hparams_view(
+    study_dir: Path, cells: Sequence[Cell], teacher_lr: Sequence[dict[str, Any]], spec: StudySpec
+) -> None:
+    """TensorBoard's HParams view of the study (`east_ray.train.tensorboard`): the
+    experiment summary over every cell and fit, and each Teacher_LR fit's session (each
+    cell's is written by the trainer when it finishes)."""
+    fits = {}
+    for fit in teacher_lr:
+        fits[teacher_lr_id(fit)] = (
+            session_hparams(
+                system="Teacher_LR",
+                teacher=fit["teacher"],
+                lam=0.0,
+                fraction=fit["fraction"],
+                seed=fit["seed"],
+                dataset=spec.dataset,
+                student=None,
+            ),
+            final_metrics(fit["test"], fit["valid"]["mAP"]),
+        )
+    for fit_id, (hparams, metrics) in fits.items():
+        write_fit_session(run_folder(study_dir, fit_id, "teacher_lr") / "tb", hparams, metrics)
+    write_experiment(study_dir, [*map(cell_hparams, cells), *(h for h, _ in fits.values())])
+
+
+def _cpu_numerics(parts: Sequence[StudySpec]) -> str:
+    """One choice for the whole run (the variables are per process): "portable" if any
+    part asks for it."""
+    choices = {spec.recipe.cpu_numerics for spec in parts}
+    if len(choices) > 1:
+        logger.warning("parts ask for recipe.cpu_numerics %s; running all portable", choices)
+    return "portable" if "portable" in choices else "native"
+
+
 def run_study(
     study: Study, cells: Mapping[str, Sequence[Cell]], storage: Path, args: argparse.Namespace
 ) -> int:
@@ -59,14 +103,16 @@ def run_study(
     started = time.perf_counter()
     parts = {spec.name: spec for spec in study.parts}
     study_dirs = {name: storage / name for name in parts}
+    env = use_cpu_numerics(_cpu_numerics(study.parts))
     for name, spec in parts.items():
         study_dirs[name].mkdir(parents=True, exist_ok=True)
         check_study_dir(spec, study_dirs[name])
-    init_ray(args.address)
+    init_ray(args.address, env=env)
     data_dirs, teacher_lr = {}, {}
     for name, spec in parts.items():
         data_dirs[name] = ensure_data(spec, data_source(spec, args))
         teacher_lr[name] = ensure_teachers(data_dirs[name], cells[name], spec)
+        write_hparams_view(study_dirs[name], cells[name], teacher_lr[name], spec)
     to_run = {
         name: _to_run(spec, cells[name], study_dirs[name], args) for name, spec in parts.items()
     }
@@ -84,7 +130,7 @@ def run_study(
         total = sum(map(len, cells.values()))
         logger.info("%d cells already done, %d to run", total - len(pending), len(pending))
     for name in parts:
-        logger.info("TensorBoard: tensorboard --logdir %s", study_dirs[name] / "cells")
+        logger.info("TensorBoard: tensorboard --logdir %s", study_dirs[name])
     if pending:
         blocks: dict[Path, list[Any]] = {}
         shared: dict[str, Shared] = {}

@@ -104,7 +104,7 @@ def collect_results(
     wanted = {c.cell_id for c in cells}
     rows = [r.row() for r in finished(study_dir) if tpe or r.cell.cell_id in wanted]
     for rec in teacher_lr:
-        cell_id = f"teacher_lr-{rec['teacher']}-frac{rec['fraction']:g}-seed{rec['seed']}"
+        cell_id = teacher_lr_id(rec)
         copy_atomic(Path(rec["test_scores"]), run_folder(study_dir, cell_id, "teacher_lr") / SCORES)
         row = {
             "cell_id": cell_id,
@@ -128,6 +128,11 @@ def collect_results(
     if not frame.empty:
         write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), study_dir / RESULTS)
     return frame
+
+
+def teacher_lr_id(fit: dict[str, Any]) -> str:
+    """The id of a Teacher_LR fit's row and folder in a study."""
+    return f"teacher_lr-{fit['teacher']}-frac{fit['fraction']:g}-seed{fit['seed']}"
 
 
 # The authors released λ for EAsT_Final and EAsT_KD only; the paper studies use it for

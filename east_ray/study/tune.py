@@ -26,8 +26,9 @@ from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json
 from east_ray.data.spectra import COLUMN as SPECTRA_COLUMN
 from east_ray.data.spectra import SPECTRA, check_spectra, needs_spectra
 from east_ray.study.results import RESULT, cell_dir, read_result
-from east_ray.study.search import searcher
+from east_ray.study.search import config_cell, config_key, searcher
 from east_ray.teachers.stored import load_embeddings
+from east_ray.train.cpu_numerics import check_cpu_numerics
 from east_ray.train.data import (
     BlockStore,
     build_trial_data,
@@ -73,13 +74,8 @@ def _part_and_id(key: str) -> tuple[str, str]:
 def trial_cell(config: dict[str, Any], shared: Mapping[str, Shared]) -> tuple[Shared, Cell]:
     """The part and cell a trial trains: a grid cell by key, or a group template with
     TPE's λ."""
-    if "cell_id" in config:
-        part, ident = _part_and_id(config["cell_id"])
-        return shared[part], shared[part].cells[ident]
-    part, ident = _part_and_id(config["group"])
-    template = shared[part].cells[ident]
-    lam = float(config.get(f"lam[{config['group']}]", template.lam))
-    return shared[part], dataclasses.replace(template, lam=lam)
+    part, ident = _part_and_id(config_key(config))
+    return shared[part], config_cell(config, shared[part].cells[ident])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +95,7 @@ def run_trial(config: dict[str, Any], shared: Mapping[str, Shared]) -> None:
     """One Tune trial: one cell through the shared trainer, resuming from its checkpoint."""
 
     part, cell = trial_cell(config, shared)
+    check_cpu_numerics(part.spec.recipe.cpu_numerics)  # the worker got the driver's variables
     torch.set_num_threads(max(1, int(part.spec.resources.cpus_per_trial)))
     run_dir = cell_dir(Path(part.study_dir), cell)
     if read_result(run_dir) is not None:
@@ -192,7 +189,8 @@ def run_tune(
     # the pid keeps two drivers started in the same second on one storage apart
     run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     n_trials = len(schedule) if schedule is not None else len(pending)
-    search = searcher(pending, schedule, tune_dir, f"{name}-{run_name}")
+    result_dirs = {key: Path(shared[_part_and_id(key)[0]].study_dir) for key in pending}
+    search = searcher(pending, schedule, tune_dir, f"{name}-{run_name}", result_dirs)
     resources = TrialResources({part: s.spec.resources for part, s in shared.items()})
     trainable = tune.with_resources(tune.with_parameters(run_trial, shared=dict(shared)), resources)
     slots = _slots(shared, max_concurrent)

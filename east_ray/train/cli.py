@@ -11,6 +11,7 @@ from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import expand_cells, load_study
 from east_ray.data.parquet import read_meta
 from east_ray.errors import UnknownNameError
+from east_ray.train.cpu_numerics import use_cpu_numerics
 from east_ray.train.data import load_trial_data
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     spec = load_study(args.study)
+    use_cpu_numerics(spec.recipe.cpu_numerics)
     cells = {c.cell_id: c for c in expand_cells(spec)}
     if args.cell not in cells:
         near = [c for c in cells if c.startswith(args.cell.split("-")[0])][:5]

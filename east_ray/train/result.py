@@ -1,17 +1,21 @@
 """A finished run of one cell: what `result.json` holds and what becomes one row of
 `results.parquet`. The row is flat (the cell's fields, the run's counts, `val_<metric>` at
-the best epoch, `test_<metric>`, where it ran) so pandas reads it as columns;
-`RunResult.from_row` reads one back by name and refuses a row that lacks a field."""
+the best epoch, `test_<metric>`, `final_<key>` of the last validated epoch, where it ran)
+so pandas reads it as columns; `RunResult.from_row` reads one back by name and refuses a
+row that lacks a field (but the `final_` ones, which older results lack)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from east_ray.config import Cell
 
 METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
+# the last validated epoch's training and validation loss and learning rate
+FINAL_KEYS = ("train_loss", "val_loss", "lr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +30,8 @@ class RunResult:
     test: dict[str, float]  # METRIC_KEYS, with the best epoch's weights
     wall_seconds: float
     device: str
+    # FINAL_KEYS of the last validated epoch (NaN in a result written before runs kept them)
+    final: dict[str, float] = dataclasses.field(default_factory=dict)
     # where it ran, when the study ran it
     gpu_hours: float | None = None
     node_id: str | None = None
@@ -42,6 +48,7 @@ class RunResult:
             "train_clips": self.train_clips,
             **{f"val_{k}": self.val[k] for k in (*METRIC_KEYS, "loss")},
             **{f"test_{k}": self.test[k] for k in METRIC_KEYS},
+            **{f"final_{k}": self.final.get(k, math.nan) for k in FINAL_KEYS},
             "wall_seconds": self.wall_seconds,
             "device": self.device,
             **{
@@ -74,6 +81,7 @@ class RunResult:
             train_clips=int(row["train_clips"]),
             val={k: float(row[f"val_{k}"]) for k in (*METRIC_KEYS, "loss")},
             test={k: float(row[f"test_{k}"]) for k in METRIC_KEYS},
+            final={k: float(row.get(f"final_{k}", math.nan)) for k in FINAL_KEYS},
             wall_seconds=float(row["wall_seconds"]),
             device=str(row["device"]),
             gpu_hours=row.get("gpu_hours"),

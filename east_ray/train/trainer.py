@@ -87,9 +87,9 @@ from east_ray.train.inputs import (
     take_rows,
 )
 from east_ray.train.prefetch import prefetched
-from east_ray.train.result import METRIC_KEYS, RunResult
+from east_ray.train.result import FINAL_KEYS, METRIC_KEYS, RunResult
 from east_ray.train.selection import Selection
-from east_ray.train.tensorboard import write_hparams
+from east_ray.train.tensorboard import cell_hparams, final_metrics, write_session
 from east_ray.train.trial import TrialSpec
 
 CHECKPOINT = "checkpoint.pt"
@@ -119,6 +119,7 @@ class _State(Selection):
     epoch: int = 0  # completed epochs
     step: int = 0
     best_val: dict[str, float] = dataclasses.field(default_factory=dict)
+    last: dict[str, float] = dataclasses.field(default_factory=dict)  # FINAL_KEYS, last epoch
     wall_seconds: float = 0.0
     stopped: str = ""
 
@@ -463,6 +464,7 @@ def train(
                 "best_val_mAP": s.best_map,
                 "best_epoch": float(s.best_epoch),
             }
+            s.last = {k: float(metrics[k]) for k in FINAL_KEYS}  # plain floats: weights_only loads
             path = run.checkpoint()  # before logging: a resumed run never logs an epoch twice
             for key, value in metrics.items():
                 run.writer.add_scalar(f"epoch/{key}", value, epoch)
@@ -473,7 +475,7 @@ def train(
         _, test, scores = run.evaluate_rows(data.test_rows)
         # before the caller's result.json: a finished cell always has its scores
         write_scores(scored_clips(data, scores, r.f1_threshold), run_dir / SCORES)
-        write_hparams(run.writer, spec.cell, test, run.state.best_map)
+        write_session(run.writer, cell_hparams(spec.cell), final_metrics(test, run.state.best_map))
     finally:
         run.writer.close()
     s = run.state
@@ -486,6 +488,7 @@ def train(
         train_clips=len(data.train_rows),
         val={k: s.best_val.get(k, math.nan) for k in (*METRIC_KEYS, "loss")},
         test={k: test[k] for k in METRIC_KEYS},
+        final={k: s.last.get(k, math.nan) for k in FINAL_KEYS},
         wall_seconds=s.wall_seconds,
         device=device.type,
     )
