@@ -4,6 +4,7 @@ against the Baseline, per-class AP. For notebooks and scripts; imports no torch 
     import east_ray.results as er
     frame = er.load("results/openmic")          # results.parquet, one row per run
     er.paper_table(frame)                       # tidy: mean, ci_low, ci_high, p_value, ...
+    er.by_lambda(frame)                         # the same table at each λ of the study
     er.system_intervals(frame)                  # bootstrap CI of every system's seed-mean
     er.paired_tests(frame)                      # each system − Baseline at its fraction
     er.run_intervals(frame)                     # a CI for every run (row)
@@ -349,6 +350,36 @@ def paper_table(
     table["metric"] = pd.Categorical(table["metric"], names, ordered=True)
     table["n"] = table["n"].astype("Int64")  # NaN where a cell has no run
     return _in_paper_order(table, results, ["system", "teacher", "metric"])
+
+
+def by_lambda(
+    results: pd.DataFrame,
+    *,
+    fraction: float = 1.0,
+    metrics: Sequence[str] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    absent_classes: str = "skip",
+) -> pd.DataFrame:
+    """`paper_table` at every λ of the regularised runs (`tables.at_lambda`: those runs at
+    that λ, beside the Baseline and Teacher_LR), stacked, with the table's λ as the first
+    column `at_lam`: what each λ gives, where `paper_table` shows only the λ chosen on
+    validation."""
+    tables_at = [
+        paper_table(
+            tables.at_lambda(results, lam),
+            fraction=fraction,
+            metrics=metrics,
+            n_boot=n_boot,
+            seed=seed,
+            absent_classes=absent_classes,
+        ).assign(at_lam=lam)
+        for lam in tables.lambdas(results)
+    ]
+    if not tables_at:
+        raise BadValueError("results: no regularised run, so no λ to tabulate; use paper_table")
+    out = pd.concat(tables_at, ignore_index=True)
+    return out[["at_lam", *(c for c in out.columns if c != "at_lam")]]
 
 
 def class_ap(results: pd.DataFrame, *, fraction: float = 1.0) -> pd.DataFrame:

@@ -6,6 +6,8 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
 
 - `add_system` names each row's system as the paper does (Baseline, Teacher_LR, KD,
   EAsT_Cos-Diff, EAsT_Final, EAsT_All, EAsT_KD; other stage choices get a suffix).
+- `at_lambda` keeps the regularised runs at one λ (and every run without one), for a
+  table per λ where a teacher has several (`lambdas_per_teacher`).
 - `choose_lambda` keeps, per (system, teacher, fraction), the λ with the best mean
   *validation* mAP over seeds; test numbers never choose anything.
 - `summarise` gives mean and 95% confidence half-width (Student t) over seeds.
@@ -36,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from east_ray.config import PAPER_SYSTEMS, USES_STAGE, system_name
+from east_ray.config import PAPER_SYSTEMS, USES_STAGE, USES_TEACHER, system_name
 from east_ray.metrics import ZEROED
 from east_ray.reference import REFERENCE, SOURCE
 from east_ray.stats import SIGNIFICANCE
@@ -60,6 +62,30 @@ def add_system(results: pd.DataFrame) -> pd.DataFrame:
         for r, s, e in zip(out["regularizer"], out["stage"], extra.fillna(""), strict=True)
     ]
     return out
+
+
+def _uses_lambda(results: pd.DataFrame) -> pd.Series:
+    """Which rows' systems weigh a regularizer by λ (not the Baseline, not Teacher_LR)."""
+    return results["regularizer"].map(lambda r: USES_TEACHER.get(r, False)).astype(bool)
+
+
+def lambdas(results: pd.DataFrame) -> list[float]:
+    """The λ values of the regularised runs, ascending."""
+    return sorted(set(results.loc[_uses_lambda(results), "lam"].astype(float)))
+
+
+def lambdas_per_teacher(results: pd.DataFrame) -> int:
+    """The most λ values any teacher's regularised runs have (0: none has a regularised
+    run); above 1, a table per λ shows what the chosen-λ table hides."""
+    regularised = results[_uses_lambda(results)]
+    return int(regularised.groupby("teacher")["lam"].nunique().max()) if len(regularised) else 0
+
+
+def at_lambda(results: pd.DataFrame, lam: float) -> pd.DataFrame:
+    """The runs of a table at λ = `lam`: the regularised runs at that λ, and every run of a
+    system without λ (the Baseline, Teacher_LR)."""
+    uses = _uses_lambda(results)
+    return results[~uses | np.isclose(results["lam"], lam)]
 
 
 def choose_lambda(results: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:

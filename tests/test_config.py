@@ -439,6 +439,29 @@ def test_a_study_extends_another_and_changes_only_what_it_says() -> None:
         assert getattr(limited, kept) == getattr(base, kept), kept
 
 
+def test_an_extending_spec_clears_a_table_with_an_empty_one(tmp_path: Path) -> None:
+    """`lam_by_teacher = {}` clears the demo's `musicnn = 0.8`, so the child's λ apply."""
+    child = tmp_path / "child.toml"
+    child.write_text(
+        'extends = "demo"\nname = "child"\n[grid]\nlams = [0.1, 0.3]\nlam_by_teacher = {}\n'
+    )
+    spec = load_study(child)
+    assert spec.grid.lam_by_teacher == {} and spec.grid.lams == (0.1, 0.3)
+    assert {c.lam for c in expand_cells(spec) if c.teacher} == {0.1, 0.3}
+
+
+def test_lams_that_every_teacher_overrides_are_an_error_naming_both(tmp_path: Path) -> None:
+    """The surprise the clearing rule removes: a child that sets `lams` but keeps the
+    parent's fixed λ for every teacher would train none of its `lams`."""
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "demo"\nname = "child"\n[grid]\nlams = [0.1, 0.3]\n')
+    with pytest.raises(SpecError) as caught:
+        load_study(child)
+    (problem,) = caught.value.problems
+    assert problem.startswith("grid.lams: [0.1, 0.3] would be ignored")
+    assert "grid.lam_by_teacher (musicnn = 0.8)" in problem and "lam_by_teacher = {}" in problem
+
+
 def test_extends_errors_name_the_file(tmp_path: Path) -> None:
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
     a.write_text(f'extends = "{b}"\nname = "a"\n')

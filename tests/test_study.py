@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from east_ray.study import cli as study
+from east_ray.teachers.embeddings import extract_teacher
 from tests.release_fixtures import tiny_study
 
 
@@ -21,6 +22,14 @@ def _result_times(storage: Path) -> dict[str, float]:
     return {
         p.parent.name: p.stat().st_mtime_ns
         for p in (storage / "tiny" / "cells").glob("*/result.json")
+    }
+
+
+def _contents(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `root` with its bytes and mode; and every folder."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mode)
+        for p in root.rglob("*")
     }
 
 
@@ -51,6 +60,11 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     spec = _write(tmp_path / "tiny.toml", "0.5")
     storage = tmp_path / "results"
     args = [str(spec), "--data", str(prepared), "--storage", str(storage)]
+    # A prepared dataset with its teacher extracted is only read: every run below (fits,
+    # resumes, more cells, a damaged result) leaves it byte for byte as it was, so it can
+    # be shared or read-only.
+    extract_teacher(prepared, "handcrafted", pretrained=False)
+    dataset = _contents(prepared)
     assert study.main(args) == 0
     err = capsys.readouterr().err  # status lines are log messages, on stderr
     assert "3 cells in study 'tiny'" in err and "3 to run" in err
@@ -108,6 +122,9 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     again = pd.read_parquet(storage / "tiny" / "results.parquet").set_index("cell_id")
     assert again.loc[damaged, "test_mAP"] == rows.loc[damaged, "test_mAP"]
     assert again.loc[damaged, "epochs"] == rows.loc[damaged, "epochs"]  # no epoch trained
+
+    assert _contents(prepared) == dataset
+    assert (storage / "tiny" / "teacher_lr_fits" / "handcrafted").is_dir()  # its fits
 
     spec.write_text(spec.read_text().replace("max_steps = 12", "max_steps = 13"))
     assert study.main(args) == 2

@@ -225,12 +225,47 @@ def test_extraction_on_ray_actors(prepared: Path, ray_local: None) -> None:
     assert record["clips"] == len(read_labels(prepared).clip_ids)
 
 
+def _record_path(record: dict[str, object]) -> Path:
+    """A fit's record file, beside its test scores (the record names its files)."""
+    return Path(str(record["test_scores"])).parent / Path(str(record["logits"])).with_suffix(
+        ".json"
+    )
+
+
+def test_teacher_lr_fits_go_where_the_caller_says_and_follow_the_dataset(
+    prepared: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A study keeps its fits in its own folder: the prepared dataset is only read. A fit
+    made on another prepared dataset (its fingerprint) is fitted again."""
+    extract_teacher(prepared, "handcrafted", runner=_in_process)
+    before = sorted(p.relative_to(prepared) for p in prepared.rglob("*"))
+    fits = tmp_path / "fits"
+    record = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5, fits=fits)
+    assert Path(record["test_scores"]).parent == fits / "handcrafted"
+    assert sorted(p.relative_to(prepared) for p in prepared.rglob("*")) == before
+    labels = read_labels(prepared)
+    logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids, fits=fits)
+    assert logits.shape == (len(labels.clip_ids), 20)
+    path = fits / "handcrafted" / "frac1-seed5.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "data": "another"}))
+    with caplog.at_level(logging.WARNING, logger="east_ray"):
+        again = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5, fits=fits)
+    assert "fitted on another prepared dataset (fingerprint another" in caplog.text
+    assert again["test"] == record["test"]
+
+
 def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     extract_teacher(prepared, "handcrafted", runner=_in_process)
     record = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
     assert 1 <= record["best_epoch"] <= record["epochs"] <= record["steps"] <= 30
     assert {"mAP", "ROC-AUC", "F1", "F1_pos", "n_classes"} <= set(record["test"])
-    assert json.loads(Path(record["logits"]).with_suffix(".json").read_text()) == record
+    scores = Path(record["test_scores"])
+    assert scores.parent == prepared / "teacher_lr" / "handcrafted"  # the default place
+    on_disk = json.loads((scores.parent / "frac1-seed5.json").read_text())
+    # the record names its files relative to itself, and the dataset it was fitted on
+    assert on_disk == {**record, "test_scores": scores.name}
+    assert on_disk["logits"] == "frac1-seed5.parquet"
+    assert on_disk["data"] == read_meta(prepared)["fingerprint"]
     assert fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5) == record
     labels = read_labels(prepared)
     logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
@@ -239,7 +274,7 @@ def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
         load_teacher_logits(prepared, "handcrafted", 0.5, 5, labels.clip_ids)
 
     # Damaged files (a truncated record, then truncated logits) are set aside and refitted.
-    stored = Path(record["logits"])
+    stored = scores.parent / "frac1-seed5.parquet"
     for damaged in (stored.with_suffix(".json"), stored):
         damaged.write_bytes(damaged.read_bytes()[:20])
         refit = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
@@ -363,8 +398,11 @@ def test_teacher_lr_fitted_with_another_recipe_is_fitted_again(
         again = fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5)
     assert sgd_steps and again["recipe"]["grad_clip"] == 0.5
     assert "fitted with another recipe (grad_clip 1.0 -> 0.5); fitting it again" in caplog.text
-    stored = Path(again["logits"]).with_suffix(".json")
-    assert json.loads(stored.read_text()) == again
+    stored = _record_path(again)
+    assert json.loads(stored.read_text()) == {
+        **again,
+        "test_scores": "frac1-seed5.test_scores.parquet",
+    }
     # A record that names no recipe (written before records did) is fitted again too.
     stored.write_text(json.dumps({k: v for k, v in again.items() if k != "recipe"}))
     sgd_steps.clear()
@@ -379,7 +417,7 @@ def test_teacher_lr_fitted_on_another_framing_is_fitted_again(
     short = TeacherLRRecipe(max_steps=10)
     record = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)
     assert record["teacher_framing"] == "start"
-    path = Path(record["logits"]).with_suffix(".json")
+    path = _record_path(record)
     path.write_text(json.dumps({**record, "teacher_framing": "centred_zeros"}))
     with caplog.at_level("WARNING", logger="east_ray.train.teacher_lr"):
         refit = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)

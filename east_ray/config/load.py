@@ -4,9 +4,11 @@
 
 `load_study` returns a `StudySpec` or raises `SpecError` listing *every* problem, each with
 the field, the bad value and what was expected; an unknown key is an error, so a typo
-never passes silently. A study file may instead list other studies (`includes =
-["openmic", "magnatagatune"]`); `load_parts` returns every study a file names as one
-`Study`.
+never passes silently. A study file may extend another (`extends = "demo"`): its tables
+are laid over the other's key by key, a value or list replaces the other's, and an empty
+table (`lam_by_teacher = {}`) replaces the other's table, which clears it. A study file may
+instead list other studies (`includes = ["openmic", "magnatagatune"]`); `load_parts`
+returns every study a file names as one `Study`.
 """
 
 from __future__ import annotations
@@ -224,6 +226,13 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
             problems.append(
                 f"grid.lam_by_teacher.{teacher}: got {lam!r}, expected a number in [0, 1]"
             )
+    if g.lams and needs_teacher and g.teachers and set(g.teachers) <= set(g.lam_by_teacher):
+        fixed = ", ".join(f"{t} = {g.lam_by_teacher[t]:g}" for t in g.teachers)
+        problems.append(
+            f"grid.lams: {list(g.lams)!r} would be ignored: every teacher has a fixed λ in "
+            f"grid.lam_by_teacher ({fixed}); remove grid.lams, or those teachers from "
+            "grid.lam_by_teacher (`lam_by_teacher = {}` clears the table a spec extends)"
+        )
     required = [
         ("fractions", True),
         ("seeds", True),
@@ -367,10 +376,11 @@ def _resolve_from(path: Path, name_or_path: str) -> Path:
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `over` laid on top, table by table (a list or value replaces)."""
+    """`base` with `over` laid on top, table by table (a list or value replaces); an empty
+    table replaces too, so that an extending spec can clear one (`lam_by_teacher = {}`)."""
     out = dict(base)
     for key, value in over.items():
-        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
+        both_tables = isinstance(value, dict) and value and isinstance(base.get(key), dict)
         out[key] = _merged(base[key], value) if both_tables else value
     return out
 

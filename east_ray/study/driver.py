@@ -24,6 +24,7 @@ from east_ray.study.results import (
     cell_dir,
     check_study_dir,
     collect_results,
+    fits_dir,
     read_result,
     render_tables,
     teacher_lr_id,
@@ -111,7 +112,9 @@ def run_study(
     data_dirs, teacher_lr = {}, {}
     for name, spec in parts.items():
         data_dirs[name] = ensure_data(spec, data_source(spec, args))
-        teacher_lr[name] = ensure_teachers(data_dirs[name], cells[name], spec)
+        teacher_lr[name] = ensure_teachers(
+            data_dirs[name], cells[name], spec, fits_dir(study_dirs[name])
+        )
         write_hparams_view(study_dirs[name], cells[name], teacher_lr[name], spec)
     to_run = {
         name: _to_run(spec, cells[name], study_dirs[name], args) for name, spec in parts.items()

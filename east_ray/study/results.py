@@ -35,6 +35,7 @@ from east_ray.results import (
 from east_ray.stats import N_BOOT
 from east_ray.tables import (
     TABLE_METRICS,
+    at_lambda,
     beside_note,
     beside_paper,
     ci_note,
@@ -45,6 +46,8 @@ from east_ray.tables import (
     flat_columns,
     format_beside_paper,
     format_table,
+    lambdas,
+    lambdas_per_teacher,
     limited_data_figure,
     paper_reference,
     paper_table,
@@ -128,6 +131,12 @@ def collect_results(
     if not frame.empty:
         write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), study_dir / RESULTS)
     return frame
+
+
+def fits_dir(study_dir: Path) -> Path:
+    """Where a study keeps its Teacher_LR fits (`east_ray.train.teacher_lr`): in its own
+    folder, not the prepared dataset, which a study only reads."""
+    return Path(study_dir) / "teacher_lr_fits"
 
 
 def teacher_lr_id(fit: dict[str, Any]) -> str:
@@ -224,6 +233,21 @@ def render_tables(
         parts += [title, flat_columns(table).to_string(), classes, ""]
         markdown += [f"### {title}", "", flat_columns(table).to_markdown(), "", classes, ""]
         latex += [f"% {title}", table.to_latex(), f"% {classes}", ""]
+        # each λ's own table where a teacher has several: the chosen λ hides the others
+        for lam in lambdas(results) if lambdas_per_teacher(results) > 1 else []:
+            at = at_lambda(annotated, lam)
+            at_intervals = system_intervals(at, metrics=metrics, absent_classes=absent_classes)
+            tidy_at = paper_table(
+                at_lambda(results, lam), expected, metrics, fraction, at_intervals
+            )
+            table_at = format_table(tidy_at)
+            title_at = (
+                f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g}, "
+                f"every regularised system at λ = {lam:g} ({ci_note(N_BOOT, comparisons(tidy_at))})"
+            )
+            parts += [title_at, flat_columns(table_at).to_string(), ""]
+            markdown += [f"### {title_at}", "", flat_columns(table_at).to_markdown(), ""]
+            latex += [f"% {title_at}", table_at.to_latex(), ""]
         if fraction == 1.0:
             note, beside, marks = _beside_paper(spec, tidy)
             if beside is None:

@@ -70,8 +70,11 @@ def teachers_needed(cells: Sequence[Cell]) -> list[str]:
     return sorted({c.teacher for c in cells if c.teacher})
 
 
-def ensure_teachers(data_dir: Path, cells: Sequence[Cell], spec: StudySpec) -> list[dict[str, Any]]:
-    """Extract every teacher the cells use; fit Teacher_LR per (teacher, fraction, seed)."""
+def ensure_teachers(
+    data_dir: Path, cells: Sequence[Cell], spec: StudySpec, fits: Path
+) -> list[dict[str, Any]]:
+    """Extract every teacher the cells use (into the prepared dataset, once); fit
+    Teacher_LR per (teacher, fraction, seed) into `fits`, the study's own folder."""
 
     records = []
     for teacher in teachers_needed(cells):
@@ -86,6 +89,7 @@ def ensure_teachers(data_dir: Path, cells: Sequence[Cell], spec: StudySpec) -> l
                         fraction=fraction,
                         seed=seed,
                         threshold=spec.recipe.f1_threshold,
+                        fits=fits,
                     )
                 )
     return records

@@ -25,7 +25,7 @@ from east_ray.config import Cell, Resources, StudySpec
 from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
 from east_ray.data.spectra import COLUMN as SPECTRA_COLUMN
 from east_ray.data.spectra import SPECTRA, check_spectra, needs_spectra
-from east_ray.study.results import RESULT, cell_dir, read_result
+from east_ray.study.results import RESULT, cell_dir, fits_dir, read_result
 from east_ray.study.search import config_cell, config_key, searcher
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.cpu_numerics import check_cpu_numerics
@@ -98,12 +98,22 @@ def run_trial(config: dict[str, Any], shared: Mapping[str, Shared]) -> None:
     check_cpu_numerics(part.spec.recipe.cpu_numerics)  # the worker got the driver's variables
     torch.set_num_threads(max(1, int(part.spec.resources.cpus_per_trial)))
     run_dir = cell_dir(Path(part.study_dir), cell)
-    if read_result(run_dir) is not None:
+    if _reported_finished(run_dir):
         return  # finished in an earlier run: never train a cell twice
     run_dir.mkdir(parents=True, exist_ok=True)
     with _cell_lock(run_dir, cell):
-        if read_result(run_dir) is None:  # the holder we waited for may have finished it
+        if not _reported_finished(run_dir):  # the holder we waited for may have finished it
             _train_cell(cell, part, run_dir)
+
+
+def _reported_finished(run_dir: Path) -> bool:
+    """Whether the cell has a result (another driver, or an earlier run, trained it); if
+    so, report its objective, as a trained trial does: Tune requires the metric of a
+    trial that reports anything, and its Optuna trial then gets its value."""
+    result = read_result(run_dir)
+    if result is not None:
+        tune.report({"best_val_mAP": result.val["mAP"]})
+    return result is not None
 
 
 @contextlib.contextmanager
@@ -250,7 +260,7 @@ def shared_inputs(
     }
     logits = {
         (c.teacher, c.fraction, c.seed): load_teacher_logits(
-            data_dir, c.teacher, c.fraction, c.seed, labels.clip_ids
+            data_dir, c.teacher, c.fraction, c.seed, labels.clip_ids, fits=fits_dir(study_dir)
         )
         for c in cells
         if c.teacher and needs_teacher_logits(c)

@@ -6,17 +6,19 @@ at most `max_steps` optimiser steps; the epoch with the best validation mAP is k
 recipe is the study spec's `[teacher_lr]` table (`config.TeacherLRRecipe`, defaults the
 authors'). It is a row of the paper's table and the KD teacher, so it is fitted per
 (dataset, teacher, training subset, seed) on the same subset the students see, and its
-logits for every clip are stored:
+logits for every clip are stored, under `fits` (the study's `teacher_lr_fits/`; by
+default `<data>/teacher_lr/`, for use outside a study):
 
-    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.parquet   clip_id, logits float32[C]
-    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.test_scores.parquet   (east_ray.data.scores)
-    <data>/teacher_lr/<teacher>/frac<f>-seed<s>.json      recipe, validation and test metrics
+    <fits>/<teacher>/frac<f>-seed<s>.parquet              clip_id, logits float32[C]
+    <fits>/<teacher>/frac<f>-seed<s>.test_scores.parquet  (east_ray.data.scores)
+    <fits>/<teacher>/frac<f>-seed<s>.json                 recipe, data, metrics
 
-The record is written last and marks a complete fit; a fit stored before test scores
+The record is written last and marks a complete fit; it names its files relative to its
+own folder and records the prepared dataset's fingerprint. A fit stored before test scores
 were kept gets them from its logits. Fitting again with the same arguments returns the
-stored result. A stored fit made with
-another recipe (as the record says) is fitted again, with a log line naming what changed;
-stored files that cannot be read are set aside with a warning and fitted again.
+stored result. A stored fit made with another recipe or on another prepared dataset (as
+the record says) is fitted again, with a log line naming what changed; stored files that
+cannot be read are set aside with a warning and fitted again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from east_ray.data.parquet import (
     column_numpy,
     move_aside,
     read_labels,
+    read_meta,
     vector_array,
     write_json_atomic,
     write_table_atomic,
@@ -55,11 +58,14 @@ logger = logging.getLogger(__name__)
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _paths(data_dir: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path, Path]:
+FITS = "teacher_lr"  # the default folder of the fits, in the prepared dataset
+
+
+def _paths(fits: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path, Path]:
     """Logits, record and test scores of one fit. Names are built whole: `with_suffix`
     would read "frac0.5-seed0" as a stem "frac0" with suffix ".5-seed0", and every
     fraction below 1 would share one file."""
-    folder, stem = Path(data_dir) / "teacher_lr" / teacher, f"frac{fraction:g}-seed{seed}"
+    folder, stem = Path(fits) / teacher, f"frac{fraction:g}-seed{seed}"
     return (
         folder / f"{stem}.parquet",
         folder / f"{stem}.json",
@@ -112,12 +118,26 @@ def fit_teacher_lr(
     fraction: float = 1.0,
     seed: int = 1223,
     threshold: float = 0.4,
+    fits: Path | None = None,
 ) -> dict[str, Any]:
-    """Fit (or read back) Teacher_LR with `recipe` (default: the authors'); returns its
-    record (recipe, metrics, epochs, steps, logits path)."""
+    """Fit (or read back) Teacher_LR with `recipe` (default: the authors') on the prepared
+    dataset `data_dir`, stored under `fits` (default `<data_dir>/teacher_lr`; the dataset
+    is only read then); returns its record (recipe, metrics, epochs, steps) with the path
+    of its test scores."""
     recipe = recipe or TeacherLRRecipe()
-    logits_path, record_path, scores_path = _paths(data_dir, teacher, fraction, seed)
+    fits = Path(data_dir) / FITS if fits is None else Path(fits)
+    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
+    if stored is not None and stored.get("data", _fingerprint(data_dir)) != _fingerprint(data_dir):
+        logger.warning(
+            "Teacher_LR %s was fitted on another prepared dataset (fingerprint %s, %s has %s); "
+            "fitting it again",
+            _fit_name(record_path),
+            stored.get("data"),
+            data_dir,
+            _fingerprint(data_dir),
+        )
+        stored = None
     if stored is not None and _same_framing(stored, teacher, record_path):
         if not _readable(scores_path):  # e.g. a fit from before test scores were kept
             logger.info("Teacher_LR %s: writing its test scores", _fit_name(record_path))
@@ -130,9 +150,16 @@ def fit_teacher_lr(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:
-        return _fit(data_dir, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold)
+        return _fit(
+            data_dir, fits, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold
+        )
     finally:
         torch.set_num_threads(threads)
+
+
+def _fingerprint(data_dir: Path) -> str:
+    """The prepared dataset's fingerprint (`meta.json`), which a fit depends on."""
+    return str(read_meta(data_dir).get("fingerprint"))
 
 
 def _readable(path: Path) -> bool:
@@ -264,6 +291,7 @@ def _train(run: _Run, tensors: dict[str, Tensors], threshold: float) -> None:
 
 def _fit(
     data_dir: Path,
+    fits: Path,
     teacher: str,
     recipe: TeacherLRRecipe,
     *,
@@ -271,7 +299,7 @@ def _fit(
     seed: int,
     threshold: float,
 ) -> dict[str, Any]:
-    logits_path, record_path, scores_path = _paths(data_dir, teacher, fraction, seed)
+    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
     table = read_labels(data_dir)
     x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
     train_rows = table.training_rows(fraction, seed)
@@ -293,8 +321,10 @@ def _fit(
         "steps": run.steps,
         "best_epoch": run.selection.best_epoch,
         "train_clips": len(train_rows),
-        "logits": str(logits_path),
-        "test_scores": str(scores_path),
+        "data": _fingerprint(data_dir),
+        # beside the record, so that a folder of fits can be moved or shared
+        "logits": logits_path.name,
+        "test_scores": scores_path.name,
     }
     for split in ("valid", "test"):
         _, scores = _loss_and_scores(model, *tensors[split], recipe.batch_size)
@@ -310,7 +340,7 @@ def _fit(
     )
     _write_test_scores(table, logits, threshold, scores_path)
     write_json_atomic(record, record_path)  # last: the record marks a complete fit
-    return record
+    return {**record, "test_scores": str(scores_path)}
 
 
 def _write_test_scores(table: LabelTable, logits: np.ndarray, threshold: float, path: Path) -> None:
@@ -329,10 +359,18 @@ def _write_test_scores(table: LabelTable, logits: np.ndarray, threshold: float, 
 
 
 def load_teacher_logits(
-    data_dir: Path, teacher: str, fraction: float, seed: int, clip_ids: list[str]
+    data_dir: Path,
+    teacher: str,
+    fraction: float,
+    seed: int,
+    clip_ids: list[str],
+    *,
+    fits: Path | None = None,
 ) -> np.ndarray:
-    """Stored Teacher_LR logits `(N, C)` for `clip_ids`, in that order."""
-    logits_path, _, _ = _paths(data_dir, teacher, fraction, seed)
+    """Stored Teacher_LR logits `(N, C)` for `clip_ids`, in that order (`fits` as
+    `fit_teacher_lr`'s)."""
+    fits = Path(data_dir) / FITS if fits is None else Path(fits)
+    logits_path, _, _ = _paths(fits, teacher, fraction, seed)
     if not logits_path.is_file():
         raise FileNotFoundError(
             f"{logits_path}: Teacher_LR for teacher {teacher!r}, fraction "
