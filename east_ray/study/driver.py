@@ -68,23 +68,23 @@ def write_hparams_view(
     """TensorBoard's HParams view of the study (`east_ray.train.tensorboard`): the
     experiment summary over every cell and fit, and each Teacher_LR fit's session (each
     cell's is written by the trainer when it finishes)."""
-    fits = {}
+    sessions = [cell_hparams(cell) for cell in cells]
     for fit in teacher_lr:
-        fits[teacher_lr_id(fit)] = (
-            session_hparams(
-                system="Teacher_LR",
-                teacher=fit["teacher"],
-                lam=0.0,
-                fraction=fit["fraction"],
-                seed=fit["seed"],
-                dataset=spec.dataset,
-                student=None,
-            ),
-            final_metrics(fit["test"], fit["valid"]["mAP"]),
+        hparams = session_hparams(
+            system="Teacher_LR",
+            teacher=fit["teacher"],
+            lam=0.0,
+            fraction=fit["fraction"],
+            seed=fit["seed"],
+            dataset=spec.dataset,
+            student=None,
         )
-    for fit_id, (hparams, metrics) in fits.items():
-        write_fit_session(run_folder(study_dir, fit_id, "teacher_lr") / "tb", hparams, metrics)
-    write_experiment(study_dir, [*map(cell_hparams, cells), *(h for h, _ in fits.values())])
+        metrics = final_metrics(fit["test"], fit["valid"]["mAP"])
+        write_fit_session(
+            run_folder(study_dir, teacher_lr_id(fit), "teacher_lr") / "tb", hparams, metrics
+        )
+        sessions.append(hparams)
+    write_experiment(study_dir, sessions)
 
 
 def _cpu_numerics(parts: Sequence[StudySpec]) -> str:

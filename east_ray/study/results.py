@@ -221,33 +221,33 @@ def render_tables(
         teachers,
         tuple(x.name for x in spec.systems),
     )
-    parts, markdown, latex = [], [], []
+    parts: list[str] = []
+    markdown: list[str] = []
+    latex: list[str] = []
+
+    def add(title: str, table: pd.DataFrame, note: str | None = None) -> None:
+        """One table in the three outputs, its title above and `note` under it."""
+        tail = [] if note is None else [note]
+        parts.extend([title, flat_columns(table).to_string(), *tail, ""])
+        markdown.extend([f"### {title}", "", flat_columns(table).to_markdown(), ""])
+        markdown.extend(x for t in tail for x in (t, ""))
+        latex.extend([f"% {title}", table.to_latex(), *(f"% {t}" for t in tail), ""])
+
     for fraction in sorted(spec.grid.fractions, reverse=True):
+        head = f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g}"
         tidy = paper_table(results, expected, metrics, fraction, intervals)
-        table = format_table(tidy)
-        title = (
-            f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g} "
-            f"({lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)}; "
-            f"{ci_note(N_BOOT, comparisons(tidy))})"
-        )
-        parts += [title, flat_columns(table).to_string(), classes, ""]
-        markdown += [f"### {title}", "", flat_columns(table).to_markdown(), "", classes, ""]
-        latex += [f"% {title}", table.to_latex(), f"% {classes}", ""]
+        rule = lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)
+        add(f"{head} ({rule}; {ci_note(N_BOOT, comparisons(tidy))})", format_table(tidy), classes)
         # each λ's own table where a teacher has several: the chosen λ hides the others
         for lam in lambdas(results) if lambdas_per_teacher(results) > 1 else []:
-            at = at_lambda(annotated, lam)
-            at_intervals = system_intervals(at, metrics=metrics, absent_classes=absent_classes)
+            at_intervals = system_intervals(
+                at_lambda(annotated, lam), metrics=metrics, absent_classes=absent_classes
+            )
             tidy_at = paper_table(
                 at_lambda(results, lam), expected, metrics, fraction, at_intervals
             )
-            table_at = format_table(tidy_at)
-            title_at = (
-                f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g}, "
-                f"every regularised system at λ = {lam:g} ({ci_note(N_BOOT, comparisons(tidy_at))})"
-            )
-            parts += [title_at, flat_columns(table_at).to_string(), ""]
-            markdown += [f"### {title_at}", "", flat_columns(table_at).to_markdown(), ""]
-            latex += [f"% {title_at}", table_at.to_latex(), ""]
+            note = ci_note(N_BOOT, comparisons(tidy_at))
+            add(f"{head}, every regularised system at λ = {lam:g} ({note})", format_table(tidy_at))
         if fraction == 1.0:
             note, beside, marks = _beside_paper(spec, tidy)
             if beside is None:

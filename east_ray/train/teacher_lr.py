@@ -128,14 +128,15 @@ def fit_teacher_lr(
     fits = Path(data_dir) / FITS if fits is None else Path(fits)
     logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
-    if stored is not None and stored.get("data", _fingerprint(data_dir)) != _fingerprint(data_dir):
+    fingerprint = _fingerprint(data_dir)
+    if stored is not None and stored.get("data", fingerprint) != fingerprint:
         logger.warning(
             "Teacher_LR %s was fitted on another prepared dataset (fingerprint %s, %s has %s); "
             "fitting it again",
             _fit_name(record_path),
             stored.get("data"),
             data_dir,
-            _fingerprint(data_dir),
+            fingerprint,
         )
         stored = None
     if stored is not None and _same_framing(stored, teacher, record_path):
@@ -151,7 +152,14 @@ def fit_teacher_lr(
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:
         return _fit(
-            data_dir, fits, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold
+            data_dir,
+            fits,
+            teacher,
+            recipe,
+            fraction=fraction,
+            seed=seed,
+            threshold=threshold,
+            fingerprint=fingerprint,
         )
     finally:
         torch.set_num_threads(threads)
@@ -298,6 +306,7 @@ def _fit(
     fraction: float,
     seed: int,
     threshold: float,
+    fingerprint: str,
 ) -> dict[str, Any]:
     logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
     table = read_labels(data_dir)
@@ -321,7 +330,7 @@ def _fit(
         "steps": run.steps,
         "best_epoch": run.selection.best_epoch,
         "train_clips": len(train_rows),
-        "data": _fingerprint(data_dir),
+        "data": fingerprint,
         # beside the record, so that a folder of fits can be moved or shared
         "logits": logits_path.name,
         "test_scores": scores_path.name,
