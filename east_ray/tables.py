@@ -9,7 +9,8 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
 - `at_lambda` keeps the regularised runs at one λ (and every run without one), for a
   table per λ where a teacher has several (`lambdas_per_teacher`).
 - `choose_lambda` keeps, per (system, teacher, fraction), the λ with the best mean
-  *validation* mAP over seeds; test numbers never choose anything.
+  *validation* mAP over seeds; test numbers never choose anything. Where λ was fixed in
+  advance (`grid.lam_choice = "each"`), `lambda_systems` makes each λ a system of its own.
 - `summarise` gives mean and 95% confidence half-width (Student t) over seeds.
 - `paper_table` joins against the expected (system, teacher) pairs, so a missing cell is
   a NaN row, not a dropped one; `format_table` pivots it to the paper's layout. Given
@@ -86,6 +87,20 @@ def at_lambda(results: pd.DataFrame, lam: float) -> pd.DataFrame:
     system without λ (the Baseline, Teacher_LR)."""
     uses = _uses_lambda(results)
     return results[~uses | np.isclose(results["lam"], lam)]
+
+
+def lambda_systems(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with each regularised run's λ in its system's name ("KD, λ = 0.3"), so
+    that every (system, λ) is a system of its own: a line per λ in `limited_data_figure`
+    where λ was fixed in advance and none is chosen."""
+    frame = add_system(results) if "system" not in results else results
+    names = [
+        f"{system}, λ = {lam:g}" if uses else system
+        for system, lam, uses in zip(
+            frame["system"].astype(str), frame["lam"], _uses_lambda(frame), strict=True
+        )
+    ]
+    return frame.assign(system=names)
 
 
 def choose_lambda(results: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:

@@ -117,6 +117,7 @@ def test_the_recipe_options_default_to_the_authors_and_list_the_default_first() 
         "alignment": "authors",
         "last_batch": "keep",
         "partial_epoch": "skip",
+        "early_stop": "loss",
     }
     # the one default that is not the authors': their per-clip mel jitter needs extra
     # preparation and 4x the training clips' bytes (east_ray.data.meljitter)
@@ -439,11 +440,22 @@ def test_a_study_extends_another_and_changes_only_what_it_says() -> None:
         assert getattr(limited, kept) == getattr(base, kept), kept
 
 
+def _fixed_lambda_parent(tmp_path: Path) -> Path:
+    """A spec that fixes musicnn's λ at 0.8 (as the paper fixes λ per teacher)."""
+    parent = tmp_path / "parent.toml"
+    parent.write_text(
+        'extends = "demo"\nname = "parent"\n[grid]\nlams = []\nlam_by_teacher = { musicnn = 0.8 }\n'
+    )
+    assert load_study(parent).grid.lam_by_teacher == {"musicnn": 0.8}
+    return parent
+
+
 def test_an_extending_spec_clears_a_table_with_an_empty_one(tmp_path: Path) -> None:
-    """`lam_by_teacher = {}` clears the demo's `musicnn = 0.8`, so the child's λ apply."""
+    """`lam_by_teacher = {}` clears the parent's `musicnn = 0.8`, so the child's λ apply."""
     child = tmp_path / "child.toml"
     child.write_text(
-        'extends = "demo"\nname = "child"\n[grid]\nlams = [0.1, 0.3]\nlam_by_teacher = {}\n'
+        f'extends = "{_fixed_lambda_parent(tmp_path)}"\nname = "child"\n[grid]\n'
+        "lams = [0.1, 0.3]\nlam_by_teacher = {}\n"
     )
     spec = load_study(child)
     assert spec.grid.lam_by_teacher == {} and spec.grid.lams == (0.1, 0.3)
@@ -454,7 +466,9 @@ def test_lams_that_every_teacher_overrides_are_an_error_naming_both(tmp_path: Pa
     """The surprise the clearing rule removes: a child that sets `lams` but keeps the
     parent's fixed λ for every teacher would train none of its `lams`."""
     child = tmp_path / "child.toml"
-    child.write_text('extends = "demo"\nname = "child"\n[grid]\nlams = [0.1, 0.3]\n')
+    child.write_text(
+        f'extends = "{_fixed_lambda_parent(tmp_path)}"\nname = "child"\n[grid]\nlams = [0.1, 0.3]\n'
+    )
     with pytest.raises(SpecError) as caught:
         load_study(child)
     (problem,) = caught.value.problems
@@ -489,12 +503,15 @@ def _hand_count(teachers: int, stages: int, lams: int) -> int:
 
 def _demo_hand_count() -> tuple[str, int, int]:
     """The demo's cells counted by hand from its axes, whatever values they hold (its size
-    is a budget choice, see studies/demo.toml)."""
+    is a budget choice, see studies/demo.toml): one baseline, then per teacher, λ and
+    regularizer one cell, or one per stage where the regularizer has stages."""
     spec = load_study("demo")
     g = spec.grid
-    lams = {len(g.lams_of(t)) for t in g.teachers}
-    assert len(lams) == 1, "the hand count assumes every teacher has as many λ values"
-    per = _hand_count(len(g.teachers), len(g.stages), lams.pop()) + len(spec.systems)
+    per = 1 + len(spec.systems)
+    for teacher in g.teachers:
+        for reg in g.regularizers:
+            if reg != "none":
+                per += len(g.lams_of(teacher)) * (len(g.stages) if config.USES_STAGE[reg] else 1)
     return "demo", per, len(g.fractions) * len(g.seeds)
 
 
@@ -518,34 +535,44 @@ def test_dry_run_counts_match_hand_count(
     assert len(expand_cells(load_study(name))) == expected
 
 
-def test_the_demo_shows_every_paper_row_over_seeds() -> None:
-    """Issue 16: for some teacher the demo trains every row of the paper's table (Teacher_LR
-    comes with the teacher), at every data fraction over at least three seeds, so each
-    entry has a confidence interval; λ is one fixed value for that teacher (chosen a priori)."""
+def test_the_demo_answers_the_papers_two_questions_over_seeds() -> None:
+    """Issue 27: the demo trains Baseline, KD and EAsT_Final for a teacher (Teacher_LR
+    comes with it) at a limited and the full training fraction over at least three seeds,
+    at two λ fixed in advance (the authors' 0.8 and a lower one), each in its own table,
+    with runs of equal length (no early stopping)."""
     spec = load_study("demo")
     cells = expand_cells(spec)
-    paper_rows = [
-        (r, s) for r, s in config.SYSTEMS if (r, s) not in {("cos_diff", "all"), ("dcor_kd", "all")}
-    ]
-    assert len(paper_rows) == 6  # Baseline, KD, Cos-Diff, Final, All, EAsT_KD
+    rows = [("none", None), ("kd", None), ("dcor", "final")]
+    g = spec.grid
+    assert min(g.fractions) < 1.0 and max(g.fractions) == 1.0
 
-    def seeds(teacher: str | None, row: tuple[str, str | None], fraction: float) -> set[int]:
+    def seeds(
+        teacher: str | None, row: tuple[str, str | None], lam: float, fraction: float
+    ) -> set[int]:
         return {
             c.seed
             for c in cells
             if (c.regularizer, c.stage) == row
             and c.teacher == (teacher if row[0] != "none" else None)
+            and (row[0] == "none" or c.lam == lam)
             and c.fraction == fraction
-            and not c.extra_system
         }
 
     shown = [
         t
-        for t in spec.grid.teachers
-        if all(len(seeds(t, row, f)) >= 3 for row in paper_rows for f in spec.grid.fractions)
+        for t in g.teachers
+        if len(g.lams_of(t)) == 2
+        and 0.8 in g.lams_of(t)
+        and min(g.lams_of(t)) < 0.8
+        and all(
+            len(seeds(t, row, lam, f)) >= 3
+            for row in rows
+            for lam in g.lams_of(t)
+            for f in g.fractions
+        )
     ]
-    assert shown, f"no teacher of {spec.grid.teachers} has every paper row over 3 seeds"
-    assert all(len(spec.grid.lams_of(t)) == 1 for t in shown)
+    assert shown, f"no teacher of {g.teachers} has the three systems at two λ over 3 seeds"
+    assert g.lam_choice == "each" and spec.recipe.early_stop == "off"
 
 
 def test_cells_collapse_and_ids_are_stable_and_unique() -> None:

@@ -14,12 +14,12 @@ from east_ray.study.results import render_tables
 from tests.test_reference import _fabricate
 
 
-def _two_lambda_study(tmp_path: Path) -> tuple[StudySpec, Path, pd.DataFrame]:
+def _two_lambda_study(tmp_path: Path, grid: str = "") -> tuple[StudySpec, Path, pd.DataFrame]:
     spec_file = tmp_path / "lams.toml"
-    # `lam_by_teacher = {}` clears the demo's fixed musicnn = 0.8, so `lams` apply
+    # `lam_by_teacher = {}` clears a parent's fixed λ, so `lams` apply
     spec_file.write_text(
         'extends = "demo"\nname = "lams"\n[grid]\nlams = [0.1, 0.8]\nlam_by_teacher = {}\n'
-        'regularizers = ["none", "dcor"]\nstages = ["final"]\n'
+        f'regularizers = ["none", "dcor"]\nstages = ["final"]\n{grid}'
     )
     spec = load_study(spec_file)
     study_dir = tmp_path / "lams"
@@ -58,3 +58,40 @@ def test_one_lambda_per_teacher_prints_one_table(tmp_path: Path) -> None:
     study_dir.mkdir()
     text = render_tables(spec, _fabricate(spec, study_dir), study_dir, write=False)
     assert "every regularised system at λ" not in text
+
+
+def test_lambdas_fixed_in_advance_print_a_table_and_a_figure_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lam_choice = "each"`: no λ is chosen on validation, each has its table, and the
+    figure draws each regularised system once per λ."""
+    import east_ray.study.results as study_results
+
+    grid = 'lam_choice = "each"\nfractions = [0.25, 1.0]\n'
+    spec, study_dir, results = _two_lambda_study(tmp_path, grid)
+    drawn: list[pd.DataFrame] = []
+    real = study_results.limited_data_figure
+
+    def spy(lines: pd.DataFrame, *args: object) -> Path:
+        drawn.append(lines)
+        return real(lines, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study_results, "limited_data_figure", spy)
+    text = render_tables(spec, results, study_dir)
+    assert "chosen on validation" not in text
+    for fraction in ("0.25", "1"):
+        for lam in ("0.1", "0.8"):
+            assert f"fraction {fraction}, every regularised system at λ = {lam}, fixed" in text
+    systems = set(drawn[0]["system"])
+    assert {"EAsT_Final, λ = 0.1", "EAsT_Final, λ = 0.8", "Baseline"} <= systems
+    assert "EAsT_Final" not in systems
+    assert (study_dir / "figure.png").stat().st_size > 0
+    markdown = (study_dir / "tables.md").read_text()
+    assert markdown.count("### ") == 4  # two fractions × two λ
+
+
+def test_an_unknown_lam_choice_lists_the_known_ones(tmp_path: Path) -> None:
+    from east_ray.config import SpecError
+
+    with pytest.raises(SpecError, match=r"grid.lam_choice: .*'best'.*validation, each"):
+        _two_lambda_study(tmp_path, 'lam_choice = "best"\n')

@@ -320,6 +320,29 @@ def test_a_results_folder_does_not_record_the_runtime_options(tmp_path: Path) ->
     assert json.loads((tmp_path / "spec.json").read_text()) == stored
 
 
+def test_a_recipe_field_added_later_reads_as_its_default_in_an_older_folder(
+    tmp_path: Path,
+) -> None:
+    """A folder written before `recipe.early_stop` existed trained as its default says:
+    it resumes under the default and is refused under another value."""
+    import dataclasses
+    import json
+
+    from east_ray.config import SpecError, load_study
+    from east_ray.study.results import check_study_dir
+
+    spec = load_study("openmic")
+    check_study_dir(spec, tmp_path)
+    path = tmp_path / "spec.json"
+    stored = json.loads(path.read_text())
+    del stored["recipe"]["early_stop"]
+    path.write_text(json.dumps(stored))
+    check_study_dir(spec, tmp_path)  # accepted
+    off = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, early_stop="off"))
+    with pytest.raises(SpecError, match=r"recipe: the results .* were made with"):
+        check_study_dir(off, tmp_path)
+
+
 @pytest.mark.slow
 def test_a_study_of_two_datasets_is_one_tune_run_with_tables_per_dataset(
     prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]

@@ -531,6 +531,30 @@ def test_an_epoch_cut_by_max_steps_is_not_validated_by_default(
     assert result.best_epoch <= validated
 
 
+@pytest.mark.parametrize("early_stop", ["loss", "pred_loss", "off"])
+def test_early_stopping_watches_the_loss_the_recipe_names(
+    prepared: Path, tmp_path: Path, early_stop: str
+) -> None:
+    """Patience 0 stops after the first epoch whatever the loss does, on the loss named
+    (the combined one by default, the prediction loss alone, or none at all)."""
+    _with_teacher(prepared)
+    spec = _spec("dcor", "final", early_stop=early_stop, early_stop_patience=0)
+    spec = TrialSpec(**{**spec.__dict__, "max_epochs": 3})
+    reports: list[dict[str, float]] = []
+    result = train(
+        spec, _data(prepared, spec), tmp_path / "run", report=lambda m, c: reports.append(m) or None
+    )
+    first = reports[0]
+    assert first["val_loss"] != pytest.approx(first["val_loss_pred"])  # λ = 0.5: they differ
+    if early_stop == "off":
+        assert (result.stopped, result.epochs) == ("max_epochs", 3)
+        return
+    assert (result.stopped, result.epochs) == ("early_stop", 1)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
+    watched = first["val_loss" if early_stop == "loss" else "val_loss_pred"]
+    assert state["best_val_loss"] == pytest.approx(watched)
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_each_precision_chooses_its_autocast(precision: str, device: str) -> None:

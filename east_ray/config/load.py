@@ -25,6 +25,7 @@ from typing import Any
 
 from east_ray.config.spec import (
     DATASETS,
+    LAM_CHOICES,
     RECIPE_CHOICES,
     REGULARIZERS,
     STAGES,
@@ -208,6 +209,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     for i, lam in enumerate(g.lams):
         if not 0.0 <= lam <= 1.0:
             problems.append(f"grid.lams[{i}]: got {lam!r}, expected a number in [0, 1]")
+    _one_of("grid.lam_choice", g.lam_choice, LAM_CHOICES, problems)
     for i, frac in enumerate(g.fractions):
         if not 0.0 < frac <= 1.0:
             problems.append(f"grid.fractions[{i}]: got {frac!r}, expected a number in (0, 1]")

@@ -32,6 +32,7 @@ STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
 TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
 REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
 STAGES = ("final", "all")
+LAM_CHOICES = ("validation", "each")
 # What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
 SEQUENCE_REGULARIZERS = ("cos_diff", "dcor", "dcor_kd")
 LOGIT_REGULARIZERS = ("kd", "dcor_kd")
@@ -124,6 +125,11 @@ class Recipe:
     mel_jitter: str = "off"
     last_batch: str = "keep"  # "drop": an epoch's last, smaller training batch is left out
     partial_epoch: str = "skip"  # "validate": an epoch cut by max_steps is validated too
+    # What early stopping watches: "loss", the validation loss the run minimises (for a
+    # regularised run (1 − λ)·L_pred + λ·L_reg, so λ and the teacher change when it stops);
+    # "pred_loss", the validation prediction loss alone, as for the Baseline; "off", no
+    # early stopping: every run trains max_steps (equal step budgets).
+    early_stop: str = "loss"
     # A runtime option (RUNTIME_OPTIONS; README "Runtime options"). torch.compile of the
     # student's forward and the loss (east_ray.train.compiled): "auto" compiles with
     # "reduce-overhead" (CUDA graphs) on CUDA and runs eager on the CPU, where compiling
@@ -148,6 +154,7 @@ RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "mel_jitter": ("off", "authors"),
     "last_batch": ("keep", "drop"),
     "partial_epoch": ("skip", "validate"),
+    "early_stop": ("loss", "pred_loss", "off"),
     "compile": ("auto", "off", "default", "reduce-overhead"),
     "cpu_numerics": ("native", "portable"),
 }
@@ -204,6 +211,10 @@ class Grid:
 
     fractions: tuple[float, ...] = (1.0,)
     seeds: tuple[int, ...] = (1223,)
+    # Where a teacher has several λ (LAM_CHOICES): "validation" reports the λ with the best
+    # validation mAP, then a table per λ; "each": the λ were fixed in advance, so a table
+    # (and a figure line) per λ and none chosen. Tables only: the cells are the same.
+    lam_choice: str = "validation"
 
 
 @dataclass(frozen=True)

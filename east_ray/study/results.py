@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, SpecError, StudySpec
+from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, Recipe, SpecError, StudySpec
 from east_ray.data.parquet import (
     copy_atomic,
     move_aside,
@@ -46,6 +46,7 @@ from east_ray.tables import (
     flat_columns,
     format_beside_paper,
     format_table,
+    lambda_systems,
     lambdas,
     lambdas_per_teacher,
     limited_data_figure,
@@ -233,22 +234,37 @@ def render_tables(
         markdown.extend(x for t in tail for x in (t, ""))
         latex.extend([f"% {title}", table.to_latex(), *(f"% {t}" for t in tail), ""])
 
+    # each λ's own table where a teacher has several: the chosen λ hides the others
+    several = lambdas(results) if lambdas_per_teacher(results) > 1 else []
+    each = bool(several) and spec.grid.lam_choice == "each"
+    at = {
+        lam: (
+            at_lambda(results, lam),
+            system_intervals(
+                at_lambda(annotated, lam), metrics=metrics, absent_classes=absent_classes
+            ),
+        )
+        for lam in several
+    }
+    rule = lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)
     for fraction in sorted(spec.grid.fractions, reverse=True):
         head = f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g}"
-        tidy = paper_table(results, expected, metrics, fraction, intervals)
-        rule = lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)
-        add(f"{head} ({rule}; {ci_note(N_BOOT, comparisons(tidy))})", format_table(tidy), classes)
-        # each λ's own table where a teacher has several: the chosen λ hides the others
-        for lam in lambdas(results) if lambdas_per_teacher(results) > 1 else []:
-            at_intervals = system_intervals(
-                at_lambda(annotated, lam), metrics=metrics, absent_classes=absent_classes
+        tidies = []
+        if not each:
+            tidy = paper_table(results, expected, metrics, fraction, intervals)
+            add(
+                f"{head} ({rule}; {ci_note(N_BOOT, comparisons(tidy))})",
+                format_table(tidy),
+                classes,
             )
-            tidy_at = paper_table(
-                at_lambda(results, lam), expected, metrics, fraction, at_intervals
-            )
-            note = ci_note(N_BOOT, comparisons(tidy_at))
-            add(f"{head}, every regularised system at λ = {lam:g} ({note})", format_table(tidy_at))
-        if fraction == 1.0:
+            tidies.append(tidy)
+        for lam, (results_at, intervals_at) in at.items():
+            tidy = paper_table(results_at, expected, metrics, fraction, intervals_at)
+            note = ci_note(N_BOOT, comparisons(tidy))
+            title = f"{head}, every regularised system at λ = {lam:g}" + each * ", fixed in advance"
+            add(f"{title} ({note})", format_table(tidy), classes if each else None)
+            tidies += [tidy] if each else []
+        for tidy in tidies if fraction == 1.0 else []:
             note, beside, marks = _beside_paper(spec, tidy)
             if beside is None:
                 parts += [note, ""]
@@ -262,9 +278,14 @@ def render_tables(
     write_text_atomic("\n".join(latex), study_dir / "tables.tex")
     if len(spec.grid.fractions) > 1:
         figure = study_dir / "figure.png"
-        write_atomic(
-            figure, lambda tmp: limited_data_figure(results, metrics[0], Path(tmp), intervals)
-        )
+        if each:  # a line per (system, λ)
+            lines = lambda_systems(results)
+            bands = system_intervals(
+                lambda_systems(annotated), metrics=metrics, absent_classes=absent_classes
+            )
+        else:
+            lines, bands = results, intervals
+        write_atomic(figure, lambda tmp: limited_data_figure(lines, metrics[0], Path(tmp), bands))
         parts.append(f"figure: {figure}")
     parts.append(f"tables: {study_dir / 'tables.md'}, {study_dir / 'tables.tex'}")
     return "\n".join(parts)
@@ -291,6 +312,11 @@ def check_study_dir(spec: StudySpec, study_dir: Path, record: bool = True) -> No
     current = json.loads(json.dumps(_result_defining(spec)))
     if path.is_file():
         stored = json.loads(path.read_text())
+        # a recipe field added after the folder was written: its runs used the default
+        defaults = {
+            k: v for k, v in dataclasses.asdict(Recipe()).items() if k not in RUNTIME_OPTIONS
+        }
+        stored["recipe"] = {**defaults, **stored.get("recipe", {})}
         old, new = stored.pop("systems", {}), current.pop("systems")
         changed = {
             key: (stored.get(key), current.get(key))

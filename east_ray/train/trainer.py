@@ -3,7 +3,8 @@
 `train(spec, data, run_dir)` trains the student of `spec.cell` on `data` (a `TrialData`):
 Adam with weight decay, gradient clipping, SpecAugment and mixup as the recipe says (below),
 the composite loss `(1 - λ)·L_pred + λ·L_reg`; after each epoch it validates, steps
-ReduceLROnPlateau and early stopping on the combined validation loss, keeps the weights of
+ReduceLROnPlateau on the combined validation loss and early stopping on the loss
+`recipe.early_stop` names (the combined one, as the authors'), keeps the weights of
 the best validation mAP, and writes a checkpoint (model, optimiser, scheduler,
 early-stopping state, RNG states, step). At the end the kept weights are evaluated on the
 test split, and the test clips' sigmoid scores are written to `run_dir/test_scores.parquet`
@@ -102,6 +103,16 @@ Report = Callable[[dict[str, float], Path], None]
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN or Inf; the message names the step and each term."""
+
+
+class Evaluation(NamedTuple):
+    """A split evaluated: the combined loss, the prediction loss alone, the metrics and
+    the sigmoid scores `(N, C)`."""
+
+    loss: float
+    pred_loss: float
+    metrics: dict[str, float]
+    scores: np.ndarray
 
 
 class StepLoss(NamedTuple):
@@ -290,19 +301,21 @@ class _Run:
             totals += self.record(*pending)
         return totals, n
 
-    def evaluate_rows(self, rows: np.ndarray) -> tuple[float, dict[str, float], np.ndarray]:
-        """Combined loss (mean over batches), metrics and sigmoid scores `(len(rows), C)` of
+    def evaluate_rows(self, rows: np.ndarray) -> Evaluation:
+        """Losses (means over batches), metrics and sigmoid scores `(len(rows), C)` of
         `rows`, no augmentation, eager (module doc)."""
         self.model.eval()
-        scores, losses, sizes = [], [], []
+        scores, losses, pred_losses, sizes = [], [], [], []
         with torch.no_grad():  # results stay on the device until the end: one sync, not one a batch
             batches = eval_batches(self.data, rows, self.spec.recipe.batch_size, self.alloc)
             for batch in prefetched(batches, self.prefetch):
                 out, terms = self.loss(inputs_on(batch, self.device))
                 losses.append(terms.total.detach())
+                pred_losses.append(terms.pred.detach())
                 sizes.append(len(batch.rows))
                 scores.append(torch.sigmoid(out.logits.float()))
             losses_host = torch.stack(losses).tolist()
+            pred_host = torch.stack(pred_losses).tolist()
             scores_host = torch.cat(scores).cpu().numpy()
         self.model.train()
         metrics = evaluate(
@@ -311,7 +324,12 @@ class _Run:
             self.data.labels.mask[rows],
             self.spec.recipe.f1_threshold,
         )
-        return float(np.average(losses_host, weights=sizes)), metrics, scores_host
+        return Evaluation(
+            float(np.average(losses_host, weights=sizes)),
+            float(np.average(pred_host, weights=sizes)),
+            metrics,
+            scores_host,
+        )
 
     def checkpoint(self) -> Path:
         payload = {
@@ -439,11 +457,13 @@ def train(
                 # it cannot be selected (with no epoch validated yet, it is validated)
                 run.state.wall_seconds += time.perf_counter() - started
                 break
-            val_loss, val, _ = run.evaluate_rows(data.valid_rows)
+            val_loss, val_pred_loss, val, _ = run.evaluate_rows(data.valid_rows)
             run.plateau.step(val_loss)
             s = run.state
             s.epoch = epoch
-            best, patience_used = s.update(epoch, val["mAP"], val_loss, r.early_stop_patience)
+            watched = val_pred_loss if r.early_stop == "pred_loss" else val_loss
+            patience = None if r.early_stop == "off" else r.early_stop_patience
+            best, patience_used = s.update(epoch, val["mAP"], watched, patience)
             if best:
                 s.best_val = {**val, "loss": val_loss}
                 run.best_weights = {
@@ -460,6 +480,7 @@ def train(
                 "train_loss_pred": totals[1] / max(n, 1),
                 "train_loss_reg": totals[2] / max(n, 1),
                 "val_loss": val_loss,
+                "val_loss_pred": val_pred_loss,
                 **{f"val_{k}": val[k] for k in METRIC_KEYS},
                 "best_val_mAP": s.best_map,
                 "best_epoch": float(s.best_epoch),
@@ -472,7 +493,7 @@ def train(
             if report is not None:
                 report(metrics, path)
         run.model.load_state_dict(run.best_weights)
-        _, test, scores = run.evaluate_rows(data.test_rows)
+        _, _, test, scores = run.evaluate_rows(data.test_rows)
         # before the caller's result.json: a finished cell always has its scores
         write_scores(scored_clips(data, scores, r.f1_threshold), run_dir / SCORES)
         write_session(run.writer, cell_hparams(spec.cell), final_metrics(test, run.state.best_map))
