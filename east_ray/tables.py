@@ -454,12 +454,18 @@ def limited_data_figure(
     band = "95% CI over seeds, Student-t" if intervals is None else "95% bootstrap CI"
     baseline = summary[summary["system"] == "Baseline"]
     teachers = sorted(t for t in summary["teacher"].unique() if t != "-") or ["-"]
+    rank = {s: i for i, s in enumerate(SYSTEMS)}  # the paper's order; "KD, λ = 0.3" as KD
+
+    def order(system: str) -> tuple[int, str]:
+        return rank.get(system.partition(", λ = ")[0], len(rank)), system
+
     fig, axes = plt.subplots(
-        1, len(teachers), figsize=(4.5 * len(teachers), 3.6), sharey=True, squeeze=False
+        1, len(teachers), figsize=(4.5 * len(teachers) + 1.8, 3.6), sharey=True, squeeze=False
     )
     for ax, teacher in zip(axes[0], teachers, strict=True):
         panel = pd.concat([baseline, summary[summary["teacher"] == teacher]])
-        for system, group in panel.groupby("system", sort=False):
+        for system in sorted(panel["system"].unique(), key=order):
+            group = panel[panel["system"] == system]
             rows = group.sort_values("fraction")
             (line,) = ax.plot(rows["fraction"], rows["mean"], marker="o", label=system)
             ax.fill_between(
@@ -467,7 +473,7 @@ def limited_data_figure(
                 rows["ci_low"].fillna(rows["mean"]),
                 rows["ci_high"].fillna(rows["mean"]),
                 color=line.get_color(),
-                alpha=0.15,
+                alpha=0.1,
                 linewidth=0,
             )
         fractions = sorted(panel["fraction"].unique())
@@ -478,7 +484,7 @@ def limited_data_figure(
         ax.set_xlabel(f"training data (band: {band})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric}")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, format="png")  # path may be a temporary name
