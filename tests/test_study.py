@@ -11,6 +11,7 @@ import pytest
 from east_ray.study import cli as study
 from east_ray.teachers.embeddings import extract_teacher
 from tests.release_fixtures import tiny_study
+from tests.test_tensorboard import _plugin_routes, _post
 
 
 def _write(path: Path, lams: str) -> Path:
@@ -90,6 +91,13 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert len(first_table) == 4 and all(row.count(" [0.") == 2 for row in first_table)
     events = list((storage / "tiny" / "cells").glob("*/tb/events.out.tfevents.*"))
     assert len(events) == 3
+    # TensorBoard's HParams view shows the study's axes: Tune's own logger, which would
+    # add an experiment per trial over Tune's config keys, writes nothing.
+    assert not list((storage / "tiny" / "tune").rglob("events.out.tfevents.*"))
+    routes = _plugin_routes(storage / "tiny")
+    experiment = _post(routes, "/experiment", {"experimentName": ""})
+    assert {"system", "teacher", "lam"} <= {i["name"] for i in experiment["hparamInfos"]}
+    assert experiment["metricInfos"][0]["name"]["tag"] == "final/test_mAP"
     first = _result_times(storage)
 
     assert study.main(args) == 0  # finished: nothing runs, tables print again

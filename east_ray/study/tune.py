@@ -20,6 +20,8 @@ import numpy as np
 import ray
 import torch
 from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.logger import TBXLoggerCallback
 
 from east_ray.config import Cell, Resources, StudySpec
 from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
@@ -40,6 +42,23 @@ from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 
 logger = logging.getLogger(__name__)
+
+
+class _NoTuneTensorBoard(TBXLoggerCallback):
+    """Tune adds its own TensorBoard logger unless the run has one; this one writes
+    nothing. The trainer writes each run's curves and HParams session, and the study one
+    HParams experiment (`east_ray.train.tensorboard`); Tune's logger would add an
+    experiment per trial over Tune's config keys, which TensorBoard's HParams view may show
+    instead of the study's, and a second copy of every curve."""
+
+    def log_trial_start(self, trial: Trial) -> None:
+        return None
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        return None
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +239,7 @@ def run_tune(
             storage_path=str(tune_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=retries),
             verbose=1,
+            callbacks=[_NoTuneTensorBoard()],
         ),
     )
     tuner.fit()
