@@ -26,24 +26,37 @@ SPEC = tiny_study("faults", recipe="max_steps = 60\nearly_stop_patience = 100")
 
 
 def _start(spec: Path, data: Path, storage: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """The study command in its own session; its stderr goes to the next free
+    `driver-<n>.log` beside `storage` (`_log_tail` shows it when a check fails)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "east_ray.study",
-            str(spec),
-            "--data",
-            str(data),
-            "--storage",
-            str(storage),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
-    )
+    logs = len(list(storage.parent.glob("driver-*.log")))
+    with (storage.parent / f"driver-{logs}.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "east_ray.study",
+                str(spec),
+                "--data",
+                str(data),
+                "--storage",
+                str(storage),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def _log_tail(storage: Path, lines: int = 40) -> str:
+    """The last lines of every driver's stderr, for a failed check's message."""
+    tails = []
+    for log in sorted(storage.parent.glob("driver-*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {log.name}\n" + "\n".join(tail))
+    return "\n".join(tails)
 
 
 def _wait_for(
@@ -110,7 +123,7 @@ def test_sigkill_of_the_driver_then_rerun_completes_every_cell_once(
     before = _finished(storage)
     assert 1 <= len(before) < 3
     rerun = _start(spec, prepared, storage)
-    assert rerun.wait(timeout=300) == 0
+    assert rerun.wait(timeout=300) == 0, _log_tail(storage)
     _check_complete_once(storage, before)
 
 
@@ -150,7 +163,7 @@ def test_a_killed_trial_process_is_retried_from_its_checkpoint(
     before = _finished(storage)
     for pid in _trial_processes():
         os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=300) == 0
+    assert proc.wait(timeout=300) == 0, _log_tail(storage)
     _check_complete_once(storage, before)
     writers = [
         len(list((c / "tb").glob("events.out.tfevents.*"))) for c in _cells(storage).iterdir()
@@ -213,7 +226,8 @@ def test_two_drivers_on_one_storage_train_every_cell_once(prepared: Path, tmp_pa
     spec.write_text(SPEC)
     storage = tmp_path / "results"
     drivers = [_start(spec, prepared, storage, "--retries", "0") for _ in range(2)]
-    assert [d.wait(timeout=400) for d in drivers] == [0, 0]  # 1 would mean a missing cell
+    codes = [d.wait(timeout=400) for d in drivers]
+    assert codes == [0, 0], _log_tail(storage)  # 1 would mean a missing cell
     _check_complete_once(storage, {})
     for cell in _cells(storage).iterdir():
         writers = list((cell / "tb").glob("events.out.tfevents.*"))

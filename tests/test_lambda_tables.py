@@ -14,13 +14,22 @@ from east_ray.study.results import render_tables
 from tests.test_reference import _fabricate
 
 
-def _two_lambda_study(tmp_path: Path, grid: str = "") -> tuple[StudySpec, Path, pd.DataFrame]:
+def _two_lambda_study(tmp_path: Path, **grid: str) -> tuple[StudySpec, Path, pd.DataFrame]:
+    """The demo's data with λ 0.1 and 0.8 for EAsT_Final, the λ chosen on validation and
+    all clips unless `grid` (TOML values by key) says otherwise."""
     spec_file = tmp_path / "lams.toml"
     # `lam_by_teacher = {}` clears a parent's fixed λ, so `lams` apply
-    spec_file.write_text(
-        'extends = "demo"\nname = "lams"\n[grid]\nlams = [0.1, 0.8]\nlam_by_teacher = {}\n'
-        f'regularizers = ["none", "dcor"]\nstages = ["final"]\n{grid}'
-    )
+    table = {
+        "lams": "[0.1, 0.8]",
+        "lam_by_teacher": "{}",
+        "regularizers": '["none", "dcor"]',
+        "stages": '["final"]',
+        "lam_choice": '"validation"',
+        "fractions": "[1.0]",
+        **grid,
+    }
+    lines = "".join(f"{key} = {value}\n" for key, value in table.items())
+    spec_file.write_text(f'extends = "demo"\nname = "lams"\n[grid]\n{lines}')
     spec = load_study(spec_file)
     study_dir = tmp_path / "lams"
     study_dir.mkdir()
@@ -53,11 +62,9 @@ def test_the_study_prints_a_table_per_lambda_after_the_chosen_one(tmp_path: Path
 
 
 def test_one_lambda_per_teacher_prints_one_table(tmp_path: Path) -> None:
-    spec = load_study("demo")
-    study_dir = tmp_path / "demo"
-    study_dir.mkdir()
-    text = render_tables(spec, _fabricate(spec, study_dir), study_dir, write=False)
-    assert "every regularised system at λ" not in text
+    spec, study_dir, results = _two_lambda_study(tmp_path, lams="[0.8]")
+    text = render_tables(spec, results, study_dir, write=False)
+    assert "every regularised system at λ" not in text and "EAsT_Final" in text
 
 
 def test_lambdas_fixed_in_advance_print_a_table_and_a_figure_line_each(
@@ -67,8 +74,9 @@ def test_lambdas_fixed_in_advance_print_a_table_and_a_figure_line_each(
     figure draws each regularised system once per λ."""
     import east_ray.study.results as study_results
 
-    grid = 'lam_choice = "each"\nfractions = [0.25, 1.0]\n'
-    spec, study_dir, results = _two_lambda_study(tmp_path, grid)
+    spec, study_dir, results = _two_lambda_study(
+        tmp_path, lam_choice='"each"', fractions="[0.25, 1.0]"
+    )
     drawn: list[pd.DataFrame] = []
     real = study_results.limited_data_figure
 
@@ -94,4 +102,4 @@ def test_an_unknown_lam_choice_lists_the_known_ones(tmp_path: Path) -> None:
     from east_ray.config import SpecError
 
     with pytest.raises(SpecError, match=r"grid.lam_choice: .*'best'.*validation, each"):
-        _two_lambda_study(tmp_path, 'lam_choice = "best"\n')
+        _two_lambda_study(tmp_path, lam_choice='"best"')

@@ -34,6 +34,13 @@ def _contents(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+def _set_writable(root: Path, writable: bool) -> None:
+    """Give or take every write permission under `root`, `root` included."""
+    for path in [*root.rglob("*"), root]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
 def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
     """Every file and folder under `root` with its size, mode and modification time."""
     return {
@@ -65,6 +72,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     # resumes, more cells, a damaged result) leaves it byte for byte as it was, so it can
     # be shared or read-only.
     extract_teacher(prepared, "handcrafted", pretrained=False)
+    _set_writable(prepared, False)  # for root, who may write anyway, the byte check below
     dataset = _contents(prepared)
     assert study.main(args) == 0
     err = capsys.readouterr().err  # status lines are log messages, on stderr
@@ -132,6 +140,7 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     assert again.loc[damaged, "epochs"] == rows.loc[damaged, "epochs"]  # no epoch trained
 
     assert _contents(prepared) == dataset
+    _set_writable(prepared, True)
     assert (storage / "tiny" / "teacher_lr_fits" / "handcrafted").is_dir()  # its fits
 
     spec.write_text(spec.read_text().replace("max_steps = 12", "max_steps = 13"))
