@@ -2,7 +2,7 @@
 
 `_inputs` moves a `Batch` to the device (with mel-band jitter, computing each clip's
 log-mel there from its stored STFT magnitudes); `spec_augment` and `mixup` are the
-recipe's augmentations, which `east_ray.train.trainer` applies in the recipe's order.
+recipe's augmentations, which `augment` applies in the recipe's order.
 Device helpers: which device, its memory share, page-locked batch buffers, how far the
 host gathers ahead, the optimiser.
 
@@ -190,6 +190,48 @@ def spec_augment(x: torch.Tensor, freq: int, time_: int, fill: float) -> torch.T
     if time_ > 0:
         y = AF.mask_along_axis_iid(y, time_, fill, 3)
     return y.squeeze(1)
+
+
+def needs_partners(recipe: Recipe) -> bool:
+    """Whether the training batches must carry partners drawn from the training subset."""
+    return recipe.mixup_alpha > 0 and recipe.mixup_partner == "training_set"
+
+
+def _mask(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """SpecAugment of `x` `(B, F, T)` with the recipe's widths and fill."""
+    return spec_augment(x, recipe.specaug_freq, recipe.specaug_time, MASK_FILL[recipe.specaug_on])
+
+
+def _partners(
+    batch: Batch, inp: Inputs, recipe: Recipe, features: Features, device: torch.device
+) -> Inputs:
+    """Row i's mixup partner: row i of `batch.partner` (drawn from the training subset),
+    masked like an example but with masks of its own; or, with `mixup_partner = "batch"`,
+    a row of `inp` itself (already masked when masks come first)."""
+    if recipe.mixup_partner == "batch":
+        return take_rows(inp, torch.randperm(len(batch.rows), device=device))
+    if batch.partner is None:
+        raise ValueError(
+            'recipe.mixup_partner "training_set" needs batches with partners: '
+            "epoch_batches(..., partners=True) or make_batch(data, rows, partner_rows)"
+        )
+    partner = inputs_on(batch.partner, device, features)
+    if recipe.specaug_on == "log_power":
+        partner.x = _mask(partner.x, recipe)
+    return partner
+
+
+def augment(batch: Batch, recipe: Recipe, features: Features, device: torch.device) -> Inputs:
+    """`batch` as the student sees it in training, on `device` (module doc: masks, then
+    mixup, or mixup, then masks)."""
+    inp = inputs_on(batch, device, features)
+    if recipe.specaug_on == "log_power":
+        inp.x = _mask(inp.x, recipe)
+    if recipe.mixup_alpha > 0:
+        inp = mixup(inp, _partners(batch, inp, recipe, features, device), recipe.mixup_alpha)
+    if recipe.specaug_on == "mixed_input":
+        inp.x = _mask(inp.x, recipe)
+    return inp
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:

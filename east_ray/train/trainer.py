@@ -74,18 +74,16 @@ from east_ray.train.data import (
     scored_clips,
 )
 from east_ray.train.inputs import (
-    MASK_FILL,
     Inputs,
     adam,
+    augment,
     autocast,
     batch_alloc,
     inputs_on,
     limit_gpu_memory,
-    mixup,
+    needs_partners,
     pick_device,
     prefetch_depth,
-    spec_augment,
-    take_rows,
 )
 from east_ray.train.prefetch import prefetched
 from east_ray.train.result import FINAL_KEYS, METRIC_KEYS, RunResult
@@ -203,8 +201,7 @@ class _Run:
     @property
     def needs_partners(self) -> bool:
         """Whether the training batches must carry partners drawn from the training subset."""
-        r = self.spec.recipe
-        return r.mixup_alpha > 0 and r.mixup_partner == "training_set"
+        return needs_partners(self.spec.recipe)
 
     @property
     def mel_jitter(self) -> JitterRanges | None:
@@ -219,40 +216,9 @@ class _Run:
             )
         return ranges
 
-    def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """SpecAugment of `x` `(B, F, T)` with the recipe's widths and fill."""
-        r = self.spec.recipe
-        return spec_augment(x, r.specaug_freq, r.specaug_time, MASK_FILL[r.specaug_on])
-
-    def partners(self, batch: Batch, inp: Inputs) -> Inputs:
-        """Row i's mixup partner: row i of `batch.partner` (drawn from the training subset),
-        masked like an example but with masks of its own; or, with `mixup_partner = "batch"`,
-        a row of `inp` itself (already masked when masks come first)."""
-        r = self.spec.recipe
-        if r.mixup_partner == "batch":
-            return take_rows(inp, torch.randperm(len(batch.rows), device=self.device))
-        if batch.partner is None:
-            raise ValueError(
-                'recipe.mixup_partner "training_set" needs batches with partners: '
-                "epoch_batches(..., partners=True) or make_batch(data, rows, partner_rows)"
-            )
-        partner = inputs_on(batch.partner, self.device, self.spec.features)
-        if r.specaug_on == "log_power":
-            partner.x = self.mask(partner.x)
-        return partner
-
     def augment(self, batch: Batch) -> Inputs:
-        """`batch` as the student sees it in training (module doc: masks, then mixup, or
-        mixup, then masks)."""
-        r = self.spec.recipe
-        inp = inputs_on(batch, self.device, self.spec.features)
-        if r.specaug_on == "log_power":
-            inp.x = self.mask(inp.x)
-        if r.mixup_alpha > 0:
-            inp = mixup(inp, self.partners(batch, inp), r.mixup_alpha)
-        if r.specaug_on == "mixed_input":
-            inp.x = self.mask(inp.x)
-        return inp
+        """`batch` as the student sees it in training (`east_ray.train.inputs.augment`)."""
+        return augment(batch, self.spec.recipe, self.spec.features, self.device)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimiser step; returns (total, pred, reg) still on the device (no sync).
