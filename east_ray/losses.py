@@ -11,6 +11,9 @@
   - `dcor_kd`: `w·KD + (1 − w)·dcor` (w = 0.3 in the paper).
 - Stage "final" uses the last stage map, "all" averages the loss over every stage.
 
+Each regularizer is a row of `east_ray.catalog` whose `loss` names its function here
+(`kd_reg`, `dcor_reg`, `cos_diff_reg`, `dcor_kd_reg`: one `RegInputs` in, `L_reg` out).
+
 Student stage maps `(B, C, F, T)` are averaged over frequency to `(B, T, C)` and put on
 one frame grid with the teacher `(B, T', D)` (`align`), by `recipe.alignment`:
 
@@ -36,22 +39,18 @@ one frame grid with the teacher `(B, T', D)` (`align`), by `recipe.alignment`:
 from __future__ import annotations
 
 import functools
+import importlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from east_ray.config import (
-    LOGIT_REGULARIZERS,
-    RECIPE_CHOICES,
-    REGULARIZERS,
-    SEQUENCE_REGULARIZERS,
-    STAGES,
-)
+from east_ray.catalog import STAGES, regularizer
+from east_ray.config import RECIPE_CHOICES
 from east_ray.models.common import StudentOutput
 
 
@@ -216,6 +215,33 @@ def align(
     )
 
 
+class RegInputs(NamedTuple):
+    """What a regularizer's loss (its catalog row's `loss`) receives: the student's
+    output, the label mask `(B, K)`, the system, the aligned (student, teacher) sequences
+    of the chosen stages (`(B, T, C)`, `(B, T, D)`; empty unless the row reads the
+    sequence) and the teacher's logits `(B, K)` (None unless it reads them)."""
+
+    out: StudentOutput
+    mask: Tensor
+    spec: LossSpec
+    pairs: list[tuple[Tensor, Tensor]]
+    teacher_logits: Tensor | None
+
+
+RegLoss = Callable[[RegInputs], Tensor]
+
+
+@functools.cache
+def _reg_loss(name: str) -> RegLoss | None:
+    """The loss function a catalog row names (`"module:function"`; None for none)."""
+    target = regularizer(name).loss
+    if not target:
+        return None
+    module, _, function = target.partition(":")
+    loss: RegLoss = getattr(importlib.import_module(module), function)
+    return loss
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """Which EAsT system to train: regularizer, stage selection, λ and KD settings."""
@@ -227,14 +253,12 @@ class LossSpec:
     kd_weight_in_dcor_kd: float = 0.3
     kd_mask: str = "labelled"  # or "all"
     alignment: str = "authors"  # how teacher and student frames pair (module docstring)
+    # the regularizer's loss, resolved here, outside any compiled region
+    reg_loss: RegLoss | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(
-                f"regularizer: got {self.regularizer!r}, expected one of {REGULARIZERS}"
-            )
-        needs_stage = self.regularizer in SEQUENCE_REGULARIZERS
-        if needs_stage and self.stage not in STAGES:
+        row = regularizer(self.regularizer)
+        if row.uses_stage and self.stage not in STAGES:
             raise ValueError(
                 f"stage: got {self.stage!r} for regularizer {self.regularizer!r}, "
                 "expected 'final' or 'all'"
@@ -243,6 +267,7 @@ class LossSpec:
             raise ValueError(f"lam: got {self.lam}, expected a number in [0, 1]")
         _check_choice("kd_mask", self.kd_mask)
         _check_choice("alignment", self.alignment)
+        object.__setattr__(self, "reg_loss", _reg_loss(self.regularizer))
 
 
 class LossTerms(NamedTuple):
@@ -251,7 +276,7 @@ class LossTerms(NamedTuple):
     reg: Tensor
 
 
-def _sequence_loss(
+def _stage_pairs(
     spec: LossSpec,
     stages: Sequence[Tensor],
     stage_hops: Sequence[float],
@@ -259,15 +284,13 @@ def _sequence_loss(
     *,
     teacher_hop: float | None,
     teacher_first_centre: float,
-) -> Tensor:
-    """dcor or cos-diff on the selected stages, equally weighted."""
+) -> list[tuple[Tensor, Tensor]]:
+    """(student, teacher) sequences of the selected stages, each on one frame grid."""
     if len(stages) != len(stage_hops):
         raise ValueError(f"stage_hops: got {len(stage_hops)} hops for {len(stages)} stages")
     chosen = range(len(stages)) if spec.stage == "all" else [len(stages) - 1]
-    fn = cos_diff_loss if spec.regularizer == "cos_diff" else dcor_loss
-    losses = []
-    for i in chosen:
-        s, t = align(
+    return [
+        align(
             stage_sequence(stages[i]),
             stage_hops[i],
             teacher_seq,
@@ -275,8 +298,31 @@ def _sequence_loss(
             alignment=spec.alignment,
             teacher_first_centre=teacher_first_centre,
         )
-        losses.append(fn(s, t))
-    return torch.stack(losses).mean()
+        for i in chosen
+    ]
+
+
+def kd_reg(x: RegInputs) -> Tensor:
+    """`kd`: KD toward the teacher's Teacher_LR logits."""
+    assert x.teacher_logits is not None  # the row reads logits: east_loss checked
+    kd_mask = x.mask if x.spec.kd_mask == "labelled" else None
+    return kd_loss(x.out.logits, x.teacher_logits, kd_mask, x.spec.kd_temperature)
+
+
+def dcor_reg(x: RegInputs) -> Tensor:
+    """`dcor`: `dcor_loss` on the selected stages, equally weighted."""
+    return torch.stack([dcor_loss(s, t) for s, t in x.pairs]).mean()
+
+
+def cos_diff_reg(x: RegInputs) -> Tensor:
+    """`cos_diff`: `cos_diff_loss` on the selected stages, equally weighted."""
+    return torch.stack([cos_diff_loss(s, t) for s, t in x.pairs]).mean()
+
+
+def dcor_kd_reg(x: RegInputs) -> Tensor:
+    """`dcor_kd`: `w·KD + (1 − w)·dcor`, w = `kd_weight_in_dcor_kd`."""
+    w = x.spec.kd_weight_in_dcor_kd
+    return w * kd_reg(x) + (1 - w) * dcor_reg(x)
 
 
 def east_loss(
@@ -293,36 +339,31 @@ def east_loss(
 ) -> LossTerms:
     """The composite loss of one batch for the system `spec` describes.
 
-    `labels`/`mask` `(B, K)`; `teacher_seq` `(B, T', D)` for cos_diff/dcor/dcor_kd,
-    `teacher_logits` `(B, K)` for kd/dcor_kd; `stage_hops` are the stage hops in seconds;
-    `teacher_hop`, `teacher_first_centre` place the teacher's frames (`align`).
+    `labels`/`mask` `(B, K)`; `teacher_seq` `(B, T', D)` for a regularizer that reads the
+    sequence, `teacher_logits` `(B, K)` for one that reads logits (its catalog row);
+    `stage_hops` are the stage hops in seconds; `teacher_hop`, `teacher_first_centre`
+    place the teacher's frames (`align`).
     """
     pred = masked_bce(out.logits, labels, mask)
-    kd_mask = mask if spec.kd_mask == "labelled" else None
-    reg_name = spec.regularizer
-    if reg_name in LOGIT_REGULARIZERS and teacher_logits is None:
-        raise ValueError(f"teacher_logits: required for regularizer {reg_name!r}, got None")
-    if reg_name in SEQUENCE_REGULARIZERS and teacher_seq is None:
-        raise ValueError(f"teacher_seq: required for regularizer {reg_name!r}, got None")
-    if reg_name == "none":
+    row = regularizer(spec.regularizer)
+    if row.reads_logits and teacher_logits is None:
+        raise ValueError(f"teacher_logits: required for regularizer {row.name!r}, got None")
+    if row.reads_sequence and teacher_seq is None:
+        raise ValueError(f"teacher_seq: required for regularizer {row.name!r}, got None")
+    if spec.reg_loss is None:
         reg = torch.zeros((), device=pred.device)
-    elif reg_name == "kd":
-        assert teacher_logits is not None
-        reg = kd_loss(out.logits, teacher_logits, kd_mask, spec.kd_temperature)
     else:
-        assert teacher_seq is not None
-        reg = _sequence_loss(
-            spec,
-            out.stages,
-            stage_hops,
-            teacher_seq,
-            teacher_hop=teacher_hop,
-            teacher_first_centre=teacher_first_centre,
-        )
-        if reg_name == "dcor_kd":
-            assert teacher_logits is not None
-            w = spec.kd_weight_in_dcor_kd
-            kd = kd_loss(out.logits, teacher_logits, kd_mask, spec.kd_temperature)
-            reg = w * kd + (1 - w) * reg
+        pairs = []
+        if row.reads_sequence:
+            assert teacher_seq is not None
+            pairs = _stage_pairs(
+                spec,
+                out.stages,
+                stage_hops,
+                teacher_seq,
+                teacher_hop=teacher_hop,
+                teacher_first_centre=teacher_first_centre,
+            )
+        reg = spec.reg_loss(RegInputs(out, mask, spec, pairs, teacher_logits))
     total = (1 - spec.lam) * pred + spec.lam * reg
     return LossTerms(total, pred, reg)

@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from east_ray.config import PAPER_SYSTEMS, USES_STAGE, USES_TEACHER, system_name
+from east_ray.catalog import uses_stage, uses_teacher
+from east_ray.config import PAPER_SYSTEMS, system_name
 from east_ray.metrics import ZEROED
 from east_ray.reference import REFERENCE, SOURCE
 from east_ray.stats import SIGNIFICANCE
@@ -67,7 +68,7 @@ def add_system(results: pd.DataFrame) -> pd.DataFrame:
 
 def _uses_lambda(results: pd.DataFrame) -> pd.Series:
     """Which rows' systems weigh a regularizer by λ (not the Baseline, not Teacher_LR)."""
-    return results["regularizer"].map(lambda r: USES_TEACHER.get(r, False)).astype(bool)
+    return results["regularizer"].map(uses_teacher).astype(bool)
 
 
 def lambdas(results: pd.DataFrame) -> list[float]:
@@ -169,7 +170,7 @@ def expected_pairs(
         system_name(reg, stage)
         for reg in regularizers
         if reg != "none"
-        for stage in (stages if USES_STAGE[reg] else (None,))
+        for stage in (stages if uses_stage(reg) else (None,))
     ]
     rank = {s: i for i, s in enumerate(SYSTEMS)}
     systems.sort(key=lambda s: rank.get(s, len(rank)))  # stable: others keep grid order

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from east_ray import config
+from east_ray.catalog import uses_stage
 from east_ray.config import (
     STUDENT_OPTIONS,
     STUDIES_DIR,
@@ -511,7 +512,7 @@ def _demo_hand_count() -> tuple[str, int, int]:
     for teacher in g.teachers:
         for reg in g.regularizers:
             if reg != "none":
-                per += len(g.lams_of(teacher)) * (len(g.stages) if config.USES_STAGE[reg] else 1)
+                per += len(g.lams_of(teacher)) * (len(g.stages) if uses_stage(reg) else 1)
     return "demo", per, len(g.fractions) * len(g.seeds)
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from east_ray.errors import UnknownNameError
 from east_ray.tables import (
     choose_lambda,
     ci95,
@@ -77,7 +78,7 @@ def test_system_names_follow_the_paper() -> None:
         ]
     ] == ["Baseline", "Teacher_LR", "KD", "EAsT_Cos-Diff", "EAsT_Final", "EAsT_All", "EAsT_KD"]
     assert system_name("dcor_kd", "all") == "EAsT_KD (all)"
-    with pytest.raises(ValueError, match="regularizer: got 'l2'"):
+    with pytest.raises(UnknownNameError, match="regularizer: got 'l2', expected one of: none, kd"):
         system_name("l2", None)
 
 

@@ -8,6 +8,7 @@ canonical cells (`expand_cells`); `east_ray.config.load` reads and checks a file
 either from here.
 """
 
+from east_ray.catalog import REGULARIZERS, STAGES
 from east_ray.config.load import (
     STUDIES_DIR,
     Study,
@@ -19,21 +20,15 @@ from east_ray.config.load import (
 )
 from east_ray.config.spec import (
     DATASETS,
-    LOGIT_REGULARIZERS,
     NO_TEACHER,
     PAPER_SYSTEMS,
     RECIPE_CHOICES,
-    REGULARIZERS,
     RUNTIME_OPTIONS,
-    SEQUENCE_REGULARIZERS,
-    STAGES,
     STUDENT_N_MELS,
     STUDENT_OPTIONS,
     STUDENTS,
     SYSTEMS,
     TEACHERS,
-    USES_STAGE,
-    USES_TEACHER,
     Cell,
     ExtraSystem,
     Features,
@@ -49,13 +44,11 @@ from east_ray.config.spec import (
 
 __all__ = [
     "DATASETS",
-    "LOGIT_REGULARIZERS",
     "NO_TEACHER",
     "PAPER_SYSTEMS",
     "RECIPE_CHOICES",
     "REGULARIZERS",
     "RUNTIME_OPTIONS",
-    "SEQUENCE_REGULARIZERS",
     "STAGES",
     "STUDENTS",
     "STUDENT_N_MELS",
@@ -63,8 +56,6 @@ __all__ = [
     "STUDIES_DIR",
     "SYSTEMS",
     "TEACHERS",
-    "USES_STAGE",
-    "USES_TEACHER",
     "Cell",
     "ExtraSystem",
     "Features",

@@ -23,18 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from east_ray.catalog import REGULARIZERS, STAGES, uses_stage, uses_teacher
 from east_ray.config.spec import (
     DATASETS,
     LAM_CHOICES,
     RECIPE_CHOICES,
-    REGULARIZERS,
-    STAGES,
     STUDENT_N_MELS,
     STUDENT_OPTIONS,
     STUDENTS,
     TEACHERS,
-    USES_STAGE,
-    USES_TEACHER,
     Recipe,
     SpecError,
     StudySpec,
@@ -201,7 +198,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     if not g.regularizers:
         problems.append(f"grid.regularizers: empty, expected some of: {', '.join(REGULARIZERS)}")
     for i, reg in enumerate(g.regularizers):
-        _one_of(f"grid.regularizers[{i}]", reg, REGULARIZERS, problems)
+        _one_of(f"grid.regularizers[{i}]", reg, tuple(REGULARIZERS), problems)
     for i, teacher in enumerate(g.teachers):
         _one_of(f"grid.teachers[{i}]", teacher, TEACHERS, problems)
     for i, stage in enumerate(g.stages):
@@ -216,8 +213,8 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     for i, seed in enumerate(g.seeds):
         if seed < 0:
             problems.append(f"grid.seeds[{i}]: got {seed!r}, expected an integer >= 0")
-    needs_teacher = any(USES_TEACHER.get(r, False) for r in g.regularizers)
-    needs_stage = any(USES_STAGE.get(r, False) for r in g.regularizers)
+    needs_teacher = any(uses_teacher(r) for r in g.regularizers)
+    needs_stage = any(uses_stage(r) for r in g.regularizers)
     for teacher, lam in g.lam_by_teacher.items():
         if teacher not in g.teachers:
             problems.append(

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from east_ray.catalog import REGULARIZERS, STAGES, uses_stage, uses_teacher
+from east_ray.catalog import regularizer as catalog_regularizer
 from east_ray.errors import BadValueError
 
 DATASETS = ("openmic", "magnatagatune", "synthmic")
@@ -30,31 +32,26 @@ STUDENTS = tuple(STUDENT_OPTIONS)
 # The mel-band counts a student's pooling is built for (students not listed take any).
 STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
 TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
-REGULARIZERS = ("none", "kd", "cos_diff", "dcor", "dcor_kd")
-STAGES = ("final", "all")
 LAM_CHOICES = ("validation", "each")
-# What each regularizer reads: a teacher sequence on chosen stages, Teacher_LR logits.
-SEQUENCE_REGULARIZERS = ("cos_diff", "dcor", "dcor_kd")
-LOGIT_REGULARIZERS = ("kd", "dcor_kd")
-# Which grid axes each regularizer uses; the others collapse.
-USES_TEACHER = {r: r in SEQUENCE_REGULARIZERS + LOGIT_REGULARIZERS for r in REGULARIZERS}
-USES_STAGE = {r: r in SEQUENCE_REGULARIZERS for r in REGULARIZERS}
-# Every (regularizer, stage) system a grid can contain.
-SYSTEMS = tuple((r, s) for r in REGULARIZERS for s in (STAGES if USES_STAGE[r] else (None,)))
-# The paper's names of its systems; another stage choice gets a suffix ("EAsT_KD (all)").
-# Teacher_LR is the linear probe on a teacher's embeddings, not a grid regularizer.
+# Every (regularizer, stage) system of the shipped regularizers (east_ray.catalog).
+SYSTEMS = tuple(
+    (r.name, s) for r in REGULARIZERS.values() for s in (STAGES if r.uses_stage else (None,))
+)
+# The paper's names of its systems, in its tables' order; another stage choice gets a
+# suffix ("EAsT_KD (all)"). Teacher_LR is the linear probe on a teacher's embeddings, not
+# a grid regularizer.
 PAPER_SYSTEMS = {
     ("none", None): "Baseline",
     ("teacher_lr", None): "Teacher_LR",
-    ("kd", None): "KD",
-    ("cos_diff", "final"): "EAsT_Cos-Diff",
-    ("dcor", "final"): "EAsT_Final",
-    ("dcor", "all"): "EAsT_All",
-    ("dcor_kd", "final"): "EAsT_KD",
+    **{
+        (r.name, stage): name
+        for r in REGULARIZERS.values()
+        if r.name != "none"
+        for stage, name in r.names.items()
+    },
 }
 # The teacher of a teacher-free system (the Baseline) wherever one is written out.
 NO_TEACHER = "-"
-_SYSTEM_STEMS = {"cos_diff": "EAsT_Cos-Diff", "dcor": "EAsT", "dcor_kd": "EAsT_KD"}
 
 # a study's name is a folder name under the results storage
 
@@ -296,15 +293,13 @@ class Cell:
 
 
 def system_name(regularizer: str, stage: str | None) -> str:
-    """The paper's name of a (regularizer, stage) system; a missing stage may be None or
-    NaN (as pandas reads it)."""
+    """The paper's name of a (regularizer, stage) system (`Regularizer.system_name`;
+    Teacher_LR's for `teacher_lr`); a missing stage may be None or NaN (as pandas reads
+    it)."""
     stage = stage if isinstance(stage, str) else None
-    if (regularizer, stage) in PAPER_SYSTEMS:
-        return PAPER_SYSTEMS[(regularizer, stage)]
-    if regularizer in _SYSTEM_STEMS:
-        return f"{_SYSTEM_STEMS[regularizer]} ({stage})"
-    known = sorted({r for r, _ in PAPER_SYSTEMS})
-    raise BadValueError(f"regularizer: got {regularizer!r}, expected one of {known}")
+    if regularizer == "teacher_lr":
+        return PAPER_SYSTEMS[("teacher_lr", None)]
+    return catalog_regularizer(regularizer).system_name(stage)
 
 
 def _slug(name: str) -> str:
@@ -319,11 +314,11 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
     for fraction in g.fractions:
         for seed in g.seeds:
             for reg in g.regularizers:
-                teachers: tuple[str | None, ...] = g.teachers if USES_TEACHER[reg] else (None,)
-                stages: tuple[str | None, ...] = g.stages if USES_STAGE[reg] else (None,)
+                teachers: tuple[str | None, ...] = g.teachers if uses_teacher(reg) else (None,)
+                stages: tuple[str | None, ...] = g.stages if uses_stage(reg) else (None,)
                 for teacher in teachers:
                     for stage in stages:
-                        for lam in g.lams_of(teacher) if USES_TEACHER[reg] else (0.0,):
+                        for lam in g.lams_of(teacher) if uses_teacher(reg) else (0.0,):
                             cell = Cell(
                                 spec.dataset, spec.student, reg, teacher, stage, lam, fraction, seed
                             )

@@ -35,7 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from east_ray.config import LOGIT_REGULARIZERS, SEQUENCE_REGULARIZERS, Cell
+from east_ray.catalog import regularizer
+from east_ray.config import Cell
 from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
 from east_ray.data.spectra import read_spectra
@@ -178,11 +179,11 @@ def _rows_in(store: SpectrogramStore, clip_ids: list[str]) -> np.ndarray:
 
 
 def needs_teacher_seq(cell: Cell) -> bool:
-    return cell.regularizer in SEQUENCE_REGULARIZERS
+    return regularizer(cell.regularizer).reads_sequence
 
 
 def needs_teacher_logits(cell: Cell) -> bool:
-    return cell.regularizer in LOGIT_REGULARIZERS
+    return regularizer(cell.regularizer).reads_logits
 
 
 def load_trial_data(data_dir: Path, cell: Cell, *, spectra: bool = False) -> TrialData:

@@ -1,0 +1,101 @@
+"""The catalog: one frozen row per regularizer, below `config` and free of torch.
+
+A row says what a regularizer reads (the teacher's embedding sequence at the chosen
+stages, the teacher's Teacher_LR logits, or nothing), what the paper calls each of its
+systems, and where its loss lives (`"module:function"`, imported by `east_ray.losses`
+when a training run starts, so the catalog never imports torch). Everything else derives
+from the row: which grid axes a regularizer uses (a teacher and λ when it reads teacher
+data, a stage when it reads the sequence), the cells a grid expands to, the arrays a trial
+loads, the tables' row names. Adding a regularizer is one row in `REGULARIZERS` plus its
+loss function; a test may add one with `monkeypatch.setitem(REGULARIZERS, name, row)`.
+
+A loss function takes one `east_ray.losses.RegInputs` and returns the scalar `L_reg`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from east_ray.errors import UnknownNameError
+
+# The stage choices of a sequence regularizer: the last stage map, or all of them averaged.
+STAGES = ("final", "all")
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    """One regularizer of the grid (`grid.regularizers`)."""
+
+    name: str
+    reads_sequence: bool  # the teacher's embedding sequence, at the chosen stages
+    reads_logits: bool  # the teacher's Teacher_LR logits
+    stem: str  # a system's name: `stem`, or `stem (stage)` for a stage `names` lacks
+    loss: str  # "module:function" of L_reg; "" for none (the Baseline)
+    # the paper's names of this regularizer's systems, by stage (None: it has no stage)
+    names: dict[str | None, str] = field(default_factory=dict)
+
+    @property
+    def uses_teacher(self) -> bool:
+        """A teacher and λ are axes of its cells."""
+        return self.reads_sequence or self.reads_logits
+
+    @property
+    def uses_stage(self) -> bool:
+        """A stage (`STAGES`) is an axis of its cells."""
+        return self.reads_sequence
+
+    def system_name(self, stage: str | None) -> str:
+        """The tables' name of this regularizer at `stage`."""
+        if stage in self.names:
+            return self.names[stage]
+        return f"{self.stem} ({stage})" if stage is not None else self.stem
+
+
+REGULARIZERS: dict[str, Regularizer] = {
+    row.name: row
+    for row in (
+        Regularizer("none", False, False, "Baseline", "", {None: "Baseline"}),
+        Regularizer("kd", False, True, "KD", "east_ray.losses:kd_reg", {None: "KD"}),
+        Regularizer(
+            "cos_diff",
+            True,
+            False,
+            "EAsT_Cos-Diff",
+            "east_ray.losses:cos_diff_reg",
+            {"final": "EAsT_Cos-Diff"},
+        ),
+        Regularizer(
+            "dcor",
+            True,
+            False,
+            "EAsT",
+            "east_ray.losses:dcor_reg",
+            {"final": "EAsT_Final", "all": "EAsT_All"},
+        ),
+        Regularizer(
+            "dcor_kd", True, True, "EAsT_KD", "east_ray.losses:dcor_kd_reg", {"final": "EAsT_KD"}
+        ),
+    )
+}
+
+
+def regularizer(name: str) -> Regularizer:
+    """The row of `name`; an unknown name lists the known ones."""
+    if name not in REGULARIZERS:
+        raise UnknownNameError(
+            f"regularizer: got {name!r}, expected one of: {', '.join(REGULARIZERS)}"
+        )
+    return REGULARIZERS[name]
+
+
+def uses_teacher(name: str) -> bool:
+    """Whether `name`'s cells have a teacher and λ (False for a name with no row, such as
+    Teacher_LR's `teacher_lr`, which is no grid regularizer)."""
+    row = REGULARIZERS.get(name)
+    return row is not None and row.uses_teacher
+
+
+def uses_stage(name: str) -> bool:
+    """Whether `name`'s cells have a stage (False for a name with no row)."""
+    row = REGULARIZERS.get(name)
+    return row is not None and row.uses_stage
