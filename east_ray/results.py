@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from east_ray import stats, tables
+from east_ray.catalog import TEACHERS
 from east_ray.config import NO_TEACHER
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 CELLS = "cells"
 TEACHER_LR = "teacher_lr"
 RESULTS = "results.parquet"
-TEACHER_ORDER = ("vggish", "openl3", "passt", "panns")  # the paper's columns
+TEACHER_ORDER = tuple(n for n, row in TEACHERS.items() if row.in_paper)  # the paper's columns
 _GROUP = ["system", "teacher", "fraction"]
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from east_ray.catalog import uses_stage, uses_teacher
+from east_ray.catalog import TEACHERS, uses_stage, uses_teacher
 from east_ray.config import PAPER_SYSTEMS, system_name
 from east_ray.metrics import ZEROED
 from east_ray.reference import REFERENCE, SOURCE
@@ -47,7 +47,6 @@ from east_ray.stats import SIGNIFICANCE
 
 # the paper's systems in its tables' row order
 SYSTEMS = tuple(PAPER_SYSTEMS.values())
-TEACHER_NAMES = {"vggish": "VGGish", "openl3": "OpenL3", "passt": "PaSST", "panns": "PANNs"}
 TABLE_METRICS = {
     "openmic": ("mAP", "F1"),
     "synthmic": ("mAP", "F1"),
@@ -242,7 +241,7 @@ def paper_table(
 
 def display_name(teacher: str) -> str:
     """How the paper writes a teacher's name (`passt` → `PaSST`); others unchanged."""
-    return TEACHER_NAMES.get(teacher, teacher)
+    return TEACHERS[teacher].display_name if teacher in TEACHERS else teacher
 
 
 def percent(fraction: float) -> str:

@@ -1,5 +1,5 @@
-"""The catalog's regularizer rows: every row holds together, and a new regularizer is one
-row plus one function (added here without touching any other module)."""
+"""The catalog's rows: every regularizer row holds together, and a new regularizer or a new
+teacher is one row plus one function (each added here without touching any other module)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from east_ray import catalog
-from east_ray.catalog import REGULARIZERS, Regularizer
-from east_ray.config import Cell, expand_cells, parse_study, system_name
+from east_ray.catalog import REGULARIZERS, TEACHERS, Regularizer, TeacherInfo
+from east_ray.config import Cell, TeacherLRRecipe, expand_cells, parse_study, system_name
 from east_ray.losses import LossSpec, RegInputs, east_loss
 from east_ray.models.common import StudentOutput
+from east_ray.tables import display_name
+from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
+from east_ray.teachers.extractor import Extractor
+from east_ray.teachers.registry import load_extractor
+from east_ray.train.teacher_lr import fit_teacher_lr
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 from tests.test_config import _table
@@ -115,3 +120,60 @@ def test_a_new_regularizer_is_one_row_and_one_function(
     )
     assert result.epochs == 2 and np.isfinite(result.test["mAP"])
     assert all(r["train_loss_reg"] > 0 for r in reports)  # the row's loss was trained on
+
+
+def frame_energy(audio: torch.Tensor) -> torch.Tensor:
+    """`(B, N)` audio → `(B, T, 4)` per 0.96 s frame: log energy, mean |x|, zero-crossing
+    rate, peak |x|; a teacher no shipped row has."""
+    frames = audio.unfold(1, FRAME, FRAME)
+    crossings = (frames[..., 1:] * frames[..., :-1] < 0).float().mean(-1)
+    energy = torch.log(frames.pow(2).mean(-1) + 1e-8)
+    return torch.stack([energy, frames.abs().mean(-1), crossings, frames.abs().amax(-1)], -1)
+
+
+def load_frame_energy(
+    device: torch.device | str, checkpoint: Path | None = None, pretrained: bool = True
+) -> Extractor:
+    return Extractor("frame_energy", frame_energy, device)
+
+
+FRAME = 15_360  # 0.96 s at 16 kHz
+FRAME_ENERGY = TeacherInfo(
+    "frame_energy",
+    dim=4,
+    sample_rate=16_000,
+    window=FRAME,
+    hop=FRAME,
+    description="log energy, mean |x|, zero crossings, peak per 0.96 s",
+    builder="tests.test_catalog:load_frame_energy",
+    pads_short_clips=False,
+    standardise=True,
+)
+
+
+def test_a_new_teacher_is_one_row_and_one_function(
+    monkeypatch: pytest.MonkeyPatch, prepared: Path, tmp_path: Path
+) -> None:
+    """Added in this test alone: a spec names it, its embeddings are extracted and a
+    Teacher_LR fitted on them, and a cell that reads both trains end to end."""
+    monkeypatch.setitem(TEACHERS, FRAME_ENERGY.name, FRAME_ENERGY)
+    table = _table()
+    table["grid"] = {"teachers": ["frame_energy"], "regularizers": ["none", "dcor_kd"]}
+    table["grid"] |= {"stages": ["final"], "lams": [0.5], "seeds": [1]}
+    cells = [c for c in expand_cells(parse_study(table)) if c.teacher]
+    assert [(c.teacher, c.system) for c in cells] == [("frame_energy", "EAsT_KD")]
+    assert display_name("frame_energy") == "frame_energy"
+
+    def run(jobs: list[EmbedJob]) -> None:
+        extractor = load_extractor("frame_energy")
+        for job in jobs:
+            embed_shard(job, extractor)
+
+    extract_teacher(prepared, "frame_energy", runner=run)
+    fit_teacher_lr(prepared, "frame_energy", TeacherLRRecipe(max_steps=5), fraction=1.0, seed=0)
+    cell = Cell("synthmic", "cp_resnet", "dcor_kd", "frame_energy", "final", 0.5, 1.0, 0)
+    spec = TrialSpec(cell, RECIPE, TEST_FEATURES, 20, {"base_channels": 8}, max_epochs=2)
+    data = _data(prepared, spec)
+    assert data.teacher_seq is not None and data.teacher_seq.shape[-1] == FRAME_ENERGY.dim
+    result = train(spec, data, tmp_path / "run")
+    assert result.epochs == 2 and np.isfinite(result.test["mAP"])

@@ -284,11 +284,11 @@ def test_each_kind_of_bad_spec_has_a_clear_message(edit: Any, message: str) -> N
 
 
 def test_the_names_a_spec_may_use_are_the_registries_names() -> None:
+    """Students are not catalog rows yet: the spec's copy of their options must agree
+    with the models' registry (teachers and regularizers are read from the catalog)."""
     from east_ray.models import STUDENTS, student_options
-    from east_ray.teachers import TEACHERS
 
     assert {name: student_options(name) for name in STUDENTS} == STUDENT_OPTIONS
-    assert set(config.TEACHERS) == set(TEACHERS)
 
 
 @pytest.mark.parametrize("student", sorted(config.STUDENT_N_MELS))

@@ -41,8 +41,8 @@ def test_the_package_keeps_its_layers() -> None:
         ("results.py", "import east_ray.study.results", "layers: study > results > train"),
         ("results.py", "import torch", "the analysis API imports no torch or Ray"),
         ("stats.py", "import pandas", "the statistics import no pandas, pyarrow, torch"),
-        ("catalog.py", "import east_ray.config", "layers: study > results > train"),
-        ("catalog.py", "import east_ray.losses", "a spec loads without torch or Ray"),
+        ("catalog/teachers.py", "import east_ray.config", "layers: study > results > train"),
+        ("catalog/regularizers.py", "import east_ray.losses", "a spec loads without torch or Ray"),
     ],
 )
 def test_a_wrong_import_breaks_the_contract(

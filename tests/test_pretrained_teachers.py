@@ -22,10 +22,11 @@ import pytest
 import torch
 from torch import nn
 
+from east_ray.catalog.teachers import TEACHERS, get_teacher
 from east_ray.errors import BadValueError
 from east_ray.teachers.extractor import Extractor
 from east_ray.teachers.pretrained import load_openl3, load_vggish
-from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
+from east_ray.teachers.registry import load_extractor
 from east_ray.teachers.weights import WeightsUnavailableError, state_dict_of
 
 DURATIONS = (10.0, 29.1)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from east_ray.catalog.teachers import TEACHERS, get_teacher
 from east_ray.data import fetch as fetch_module
 from east_ray.errors import BadValueError
 from east_ray.teachers import weights
-from east_ray.teachers.registry import TEACHERS, get_teacher
 from east_ray.teachers.weights import PINNED, Pin, WeightsUnavailableError, read_weights
 from tests.http_fixtures import Server, md5, serve, sha256
 

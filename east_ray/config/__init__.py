@@ -8,7 +8,7 @@ canonical cells (`expand_cells`); `east_ray.config.load` reads and checks a file
 either from here.
 """
 
-from east_ray.catalog import REGULARIZERS, STAGES
+from east_ray.catalog import REGULARIZERS, STAGES, TEACHERS
 from east_ray.config.load import (
     STUDIES_DIR,
     Study,
@@ -28,7 +28,6 @@ from east_ray.config.spec import (
     STUDENT_OPTIONS,
     STUDENTS,
     SYSTEMS,
-    TEACHERS,
     Cell,
     ExtraSystem,
     Features,

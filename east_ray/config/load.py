@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from east_ray.catalog import REGULARIZERS, STAGES, uses_stage, uses_teacher
+from east_ray.catalog import REGULARIZERS, STAGES, TEACHERS, uses_stage, uses_teacher
 from east_ray.config.spec import (
     DATASETS,
     LAM_CHOICES,
@@ -31,7 +31,6 @@ from east_ray.config.spec import (
     STUDENT_N_MELS,
     STUDENT_OPTIONS,
     STUDENTS,
-    TEACHERS,
     Recipe,
     SpecError,
     StudySpec,
@@ -200,7 +199,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     for i, reg in enumerate(g.regularizers):
         _one_of(f"grid.regularizers[{i}]", reg, tuple(REGULARIZERS), problems)
     for i, teacher in enumerate(g.teachers):
-        _one_of(f"grid.teachers[{i}]", teacher, TEACHERS, problems)
+        _one_of(f"grid.teachers[{i}]", teacher, tuple(TEACHERS), problems)
     for i, stage in enumerate(g.stages):
         _one_of(f"grid.stages[{i}]", stage, STAGES, problems)
     for i, lam in enumerate(g.lams):
@@ -318,7 +317,7 @@ def _check_teacher_lr(t: TeacherLRRecipe, problems: list[str]) -> None:
     """The `[teacher_lr]` table: known teacher names, values in range."""
     by_teacher = {f"teacher_lr.lr_by_teacher.{k}": v for k, v in t.lr_by_teacher.items()}
     for teacher in t.lr_by_teacher:
-        _one_of(f"teacher_lr.lr_by_teacher.{teacher}", teacher, TEACHERS, problems)
+        _one_of(f"teacher_lr.lr_by_teacher.{teacher}", teacher, tuple(TEACHERS), problems)
     positive = {
         "teacher_lr.lr": t.lr,
         **by_teacher,

@@ -31,7 +31,6 @@ STUDENT_OPTIONS: dict[str, tuple[str, ...]] = {
 STUDENTS = tuple(STUDENT_OPTIONS)
 # The mel-band counts a student's pooling is built for (students not listed take any).
 STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
-TEACHERS = ("vggish", "openl3", "passt", "panns", "musicnn", "handcrafted")
 LAM_CHOICES = ("validation", "each")
 # Every (regularizer, stage) system of the shipped regularizers (east_ray.catalog).
 SYSTEMS = tuple(

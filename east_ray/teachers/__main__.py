@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from east_ray.catalog.teachers import TEACHERS, get_teacher
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.data.audio import decode, resample
 from east_ray.teachers.embeddings import extract_teacher
-from east_ray.teachers.registry import TEACHERS, get_teacher, load_extractor
+from east_ray.teachers.registry import load_extractor
 
 
 def _extract(args: argparse.Namespace) -> int:

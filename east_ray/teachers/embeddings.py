@@ -9,7 +9,7 @@ embeds whole shards, on a (fractional) GPU when the cluster has one, else on a C
 Shards and record are written atomically, so an interrupted run resumes; a finished
 teacher is not extracted again, except for shards that have gone missing or cannot be
 read (set aside, re-extracted, with a warning naming them) or were made with another
-framing than the registry's (extracted again, with a warning). A record made with another
+framing than the catalog's (extracted again, with a warning). A record made with another
 framing (`stored.stale_reason`, e.g. OpenL3 from before its frames were centred) has every
 shard extracted again. The spectrograms and `meta.json` are never rewritten.
 
@@ -35,6 +35,7 @@ import ray
 import torch
 from tqdm import tqdm
 
+from east_ray.catalog.teachers import get_teacher
 from east_ray.data.audio import decode, fit_length, resample
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import (
@@ -48,7 +49,7 @@ from east_ray.data.prepare import shard_paths
 from east_ray.errors import BadValueError
 from east_ray.ray_session import init_ray
 from east_ray.teachers.extractor import Extractor
-from east_ray.teachers.registry import get_teacher, load_extractor
+from east_ray.teachers.registry import load_extractor
 from east_ray.teachers.stored import (
     SHARD_FRAMING_KEY,
     UNRECORDED_FRAMING,

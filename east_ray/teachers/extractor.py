@@ -2,7 +2,7 @@
 
 Call it on mono float audio `(B, N)` at the teacher's sample rate, on any device, and get
 `(B, T, D)` float32 embeddings on the CPU, normalised as the authors did, with
-`T = info.frames(N)` (the registry's frame grid, checked on every call).
+`T = info.frames(N)` (the catalog's frame grid, checked on every call).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from east_ray.catalog.teachers import get_teacher
 from east_ray.errors import BadValueError
-from east_ray.teachers.registry import get_teacher
 
 
 class Extractor:

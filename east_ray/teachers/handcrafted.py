@@ -4,7 +4,7 @@ At 16 kHz, a 25 ms / 10 ms power STFT gives per STFT frame 20 MFCCs (40 mel band
 and four spectral descriptors (log centroid, log bandwidth, log 85% roll-off, log
 flatness). Each 0.96 s block (96 STFT frames) is summarised by the mean and standard
 deviation of those 24 values → 48 dimensions, `T = N // 15360` frames for N samples (the
-registry row's frame grid). The registry marks this teacher `standardise=True`: each
+catalog row's frame grid). The catalog marks this teacher `standardise=True`: each
 dimension is z-scored with training-split statistics when embeddings are loaded for
 training.
 """

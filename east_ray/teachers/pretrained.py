@@ -4,7 +4,7 @@ One job: build each network, with its released weights (`east_ray.teachers.weigh
 random ones, behind the one `Extractor` interface, normalised as the EAsT authors did.
 
 `load_vggish`, `load_openl3`, `load_passt` and `load_panns` share one signature,
-`(device, checkpoint=None, pretrained=True, *, max_batch=16)`; the registry rows name them
+`(device, checkpoint=None, pretrained=True, *, max_batch=16)`; the catalog rows name them
 and hold each teacher's frame grid (`TeacherInfo.frames`):
 
 | teacher | D | sr | frame t (s) | T(N) | 10 s | 29.1 s | normalised |
@@ -18,7 +18,7 @@ For VGGish, q is the 8-bit PCA output (whole numbers 0..255), so its values lie 
 [−0.5, 0.5). A VGGish clip shorter than one window is zero-padded to one window (T = 1);
 PANNs clips shorter than 1 s are zero-padded to 1 s, as `panns-hear` does.
 
-OpenL3 and PaSST frames are centred as the EAsT authors extracted them (registry
+OpenL3 and PaSST frames are centred as the EAsT authors extracted them (catalog
 `framing`): openl3's `get_audio_embedding(center=True, hop_size=0.96)` puts half a window
 of zeros in front (frame t centred on .96 t s) and zero-pads the end up to the last frame
 holding clip samples (T = 1 for N ≤ 24000); hear21passt's `get_timestamp_embeddings` with
@@ -61,7 +61,7 @@ pin keeps timm, which hear21passt pulls, from swapping torch):
 Some package internals are used and therefore pinned: hear21passt's `get_model`,
 `checkpoint_filter_fn` and its module flag `first_RUN` (set to False so the first forward
 pass does not print tensor shapes), torchvggish's `VGG`/`make_layers`. The download URLs
-in the registry are the ones these versions use (a test compares them).
+in the catalog are the ones these versions use (a test compares them).
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from east_ray.catalog.teachers import TeacherInfo, get_teacher
 from east_ray.errors import BadValueError
 from east_ray.teachers.extractor import Extractor
-from east_ray.teachers.registry import TeacherInfo, get_teacher
 from east_ray.teachers.weights import fetch, file_name, import_package, read_file, read_weights
 
 MAX_BATCH = 16

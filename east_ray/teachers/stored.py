@@ -5,7 +5,7 @@ extraction finished, its record `_teacher.json` (clips, framing, frames, dim, ho
 source, ...); one file per teacher, so teachers extracted at once never write the same
 file. The leading underscore keeps the record out of Arrow's dataset discovery: the folder
 still reads as one Parquet dataset. A record made with another framing than the
-registry's (`stale_reason`, e.g. OpenL3 extracted before its frames were centred) is
+catalog's (`stale_reason`, e.g. OpenL3 extracted before its frames were centred) is
 refused here, naming the command that extracts it again.
 
 `load_embeddings` returns them in the requested clip order, z-scored with training-split
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from east_ray.catalog.teachers import get_teacher
 from east_ray.data.parquet import column_numpy
 from east_ray.errors import BadValueError
-from east_ray.teachers.registry import get_teacher
 
 RECORD = "_teacher.json"
 # Records and shards written before the framing was recorded: every teacher framed from 0.
@@ -50,7 +50,7 @@ def _extract_again(data_dir: Path, name: str) -> str:
 
 
 def stale_reason(name: str, record: dict[str, Any]) -> str | None:
-    """Why a finished record no longer matches the registry's framing, or None."""
+    """Why a finished record no longer matches the catalog's framing, or None."""
     info = get_teacher(name)
     framing = record.get("framing", UNRECORDED_FRAMING)
     if framing == info.framing and record.get("hop_seconds") == info.hop_seconds:

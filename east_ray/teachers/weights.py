@@ -1,7 +1,7 @@
 """The pretrained teachers' weights: downloaded once into torch's hub cache and verified on
 every load, or read from a local file, never running code from it.
 
-`pretrained=True` fetches the file the teacher's package itself would fetch (the registry
+`pretrained=True` fetches the file the teacher's package itself would fetch (the catalog
 row's `weights_url`, same file name) into `$TORCH_HOME/hub/checkpoints/`, where
 torchvggish, torchopenl3 and hear21passt cache it too, so a file they already downloaded is
 reused. Downloads go through `east_ray.data.fetch`: a timeout per request, retries, resume
@@ -56,10 +56,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from east_ray.catalog.teachers import get_teacher
 from east_ray.data.checksums import mismatch, sha256sum
 from east_ray.data.fetch import ChecksumError, DownloadError, download_file
 from east_ray.errors import BadValueError, UserError
-from east_ray.teachers.registry import get_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def weights_file(teacher: str, checkpoint: Path | None, pretrained: bool) -> Pat
         return None
     url = get_teacher(teacher).weights_url
     if url is None:
-        raise ValueError(f"the registry row of {teacher} has no weights_url")
+        raise ValueError(f"the catalog row of {teacher} has no weights_url")
     return fetch(teacher, url)
 
 

@@ -1,4 +1,4 @@
-"""The catalog: one frozen row per regularizer, below `config` and free of torch.
+"""The regularizers' catalog rows: one per regularizer, below `config`, free of torch.
 
 A row says what a regularizer reads (the teacher's embedding sequence at the chosen
 stages, the teacher's Teacher_LR logits, or nothing), what the paper calls each of its

@@ -1,0 +1,189 @@
+"""The teachers' catalog rows: one per teacher, everything known about it unloaded.
+
+A teacher embeds a mono clip at its `sample_rate` as a sequence `(T, D)` of frames `hop`
+samples apart, each seeing `window` samples; `hop` is None for a clip-level teacher that
+emits one vector per clip (PANNs, whose `window` is then the shortest clip it embeds).
+Where frame t lies is the row's `framing`, the one its package (and so the EAsT authors)
+used:
+
+- "start": frame t covers the `window` samples from `t · hop`; a trailing part shorter
+  than a window is dropped, a clip shorter than one window is zero-padded to one window
+  (or refused by a teacher with `pads_short_clips=False`). VGGish, musicnn, handcrafted.
+- "centred_zeros": openl3 / torchopenl3 `center=True`: half a window of zeros in front,
+  so frame t is centred on `t · hop`, and zeros at the end up to the last frame that
+  still holds clip samples. OpenL3: 11 frames for 10 s, 31 for 29.1 s.
+- "centred_reflect": hear21passt's timestamp embeddings: half a window reflected at each
+  end, frame t centred on `t · hop`, a remainder shorter than a hop dropped. PaSST: 11
+  frames for 10 s, 31 for 29.1 s.
+
+So `T` depends on the clip's length only (`TeacherInfo.frames`), and `hop_seconds` (with
+`first_centre_seconds`) puts student and teacher on one frame grid in the losses.
+
+`builder` names the function that builds the teacher's `Extractor` (`module:function`),
+imported only by `east_ray.teachers.load_extractor`: the optional packages of the
+pretrained teachers are needed only for those teachers, and the catalog imports no torch.
+`display` is the tables' name of the teacher, and `in_paper` marks the paper's four
+teachers, whose columns come first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from east_ray.errors import BadValueError, UnknownNameError
+
+Framing = Literal["start", "centred_zeros", "centred_reflect"]
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What is known about a teacher without loading it."""
+
+    name: str
+    dim: int
+    sample_rate: int
+    window: int  # samples a frame covers (clip-level: the shortest clip, else padded)
+    hop: int | None  # samples between two frames; None: one vector per clip
+    description: str
+    builder: str  # "module:function" building its Extractor (see `load_extractor`)
+    pads_short_clips: bool = True
+    framing: Framing = "start"  # where frame t lies (module docstring)
+    # z-score each dimension with training-split statistics when loaded for training
+    standardise: bool = False
+    weights_url: str | None = None  # what its package downloads; fetched when pretrained
+    pca_url: str | None = None  # VGGish's PCA parameters, fetched beside its weights
+    display: str = ""  # the tables' name ("" : `name`)
+    in_paper: bool = False  # one of the paper's four teachers
+
+    @property
+    def display_name(self) -> str:
+        """How the tables write the teacher (`passt` → `PaSST`)."""
+        return self.display or self.name
+
+    @property
+    def hop_seconds(self) -> float | None:
+        """Seconds between two frames; None for a clip-level teacher."""
+        return None if self.hop is None else self.hop / self.sample_rate
+
+    @property
+    def centred(self) -> bool:
+        """Whether frame t is centred on `t · hop` (half a window of padding in front)."""
+        return self.framing != "start"
+
+    @property
+    def first_centre_seconds(self) -> float:
+        """Seconds from the clip's start to the centre of frame 0."""
+        return 0.0 if self.centred else self.window / 2 / self.sample_rate
+
+    def frames(self, n_samples: int) -> int:
+        """T for a clip of `n_samples` samples at `sample_rate` (0: too short to embed)."""
+        if n_samples < 1:
+            raise BadValueError(f"{self.name}: a clip needs at least one sample, got {n_samples}")
+        if self.hop is None or self.framing == "start":
+            if n_samples < self.window:
+                return 1 if self.pads_short_clips else 0
+            return 1 if self.hop is None else 1 + (n_samples - self.window) // self.hop
+        half = self.window // 2
+        if self.framing == "centred_zeros":
+            # torchopenl3's _get_num_windows: n + half samples, a last partial frame kept
+            return 1 + max(0, -(-(n_samples + half - self.window) // self.hop))
+        # centred_reflect: reflection needs more samples than it mirrors, so a shorter
+        # clip is zero-padded first
+        return 1 + (max(n_samples, half + 1) + 2 * half - self.window) // self.hop
+
+
+_VGGISH_RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+
+TEACHERS: dict[str, TeacherInfo] = {
+    info.name: info
+    for info in (
+        TeacherInfo(
+            "vggish",
+            display="VGGish",
+            in_paper=True,
+            dim=128,
+            sample_rate=16_000,
+            # examples of 96 log-mel frames (25 ms window, 10 ms hop), hop 96 frames
+            window=400 + 95 * 160,
+            hop=96 * 160,
+            description="VGGish, 8-bit PCA output, (x - 128) / 256",
+            builder="east_ray.teachers.pretrained:load_vggish",
+            weights_url=_VGGISH_RELEASE + "vggish-10086976.pth",
+            pca_url=_VGGISH_RELEASE + "vggish_pca_params-970ea276.pth",
+        ),
+        TeacherInfo(
+            "openl3",
+            display="OpenL3",
+            in_paper=True,
+            dim=512,
+            sample_rate=48_000,
+            window=48_000,
+            hop=46_080,
+            description="OpenL3 mel128/music/512, x - 2.24",
+            framing="centred_zeros",
+            builder="east_ray.teachers.pretrained:load_openl3",
+            weights_url="https://github.com/torchopenl3/torchopenl3-models/raw/master/"
+            "torchopenl3_mel128_music_512.pth.tar",
+        ),
+        TeacherInfo(
+            "passt",
+            display="PaSST",
+            in_paper=True,
+            dim=768,
+            sample_rate=32_000,
+            window=30_720,
+            hop=30_720,
+            description="PaSST, 0.96 s window and hop",
+            framing="centred_reflect",
+            builder="east_ray.teachers.pretrained:load_passt",
+            weights_url="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/"
+            "passt-s-f128-p16-s10-ap.476-swa.pt",
+        ),
+        TeacherInfo(
+            "panns",
+            display="PANNs",
+            in_paper=True,
+            dim=2048,
+            sample_rate=32_000,
+            window=32_000,  # shorter clips are padded to 1 s, as panns-hear does
+            hop=None,
+            description="PANNs CNN14, one clip-level vector",
+            builder="east_ray.teachers.pretrained:load_panns",
+            # Zenodo record 3987831, the file panns-inference downloads
+            weights_url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+        ),
+        TeacherInfo(
+            "musicnn",
+            dim=200,
+            sample_rate=16_000,
+            # patches of 187 frames of a centred STFT with hop 256: the last frame of
+            # patch t is centred on sample 256 (187 t + 186), which the clip must reach
+            window=186 * 256,
+            hop=187 * 256,
+            description="musicnn MSD model, penultimate layer per 3 s patch (PyTorch port)",
+            builder="east_ray.teachers.musicnn:load_musicnn_teacher",
+            pads_short_clips=False,
+        ),
+        TeacherInfo(
+            "handcrafted",
+            dim=48,
+            sample_rate=16_000,
+            window=15_360,
+            hop=15_360,
+            description="MFCC and spectral statistics per 0.96 s, standardised",
+            builder="east_ray.teachers.handcrafted:load_handcrafted",
+            pads_short_clips=False,
+            standardise=True,
+        ),
+    )
+}
+
+
+def get_teacher(name: str) -> TeacherInfo:
+    """Look a teacher up by name; an unknown name lists the known ones."""
+    try:
+        return TEACHERS[name]
+    except KeyError:
+        known = ", ".join(sorted(TEACHERS))
+        raise UnknownNameError(f"unknown teacher {name!r}; known teachers: {known}") from None
