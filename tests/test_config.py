@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from east_ray import config
-from east_ray.catalog import uses_stage
+from east_ray.catalog import STUDENTS, uses_stage
 from east_ray.config import (
-    STUDENT_OPTIONS,
     STUDIES_DIR,
     SpecError,
     StudySpec,
@@ -283,15 +282,18 @@ def test_each_kind_of_bad_spec_has_a_clear_message(edit: Any, message: str) -> N
     assert any(message in p for p in _problems(table)), _problems(table)
 
 
-def test_the_names_a_spec_may_use_are_the_registries_names() -> None:
-    """Students are not catalog rows yet: the spec's copy of their options must agree
-    with the models' registry (teachers and regularizers are read from the catalog)."""
-    from east_ray.models import STUDENTS, student_options
+@pytest.mark.parametrize("student", sorted(STUDENTS))
+def test_each_student_row_lists_the_options_its_class_takes(student: str) -> None:
+    """A spec is checked against the row, the student built by the class: they agree."""
+    import inspect
 
-    assert {name: student_options(name) for name in STUDENTS} == STUDENT_OPTIONS
+    from east_ray.models import student_class
+
+    params = inspect.signature(student_class(student)).parameters
+    assert tuple(p for p in params if p != "num_classes") == STUDENTS[student].options
 
 
-@pytest.mark.parametrize("student", sorted(config.STUDENT_N_MELS))
+@pytest.mark.parametrize("student", sorted(n for n, row in STUDENTS.items() if row.n_mels))
 def test_the_mel_bands_a_spec_allows_are_those_the_student_builds_with(student: str) -> None:
     from east_ray.models import build_student
 
@@ -299,9 +301,9 @@ def test_the_mel_bands_a_spec_allows_are_those_the_student_builds_with(student: 
         try:
             build_student(student, 5, n_mels=n_mels)
         except ValueError:
-            assert n_mels not in config.STUDENT_N_MELS[student]
+            assert n_mels not in STUDENTS[student].n_mels
         else:
-            assert n_mels in config.STUDENT_N_MELS[student]
+            assert n_mels in STUDENTS[student].n_mels
 
 
 def test_a_dry_run_imports_neither_torch_nor_ray() -> None:

@@ -1,7 +1,8 @@
-"""The catalog: one frozen row per regularizer and per teacher, below `config`, free of
+"""The catalog: one frozen row per regularizer, teacher and student, below `config`, free of
 torch. Each fact about one of them lives in its row; the code above reads the rows.
 
 - `east_ray.catalog.regularizers`: what a regularizer reads, its systems' names, its loss.
+- `east_ray.catalog.students`: a student's options, mel-band counts and builder.
 - `east_ray.catalog.teachers`: a teacher's rate, frames, dimension, weights, names.
 """
 
@@ -13,15 +14,19 @@ from east_ray.catalog.regularizers import (
     uses_stage,
     uses_teacher,
 )
+from east_ray.catalog.students import STUDENTS, StudentInfo, get_student
 from east_ray.catalog.teachers import TEACHERS, Framing, TeacherInfo, get_teacher
 
 __all__ = [
     "REGULARIZERS",
     "STAGES",
+    "STUDENTS",
     "TEACHERS",
     "Framing",
     "Regularizer",
+    "StudentInfo",
     "TeacherInfo",
+    "get_student",
     "get_teacher",
     "regularizer",
     "uses_stage",

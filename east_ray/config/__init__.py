@@ -8,7 +8,7 @@ canonical cells (`expand_cells`); `east_ray.config.load` reads and checks a file
 either from here.
 """
 
-from east_ray.catalog import REGULARIZERS, STAGES, TEACHERS
+from east_ray.catalog import REGULARIZERS, STAGES, STUDENTS, TEACHERS
 from east_ray.config.load import (
     STUDIES_DIR,
     Study,
@@ -24,9 +24,6 @@ from east_ray.config.spec import (
     PAPER_SYSTEMS,
     RECIPE_CHOICES,
     RUNTIME_OPTIONS,
-    STUDENT_N_MELS,
-    STUDENT_OPTIONS,
-    STUDENTS,
     SYSTEMS,
     Cell,
     ExtraSystem,
@@ -50,8 +47,6 @@ __all__ = [
     "RUNTIME_OPTIONS",
     "STAGES",
     "STUDENTS",
-    "STUDENT_N_MELS",
-    "STUDENT_OPTIONS",
     "STUDIES_DIR",
     "SYSTEMS",
     "TEACHERS",

@@ -23,14 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from east_ray.catalog import REGULARIZERS, STAGES, TEACHERS, uses_stage, uses_teacher
+from east_ray.catalog import (
+    REGULARIZERS,
+    STAGES,
+    STUDENTS,
+    TEACHERS,
+    get_student,
+    uses_stage,
+    uses_teacher,
+)
 from east_ray.config.spec import (
     DATASETS,
     LAM_CHOICES,
     RECIPE_CHOICES,
-    STUDENT_N_MELS,
-    STUDENT_OPTIONS,
-    STUDENTS,
     Recipe,
     SpecError,
     StudySpec,
@@ -171,9 +176,9 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     if not _NAME.fullmatch(spec.name):
         problems.append(f"name: got {spec.name!r}, expected {_NAME_RULE}")
     _one_of("dataset", spec.dataset, DATASETS, problems)
-    _one_of("student", spec.student, STUDENTS, problems)
+    _one_of("student", spec.student, tuple(STUDENTS), problems)
     if spec.student in STUDENTS:
-        accepted = STUDENT_OPTIONS[spec.student]
+        accepted = get_student(spec.student).options
         for key in spec.student_options:
             if key not in accepted:
                 problems.append(
@@ -187,8 +192,8 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
             f"{spec.features.n_mels}; the student reads the features' mel bands, so make "
             "them equal (or drop student_options.n_mels)"
         )
-    allowed_mels = STUDENT_N_MELS.get(spec.student)
-    if allowed_mels is not None and spec.features.n_mels not in allowed_mels:
+    allowed_mels = STUDENTS[spec.student].n_mels if spec.student in STUDENTS else ()
+    if allowed_mels and spec.features.n_mels not in allowed_mels:
         problems.append(
             f"features.n_mels: got {spec.features.n_mels}, but {spec.student} is built for "
             f"{' or '.join(map(str, allowed_mels))} mel bands; use one of those"

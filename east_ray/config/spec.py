@@ -21,16 +21,6 @@ from east_ray.catalog import regularizer as catalog_regularizer
 from east_ray.errors import BadValueError
 
 DATASETS = ("openmic", "magnatagatune", "synthmic")
-# The students (with the options each accepts) and teachers a spec may name, as plain data
-# so that loading a spec imports no torch; tests/test_config.py checks them against the
-# registries that build them (east_ray.models, east_ray.teachers).
-STUDENT_OPTIONS: dict[str, tuple[str, ...]] = {
-    "cp_resnet": ("rho", "base_channels"),
-    "mobile_fcn": ("n_mels", "dropout"),
-}
-STUDENTS = tuple(STUDENT_OPTIONS)
-# The mel-band counts a student's pooling is built for (students not listed take any).
-STUDENT_N_MELS: dict[str, tuple[int, ...]] = {"mobile_fcn": (96, 128)}
 LAM_CHOICES = ("validation", "each")
 # Every (regularizer, stage) system of the shipped regularizers (east_ray.catalog).
 SYSTEMS = tuple(
