@@ -39,7 +39,6 @@ one frame grid with the teacher `(B, T', D)` (`align`), by `recipe.alignment`:
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from east_ray.catalog import STAGES, regularizer
+from east_ray.catalog.resolve import resolve
 from east_ray.config import RECIPE_CHOICES
 from east_ray.models.common import StudentOutput
 
@@ -237,8 +237,7 @@ def _reg_loss(name: str) -> RegLoss | None:
     target = regularizer(name).loss
     if not target:
         return None
-    module, _, function = target.partition(":")
-    loss: RegLoss = getattr(importlib.import_module(module), function)
+    loss: RegLoss = resolve(target)
     return loss
 
 

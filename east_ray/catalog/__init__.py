@@ -4,6 +4,7 @@ torch. Each fact about one of them lives in its row; the code above reads the ro
 - `east_ray.catalog.regularizers`: what a regularizer reads, its systems' names, its loss.
 - `east_ray.catalog.students`: a student's options, mel-band counts and builder.
 - `east_ray.catalog.teachers`: a teacher's rate, frames, dimension, weights, names.
+- `east_ray.catalog.resolve`: imports the code a row names (`"module:attribute"`).
 """
 
 from east_ray.catalog.regularizers import (

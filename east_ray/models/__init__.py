@@ -5,11 +5,11 @@
 name lists the known ones and an unknown option lists the accepted ones.
 """
 
-import importlib
 from collections.abc import Callable
 
 import torch
 
+from east_ray.catalog.resolve import resolve
 from east_ray.catalog.students import STUDENTS, get_student
 from east_ray.errors import BadValueError
 from east_ray.models.common import Student, StudentOutput
@@ -17,8 +17,7 @@ from east_ray.models.common import Student, StudentOutput
 
 def student_class(name: str) -> Callable[..., Student]:
     """The class that builds student `name` (its catalog row's `builder`)."""
-    module, _, cls = get_student(name).builder.partition(":")
-    built: Callable[..., Student] = getattr(importlib.import_module(module), cls)
+    built: Callable[..., Student] = resolve(get_student(name).builder)
     return built
 
 

@@ -246,7 +246,8 @@ def render_tables(
         )
         for lam in several
     }
-    rule = lambda_rule(spec.grid, not paper_reference(spec.dataset).empty)
+    published = not paper_reference(spec.dataset).empty
+    rule = lambda_rule(spec.grid, published)
     for fraction in sorted(spec.grid.fractions, reverse=True):
         head = f"{spec.name}: test {' / '.join(metrics)} at training fraction {fraction:g}"
         tidies = []
@@ -264,9 +265,8 @@ def render_tables(
             title = f"{head}, every regularised system at λ = {lam:g}" + each * ", fixed in advance"
             add(f"{title} ({note})", format_table(tidy), classes if each else None)
             tidies += [tidy] if each else []
-        if paper_reference(spec.dataset).empty:
-            tidies = tidies[:1]  # its one line says so once
-        for tidy in tidies if fraction == 1.0 else []:
+        # beside the paper after each table; without published numbers one line says so
+        for tidy in (tidies if published else tidies[:1]) if fraction == 1.0 else []:
             note, beside, marks = _beside_paper(spec, tidy)
             if beside is None:
                 parts += [note, ""]

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
+from east_ray.catalog.resolve import resolve
 from east_ray.catalog.teachers import get_teacher
 
 if TYPE_CHECKING:
@@ -29,6 +29,5 @@ def load_extractor(
     pretrained: bool = True,
 ) -> Extractor:
     """Build teacher `name`'s extractor on `device` (weights from `checkpoint` if given)."""
-    module_name, function = get_teacher(name).builder.split(":")
-    build = cast("Builder", getattr(importlib.import_module(module_name), function))
+    build = cast("Builder", resolve(get_teacher(name).builder))
     return build(device, checkpoint, pretrained)
