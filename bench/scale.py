@@ -77,14 +77,17 @@ import pyarrow.parquet as pq
 import torch
 
 from bench import CLASSES, memory_kib, save_result
+from east_ray.catalog import get_dataset
 from east_ray.config import Features, StudySpec, expand_cells, load_study
-from east_ray.data.openmic import PUBLISHED_COUNTS
+from east_ray.data.datasets import published_counts
 from east_ray.data.parquet import column_numpy, read_labels
 from east_ray.data.prepare import ShardJob, ok_status, prepare, shard_rows, write_shard
 from east_ray.data.release import ReleaseIndex
 from east_ray.train.data import ArrayStore, build_trial_data
 from east_ray.train.trainer import _Run
 from east_ray.train.trial import TrialSpec
+
+PUBLISHED_COUNTS = published_counts(get_dataset("openmic"))
 
 SPEC = Path(__file__).resolve().parent / "scale.toml"
 DIVISORS = (16, 4, 1)  # the sizes, as fractions 1/16, 1/4, 1 of --full-clips

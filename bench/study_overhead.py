@@ -21,7 +21,7 @@ import torch
 
 from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
-from east_ray.data.datasets import get_dataset
+from east_ray.data.datasets import read_release
 from east_ray.data.prepare import prepare
 from east_ray.study.tune import run_tune, shared_inputs, trial_key
 from east_ray.synthmic import synthesize
@@ -49,7 +49,7 @@ def run(trials: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="east_ray_overhead_"))
     synthesize(tmp / "raw", n_clips=40)
     data = tmp / "data"
-    prepare(get_dataset("synthmic").read(tmp / "raw"), FEATURES, data)
+    prepare(read_release("synthmic", tmp / "raw"), FEATURES, data)
     spec = _spec(trials, 0.0)
     cells = expand_cells(spec)
     torch.set_num_threads(1)

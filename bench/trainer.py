@@ -59,7 +59,7 @@ from bench import (
     timed,
 )
 from east_ray.config import SYSTEMS, Cell, Features, Recipe, TeacherLRRecipe, load_study
-from east_ray.data.datasets import get_dataset
+from east_ray.data.datasets import read_release
 from east_ray.data.parquet import LabelTable, read_labels
 from east_ray.data.prepare import prepare
 from east_ray.synthmic import synthesize
@@ -264,7 +264,7 @@ def run(
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="east_ray_bench_"))
     synthesize(tmp / "raw", n_clips=clips)
-    prepare(get_dataset("synthmic").read(tmp / "raw"), FEATURES, tmp / "data")
+    prepare(read_release("synthmic", tmp / "raw"), FEATURES, tmp / "data")
     data_dir = tmp / "data"
     extract_teacher(data_dir, "handcrafted")
     short = TeacherLRRecipe(max_steps=10)  # the bench needs logits, not a good teacher

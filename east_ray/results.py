@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from east_ray import stats, tables
-from east_ray.catalog import TEACHERS
+from east_ray.catalog import DATASETS, TEACHERS
 from east_ray.config import NO_TEACHER
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
@@ -130,7 +130,8 @@ def _metrics(frame: pd.DataFrame, metrics: Sequence[str] | None) -> tuple[str, .
         return tuple(metrics)
     datasets = set(frame["dataset"].dropna()) if "dataset" in frame else set()
     if len(datasets) == 1:
-        return tables.TABLE_METRICS.get(datasets.pop(), ("mAP",))
+        name = datasets.pop()
+        return DATASETS[name].metrics if name in DATASETS else ("mAP",)
     return ("mAP",)
 
 

@@ -47,11 +47,6 @@ from east_ray.stats import SIGNIFICANCE
 
 # the paper's systems in its tables' row order
 SYSTEMS = tuple(PAPER_SYSTEMS.values())
-TABLE_METRICS = {
-    "openmic": ("mAP", "F1"),
-    "synthmic": ("mAP", "F1"),
-    "magnatagatune": ("mAP", "ROC-AUC"),
-}
 
 
 def add_system(results: pd.DataFrame) -> pd.DataFrame:

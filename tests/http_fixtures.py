@@ -1,4 +1,5 @@
-"""A local HTTP server for download tests, and a way to read east_ray's log lines in a test.
+"""A local HTTP server for download tests, a way to point a catalog row's release at it, and
+a way to read east_ray's log lines in a test.
 
 The server (127.0.0.1, port 0) serves in-memory files, honours `Range` requests, records
 every request, and can be told to drop the connection part-way (once, or on every request),
@@ -7,6 +8,7 @@ to stall part-way (until the test ends), to ignore `Range`, or to fail with a st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import threading
@@ -14,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+
+from east_ray.catalog import DATASETS
+from east_ray.catalog.datasets import Release
 
 
 @dataclass
@@ -122,3 +128,13 @@ def payload(seed: int, n: int) -> bytes:
         block = hashlib.sha256(block).digest()
         out += block
     return bytes(out[:n])
+
+
+def patch_release(monkeypatch: pytest.MonkeyPatch, name: str, **changes: Any) -> Release:
+    """Replace fields of dataset `name`'s release in its catalog row for this test (the
+    real rows pin the published files); returns the patched release."""
+    row = DATASETS[name]
+    assert row.release is not None, f"{name} has no release"
+    release = dataclasses.replace(row.release, **changes)
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(row, release=release))
+    return release

@@ -29,6 +29,7 @@ from east_ray.data.valid_split import (
     AUTHORS_CLIPS,
     AUTHORS_MD5,
     AUTHORS_SIZE,
+    RULES,
     SeededSplit,
     read_valid_list,
 )
@@ -54,24 +55,32 @@ def _in_process(jobs: list[ShardJob]) -> None:
 
 
 def test_every_dataset_a_spec_may_name_has_a_reader_and_tables() -> None:
-    from east_ray.config import DATASETS as SPEC_NAMES
+    from east_ray.catalog import DATASETS, get_dataset
+    from east_ray.catalog.resolve import resolve
     from east_ray.config import load_study
-    from east_ray.data.datasets import DATASETS, get_dataset
+    from east_ray.data.datasets import published_counts
+    from east_ray.data.magnatagatune import TOP50
     from east_ray.errors import UnknownNameError
-    from east_ray.tables import TABLE_METRICS
+    from east_ray.synthmic._taxonomy import CLASSES as SYNTHMIC_CLASSES
 
-    assert tuple(DATASETS) == SPEC_NAMES and set(TABLE_METRICS) == set(SPEC_NAMES)
     for row in DATASETS.values():
         assert load_study(row.default_study).dataset == row.name
+        assert callable(resolve(row.reader))
+        assert set(row.valid_splits) <= set(RULES)
+        counts = published_counts(row)
+        assert not counts or set(counts) == {"train", "valid", "test"}
+    # the rows' class counts are the readers' (OpenMIC's 20 instruments are SynthMIC's)
+    assert DATASETS["magnatagatune"].classes == len(TOP50)
+    assert DATASETS["openmic"].classes == DATASETS["synthmic"].classes == len(SYNTHMIC_CLASSES)
     with pytest.raises(UnknownNameError, match="expected one of openmic, magnatagatune"):
         get_dataset("gtzan")
 
 
 def test_synthmic_release_reads_with_the_openmic_reader(tmp_path: Path) -> None:
-    from east_ray.data.datasets import get_dataset
+    from east_ray.data.datasets import read_release
 
     fx = write_openmic(tmp_path / "release")
-    index = get_dataset("synthmic").read(fx.root)
+    index = read_release("synthmic", fx.root)
     assert index.dataset == "synthmic"
     assert sorted(index.clips["clip_id"]) == sorted(fx.keys)  # audio is checked at prepare
 
@@ -250,27 +259,31 @@ def test_malformed_valid_list_is_refused_naming_the_file(
 
 
 def test_dataset_registry_applies_each_dataset_s_validation_rules(tmp_path: Path) -> None:
-    from east_ray.data.datasets import ReadOptions, get_dataset
+    from east_ray.data.datasets import ReadOptions, only_valid_split, read_release
 
     fx = write_openmic(tmp_path / "openmic-2018")
     list_file = tmp_path / "valid.txt"
     list_file.write_text(f"{fx.train[1]}\n")
-    openmic, synthmic = get_dataset("openmic"), get_dataset("synthmic")
-    assert openmic.valid_splits == ("authors", "seeded") and synthmic.valid_splits == ("seeded",)
-    listed = openmic.read(fx.root, ReadOptions(valid_list=list_file))  # authors' rule, a file
+    listed = read_release("openmic", fx.root, ReadOptions(valid_list=list_file))  # authors'
     assert listed.valid_split["rule"] == "list" and listed.valid_split["clips"] == 1
-    seeded = openmic.read(fx.root, ReadOptions(valid_split="seeded"))
+    assert listed.published_counts == {"train": 12_692, "valid": 2_223, "test": 5_085}
+    seeded = read_release("openmic", fx.root, ReadOptions(valid_split="seeded"))
     assert seeded.valid_split == SeededSplit().describe()
-    assert synthmic.read(fx.root).valid_split == SeededSplit(by_group=True).describe()
+    synthmic = read_release("synthmic", fx.root)
+    assert synthmic.valid_split == SeededSplit(by_group=True).describe()
+    assert synthmic.published_counts == {}
+    assert only_valid_split("synthmic") == SeededSplit(by_group=True)
+    assert only_valid_split("openmic") is None
     refusals = [
-        (synthmic, ReadOptions(valid_split="authors"), "got 'authors' for synthmic, whose rules"),
-        (synthmic, ReadOptions(valid_list=list_file), "only used by --valid-split authors"),
-        (openmic, ReadOptions("won", "seeded", list_file), "only used by --valid-split authors"),
-        (get_dataset("magnatagatune"), ReadOptions(valid_split="seeded"), "its splits are fixed"),
+        ("synthmic", ReadOptions(valid_split="authors"), "got 'authors' for synthmic, whose rules"),
+        ("synthmic", ReadOptions(valid_list=list_file), "only used by --valid-split authors"),
+        ("openmic", ReadOptions(None, "seeded", list_file), "only used by --valid-split authors"),
+        ("magnatagatune", ReadOptions(valid_split="seeded"), "its splits are fixed"),
+        ("openmic", ReadOptions(split_scheme="won"), "got 'won' for openmic, whose schemes"),
     ]
-    for dataset, options, message in refusals:
+    for name, options, message in refusals:
         with pytest.raises(BadValueError, match=message):
-            dataset.read(fx.root, options)
+            read_release(name, fx.root, options)
 
 
 def test_authors_list_from_shared_data_is_the_pinned_file(shared_data: Path) -> None:

@@ -8,7 +8,6 @@ an MTAT-shaped zip split into three parts.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import logging
@@ -19,15 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from east_ray.catalog import DATASETS
+from east_ray.catalog.datasets import RemoteFile
 from east_ray.data import __main__ as data_cli
-from east_ray.data import download, fetch, prepare, valid_split
+from east_ray.data import fetch, prepare, valid_split
 from east_ray.data.archives import MARKER, ArchiveError
 from east_ray.data.download import add_cli, download_release
 from east_ray.data.fetch import ChecksumError, DownloadError
 from east_ray.data.release import ReleaseIndex
 from east_ray.data.valid_split import authors_valid_list
 from east_ray.errors import UnknownNameError
-from tests.http_fixtures import Server, State, md5, payload, serve
+from tests.http_fixtures import Server, State, md5, patch_release, payload, serve
 from tests.release_fixtures import OpenmicFixture, write_openmic
 
 
@@ -62,11 +63,9 @@ def openmic(server: Server, monkeypatch: pytest.MonkeyPatch) -> bytes:
     """Serve an OpenMIC-shaped tarball and point the release table at its md5."""
     tgz = _tgz(OPENMIC_MEMBERS)
     server.state.files["/openmic-2018-v1.0.0.tgz"] = tgz
-    release = download.RELEASES["openmic"]
-    patched = dataclasses.replace(
-        release, files=(download.RemoteFile("openmic-2018-v1.0.0.tgz", md5=md5(tgz)),)
+    patch_release(
+        monkeypatch, "openmic", files=(RemoteFile("openmic-2018-v1.0.0.tgz", md5=md5(tgz)),)
     )
-    monkeypatch.setitem(download.RELEASES, "openmic", patched)
     return tgz
 
 
@@ -97,14 +96,12 @@ def _mtat_zip() -> bytes:
 def _pin_served(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the MTAT release's md5s at the files the server holds now (the real release
     pins the published ones)."""
-    release = download.RELEASES["magnatagatune"]
+    release = DATASETS["magnatagatune"].release
+    assert release is not None
     files = tuple(
-        download.RemoteFile(f.name, md5=md5(server.state.files["/" + f.name]))
-        for f in release.files
+        RemoteFile(f.name, md5=md5(server.state.files["/" + f.name])) for f in release.files
     )
-    monkeypatch.setitem(
-        download.RELEASES, "magnatagatune", dataclasses.replace(release, files=files)
-    )
+    patch_release(monkeypatch, "magnatagatune", files=files)
 
 
 @pytest.fixture
@@ -116,12 +113,12 @@ def mtat(server: Server, monkeypatch: pytest.MonkeyPatch) -> bytes:
     for i, chunk in enumerate(chunks, start=1):
         server.state.files[f"/mp3.zip.00{i}"] = chunk
     server.state.files["/annotations_final.csv"] = MTAT_CSV
-    patched = dataclasses.replace(
-        download.RELEASES["magnatagatune"],
+    patch_release(
+        monkeypatch,
+        "magnatagatune",
         member_count=(".mp3", len(MTAT_MEMBERS)),
         text_rows=(("annotations_final.csv", len(MTAT_MEMBERS)),),
     )
-    monkeypatch.setitem(download.RELEASES, "magnatagatune", patched)
     _pin_served(server, monkeypatch)
     return data
 
@@ -196,7 +193,7 @@ def test_magnatagatune_parts_are_joined_verified_and_extracted(
 
 def test_every_release_file_is_md5_pinned() -> None:
     """The md5s two public sources agree on (download.py's docstring names them)."""
-    pinned = {f.name: f.md5 for r in download.RELEASES.values() for f in r.files}
+    pinned = {f.name: f.md5 for r in DATASETS.values() if r.release for f in r.release.files}
     assert pinned == {
         "openmic-2018-v1.0.0.tgz": "e4ccf187e2bb5ab2e115416e8aafe7f4",
         "annotations_final.csv": "f04fa01752a8cc64f6e1ca142a0fef1d",
@@ -236,8 +233,7 @@ def test_magnatagatune_corrupt_member_fails_its_crc(
 def test_magnatagatune_wrong_member_count_is_refused(
     server: Server, mtat: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    patched = dataclasses.replace(download.RELEASES["magnatagatune"], member_count=(".mp3", 25))
-    monkeypatch.setitem(download.RELEASES, "magnatagatune", patched)
+    patch_release(monkeypatch, "magnatagatune", member_count=(".mp3", 25))
     with pytest.raises(DownloadError, match="holds 4 '.mp3' members, expected 25"):
         download_release("magnatagatune", tmp_path, mirror=server.url)
     assert not (tmp_path / "magnatagatune").exists()

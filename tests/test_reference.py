@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import east_ray.results as er
+from east_ray.catalog import DATASETS
 from east_ray.config import StudySpec, expand_cells, load_study
 from east_ray.data.magnatagatune import TOP50
 from east_ray.data.scores import SCORES, write_scores
@@ -22,7 +23,6 @@ from east_ray.stats import ScoredClips
 from east_ray.study import cli as study
 from east_ray.tables import (
     SYSTEMS,
-    TABLE_METRICS,
     beside_paper,
     compared_cells,
     expected_pairs,
@@ -44,7 +44,7 @@ def test_the_reference_holds_every_cell_of_both_tables_once() -> None:
     for dataset in PAPER_STUDIES:
         cells = [r[1:4] for r in REFERENCE if r[0] == dataset]
         assert len(cells) == 50 and len(set(cells)) == 50
-        metrics = TABLE_METRICS[dataset]
+        metrics = DATASETS[dataset].metrics
         want = {("Baseline", "-", m) for m in metrics} | {
             (s, t, m) for s in SYSTEMS[1:] for t in TEACHERS for m in metrics
         }
@@ -114,7 +114,7 @@ def _fabricate(spec: StudySpec, study_dir: Path | None = None) -> pd.DataFrame:
 def _compared(spec: StudySpec, results: pd.DataFrame) -> pd.DataFrame:
     extra = tuple(x.name for x in spec.systems)
     expected = expected_pairs(spec.grid.regularizers, spec.grid.stages, spec.grid.teachers, extra)
-    tidy = paper_table(results, expected, TABLE_METRICS[spec.dataset])
+    tidy = paper_table(results, expected, DATASETS[spec.dataset].metrics)
     return beside_paper(tidy, paper_reference(spec.dataset), ("Baseline", *extra))
 
 
@@ -138,7 +138,7 @@ def test_a_full_grid_sets_all_50_published_cells_beside_ours(name: str) -> None:
         "EAsT_KD (all)",
     ]
     assert list(wide.index[:2]) == [("Baseline", "-"), (AUTHORS, "-")]
-    first = TABLE_METRICS[spec.dataset][0]
+    first = DATASETS[spec.dataset].metrics[0]
     paper_baseline = paper_reference(spec.dataset).iloc[0]["paper"]
     assert f" / {paper_baseline:.3f} (" in wide.loc[(AUTHORS, "-"), first]
     # rows the paper has no number for (our extra stage choices): "—", never NaN

@@ -3,9 +3,9 @@ tables against a local server (release archive and the authors' validation list)
 that only prints the tables, and the fast failure when the release is missing.
 
 Test seam for the checksums: the tiny archive and list cannot have the published md5s, so
-the test points the release table entry (`download.RELEASES["openmic"]`) and the pinned
-list (`valid_split.AUTHORS_URL/MD5/SIZE`) at the served bytes; the code checks them as it
-would the real ones.
+the test points the catalog row's release (`http_fixtures.patch_release`) and the pinned list
+(`valid_split.AUTHORS_URL/MD5/SIZE`) at the served bytes; the code checks them as it would
+the real ones.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from east_ray.catalog.datasets import RemoteFile
 from east_ray.config import load_study
-from east_ray.data import download, fetch, valid_split
+from east_ray.data import fetch, valid_split
 from east_ray.data.archives import MARKER
 from east_ray.errors import BadValueError
 from east_ray.study import cli as study
 from east_ray.study.data_source import DataSource, MissingReleaseError, data_source, plan_data
-from tests.http_fixtures import Server, md5, serve
+from tests.http_fixtures import Server, md5, patch_release, serve
 from tests.release_fixtures import OpenmicFixture, tiny_study, write_openmic
 
 ARCHIVE = "/openmic-2018-v1.0.0.tgz"
@@ -64,11 +65,9 @@ def openmic_mirror(
     fx = write_openmic(tmp_path / "source" / "openmic-2018")
     archive = _tgz(fx.root)
     server.state.files[ARCHIVE] = archive
-    entry = dataclasses.replace(
-        download.RELEASES["openmic"],
-        files=(download.RemoteFile(ARCHIVE.lstrip("/"), md5=md5(archive)),),
+    patch_release(
+        monkeypatch, "openmic", files=(RemoteFile(ARCHIVE.lstrip("/"), md5=md5(archive)),)
     )
-    monkeypatch.setitem(download.RELEASES, "openmic", entry)
     valid = sorted(k for k in fx.train if k not in fx.bad)[:4]
     body = "".join(json.dumps({"sample_key": k, "label": [0] * 20}) + "\n" for k in valid)
     server.state.files[VALID_LIST] = body.encode()

@@ -19,7 +19,6 @@ from east_ray.config.load import (
     resolve_study_path,
 )
 from east_ray.config.spec import (
-    DATASETS,
     NO_TEACHER,
     PAPER_SYSTEMS,
     RECIPE_CHOICES,
@@ -39,7 +38,6 @@ from east_ray.config.spec import (
 )
 
 __all__ = [
-    "DATASETS",
     "NO_TEACHER",
     "PAPER_SYSTEMS",
     "RECIPE_CHOICES",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from east_ray.catalog import (
+    DATASETS,
     REGULARIZERS,
     STAGES,
     STUDENTS,
@@ -33,7 +34,6 @@ from east_ray.catalog import (
     uses_teacher,
 )
 from east_ray.config.spec import (
-    DATASETS,
     LAM_CHOICES,
     RECIPE_CHOICES,
     Recipe,
@@ -175,7 +175,7 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     _check_systems(spec, problems)
     if not _NAME.fullmatch(spec.name):
         problems.append(f"name: got {spec.name!r}, expected {_NAME_RULE}")
-    _one_of("dataset", spec.dataset, DATASETS, problems)
+    _one_of("dataset", spec.dataset, tuple(DATASETS), problems)
     _one_of("student", spec.student, tuple(STUDENTS), problems)
     if spec.student in STUDENTS:
         accepted = get_student(spec.student).options

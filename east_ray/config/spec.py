@@ -20,7 +20,6 @@ from east_ray.catalog import REGULARIZERS, STAGES, uses_stage, uses_teacher
 from east_ray.catalog import regularizer as catalog_regularizer
 from east_ray.errors import BadValueError
 
-DATASETS = ("openmic", "magnatagatune", "synthmic")
 LAM_CHOICES = ("validation", "each")
 # Every (regularizer, stage) system of the shipped regularizers (east_ray.catalog).
 SYSTEMS = tuple(

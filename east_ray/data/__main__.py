@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from east_ray.catalog import DATASETS, get_dataset
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import load_study
 from east_ray.data import download
-from east_ray.data.datasets import DATASETS, ReadOptions, get_dataset
+from east_ray.data.datasets import ReadOptions
 from east_ray.data.prepare import MIN_FRACTION, SHARD_SIZE, prepare_release
 from east_ray.data.spectra_prepare import prepare_spectra
 from east_ray.data.valid_split import AUTHORS_CLIPS, CACHE, RULES
@@ -59,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--study", help="study whose [features] to use (default: per dataset)")
     prep.add_argument(
         "--split-scheme",
-        default="won",
-        choices=["won", "pons"],
-        help="MagnaTagATune split variant (default: won, the paper's)",
+        default=None,
+        choices=sorted({s for row in DATASETS.values() for s in row.split_schemes}),
+        help="the release's split variant, for MagnaTagATune won (the paper's, the default) "
+        "or pons",
     )
     prep.add_argument(
         "--valid-split",

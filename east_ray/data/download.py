@@ -1,4 +1,5 @@
-"""The dataset releases we know how to fetch, and the command that downloads one.
+"""How a dataset release is fetched (its catalog row's `release`), and the command that
+downloads one.
 
 `python -m east_ray.data download openmic` (or `magnatagatune`) leaves under `--out`:
 
@@ -26,7 +27,7 @@ What is checksummed, and how
   by this command): pinned to a commit of their repository, md5 and size checked; see
   `east_ray.data.valid_split`.
 - MagnaTagATune: the host (mirg.city.ac.uk) publishes no checksum, so the md5s pinned
-  here are those that public loaders verify their downloads of the same host's files
+  in the catalog row are those that public loaders verify their downloads of the same host's files
   against, kept only where two sources agree: `mp3.zip.001..003` and
   `annotations_final.csv` as in kapre's `load_magnatagatune` (keunwoochoi/kapre,
   `kapre/datasets.py`) and in a torchaudio-based `MagnaTagATune` dataset class that
@@ -51,9 +52,10 @@ import os
 import shutil
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from east_ray.catalog import DATASETS
+from east_ray.catalog.datasets import Release
 from east_ray.data.archives import MARKER, count_members, safe_extract
 from east_ray.data.checksums import CHUNK
 from east_ray.data.fetch import DownloadError, download_file
@@ -62,79 +64,18 @@ from east_ray.errors import BadValueError, UnknownNameError
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a release: its name under the base URL (and on disk) and what verifies it."""
-
-    name: str
-    md5: str | None = None
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class Release:
-    """How to fetch and unpack one dataset release.
-
-    `archive_parts` are concatenated (in order) into `archive` when there are several, else
-    `archive` is the one part. `strip_root` is the archive's top folder whose contents become
-    the release folder `root`; `add_files` are downloaded files copied into `root`. `key_file`
-    is a file at the top of every copy of the release (how a copy extracted by hand is
-    recognised). `member_count` is `(suffix, n)`: the archive must hold exactly `n` members
-    ending in `suffix`. `text_rows` maps a downloaded text file to its number of non-empty
-    lines after the header.
-    """
-
-    root: str
-    key_file: str
-    base_url: str
-    files: tuple[RemoteFile, ...]
-    archive_parts: tuple[str, ...]
-    archive: str
-    strip_root: str | None = None
-    add_files: tuple[str, ...] = ()
-    member_count: tuple[str, int] | None = None
-    text_rows: tuple[tuple[str, int], ...] = ()
-
-
-RELEASES: dict[str, Release] = {
-    "openmic": Release(
-        root="openmic-2018",
-        key_file="class-map.json",
-        base_url="https://zenodo.org/records/1432913/files/",
-        files=(RemoteFile("openmic-2018-v1.0.0.tgz", md5="e4ccf187e2bb5ab2e115416e8aafe7f4"),),
-        archive_parts=("openmic-2018-v1.0.0.tgz",),
-        archive="openmic-2018-v1.0.0.tgz",
-        strip_root="openmic-2018",
-    ),
-    "magnatagatune": Release(
-        root="magnatagatune",
-        key_file="annotations_final.csv",
-        base_url="https://mirg.city.ac.uk/datasets/magnatagatune/",
-        # md5s: kapre's load_magnatagatune and a torchaudio-based loader (module docstring)
-        files=(
-            RemoteFile("annotations_final.csv", md5="f04fa01752a8cc64f6e1ca142a0fef1d"),
-            RemoteFile("mp3.zip.001", md5="179c91c8c2a6e9b3da3d4e69d306fd3b"),
-            RemoteFile("mp3.zip.002", md5="acf8265ff2e35c6ff22210e46457a824"),
-            RemoteFile("mp3.zip.003", md5="582dc649cabb8cd991f09e14b99349a5"),
-        ),
-        archive_parts=("mp3.zip.001", "mp3.zip.002", "mp3.zip.003"),
-        archive="mp3.zip",
-        add_files=("annotations_final.csv",),
-        member_count=(".mp3", 25_863),
-        text_rows=(("annotations_final.csv", 25_863),),
-    ),
-}
-"""The known releases by name. Tests (and users with a private copy) may patch entries."""
+def downloadable() -> list[str]:
+    """The datasets whose release is downloaded (not rendered here), sorted."""
+    return sorted(name for name, row in DATASETS.items() if row.release is not None)
 
 
 def _release(name: str) -> Release:
-    try:
-        return RELEASES[name]
-    except KeyError:
-        known = ", ".join(sorted(RELEASES))
+    release = DATASETS[name].release if name in DATASETS else None
+    if release is None:
         raise UnknownNameError(
-            f"name: unknown release {name!r}, expected one of: {known}"
-        ) from None
+            f"name: unknown release {name!r}, expected one of: {', '.join(downloadable())}"
+        )
+    return release
 
 
 def mirror_base(mirror: str) -> str:
@@ -206,11 +147,12 @@ def download_release(
 ) -> Path:
     """Download, verify and extract the release `name` under `out`; return its folder.
 
-    `name`: a key of `RELEASES` (`openmic` → `out/openmic-2018`, `magnatagatune` →
-    `out/magnatagatune`). `mirror`: a base URL that replaces the release's host (the file
-    names are appended to it). Downloads go to `out/downloads/<name>/` and are deleted after a
-    successful extraction unless `keep_archives` (a joined multi-part archive is always
-    deleted: the parts hold the same bytes). Does nothing when the release folder is complete.
+    `name`: a dataset with a release, `downloadable()` (`openmic` → `out/openmic-2018`,
+    `magnatagatune` → `out/magnatagatune`). `mirror`: a base URL that replaces the release's
+    host (the file names are appended to it). Downloads go to `out/downloads/<name>/` and
+    are deleted after a successful extraction unless `keep_archives` (a joined multi-part
+    archive is always deleted: the parts hold the same bytes). Does nothing when the release
+    folder is complete.
     """
     release = _release(name)
     out = Path(out)
@@ -255,7 +197,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Download, verify and unpack a dataset release (resumable; rerunning "
         "a finished release does nothing). Prints the release folder.",
     )
-    parser.add_argument("name", choices=sorted(RELEASES), help="which release")
+    parser.add_argument("name", choices=downloadable(), help="which release")
     parser.add_argument(
         "--out",
         type=Path,

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from east_ray.catalog import DatasetInfo, get_dataset
 from east_ray.data.checksums import md5sum
+from east_ray.data.datasets import ReadOptions, published_counts
 from east_ray.data.release import CLIP_COLUMNS, ReleaseIndex, Skipped, clips_frame, require_root
 from east_ray.errors import BadValueError
 
@@ -35,10 +37,6 @@ KNOWN_BAD = {
     "35644": "known bad clip: empty file",
     "55753": "known bad clip: corrupt mp3",
     "57881": "known bad clip: corrupt mp3",
-}
-PUBLISHED_COUNTS = {
-    "won": {"train": 15_244, "valid": 1_529, "test": 4_332},
-    "pons": {"train": 18_706, "valid": 1_825, "test": 5_329},
 }
 FOLDER_SPLIT = {
     **dict.fromkeys("0123456789ab", "train"),
@@ -74,11 +72,18 @@ def read_annotations(path: Path) -> pd.DataFrame:
     return table
 
 
+def read_release(row: DatasetInfo, root: Path, options: ReadOptions) -> ReleaseIndex:
+    """Read the MTAT release at `root` under `options.split_scheme` (checked against `row`
+    by `east_ray.data.datasets.read_release`)."""
+    return read_magnatagatune(root, options.split_scheme or row.split_schemes[0])
+
+
 def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
     """Read an MTAT release at `root` (the folder holding annotations_final.csv)."""
-    if split_scheme not in PUBLISHED_COUNTS:
+    row = get_dataset("magnatagatune")
+    if split_scheme not in row.split_schemes:
         raise BadValueError(
-            f"split_scheme: got {split_scheme!r}, expected one of {', '.join(PUBLISHED_COUNTS)}"
+            f"split_scheme: got {split_scheme!r}, expected one of {', '.join(row.split_schemes)}"
         )
     root = require_root(Path(root), "MagnaTagATune", ANNOTATIONS)
     table = read_annotations(root / ANNOTATIONS)
@@ -110,7 +115,7 @@ def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
         classes=TOP50,
         clips=clips,
         skipped=tuple(skipped),
-        published_counts=dict(PUBLISHED_COUNTS[split_scheme]),
+        published_counts=published_counts(row, split_scheme),
         source_md5={ANNOTATIONS: md5sum(root / ANNOTATIONS)},
         valid_split={"rule": "folder", "folder": "c", "scheme": split_scheme},
     )

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from east_ray.catalog import DatasetInfo, get_dataset
 from east_ray.data.checksums import md5sum
+from east_ray.data.datasets import ReadOptions, published_counts, valid_split_for
 from east_ray.data.release import (
     CLIP_COLUMNS,
     ReleaseIndex,
@@ -47,7 +49,6 @@ from east_ray.errors import BadValueError
 
 NPZ = "openmic-2018.npz"
 # Published sizes: 14,915 train keys (of which the authors held out 2,223), 5,085 test.
-PUBLISHED_COUNTS = {"train": 14_915 - 2_223, "valid": 2_223, "test": 5_085}
 
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
@@ -126,6 +127,14 @@ def _groups(root: Path, keys: list[str]) -> dict[str, str]:
     return groups
 
 
+def read_release(row: DatasetInfo, root: Path, options: ReadOptions) -> ReleaseIndex:
+    """Read the OpenMIC-2018-layout release of dataset `row` at `root` under `options`
+    (`east_ray.data.datasets.read_release` has checked them against the row)."""
+    if options.valid_split == "authors":  # its list is cached in the release folder
+        root = require_root(Path(root), row.display, "class-map.json")
+    return read_openmic(root, valid_split_for(row, root, options), row.name)
+
+
 def read_openmic(root: Path, valid_split: ValidSplit, dataset: str = "openmic") -> ReleaseIndex:
     """Read an OpenMIC-2018-layout release at `root` (the folder holding class-map.json),
     holding out the training clips `valid_split` chooses for validation.
@@ -192,7 +201,7 @@ def read_openmic(root: Path, valid_split: ValidSplit, dataset: str = "openmic") 
         classes=classes,
         clips=clips_frame(rows, c),
         skipped=tuple(skipped),
-        published_counts=dict(PUBLISHED_COUNTS) if dataset == "openmic" else {},
+        published_counts=published_counts(get_dataset(dataset)),
         source_md5={name: md5sum(root / name) for name in sources},
         valid_split=valid_split.describe(),
     )

@@ -37,7 +37,7 @@ import torch
 
 from east_ray.config import Features
 from east_ray.data.audio import AudioError, decode, fit_length, logmel, resample
-from east_ray.data.datasets import ReadOptions, get_dataset
+from east_ray.data.datasets import ReadOptions, read_release
 from east_ray.data.parquet import (
     META,
     META_VERSION,
@@ -317,7 +317,7 @@ def prepare_release(
 ) -> dict[str, Any]:
     """Read the release of `dataset` at `root` (with `options`), then `prepare` it into `out`
     with `features`; returns the meta."""
-    index = get_dataset(dataset).read(Path(root), options)
+    index = read_release(dataset, Path(root), options)
     logger.info("%s; %d rows left out by the reader", index.count_report(), len(index.skipped))
     return prepare(index, features, out, shard_size=shard_size, min_fraction=min_fraction)
 

@@ -15,14 +15,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from east_ray.catalog import get_dataset
 from east_ray.config import SpecError, StudySpec
-from east_ray.data.datasets import get_dataset
+from east_ray.data.datasets import only_valid_split
 from east_ray.data.download import find_release, mirror_base
 from east_ray.data.parquet import META, read_meta
 from east_ray.errors import BadValueError, UserError
-
-LOCAL_DATASETS = ("synthmic",)
-"""Datasets rendered on this machine (the demo's), never downloaded."""
 
 
 class MissingReleaseError(UserError, FileNotFoundError):
@@ -73,7 +71,7 @@ def is_prepared(spec: StudySpec, data: Path) -> bool:
             f"asks for {dataclasses.asdict(spec.features)}; prepare it again into "
             "another --data folder"
         )
-    only = get_dataset(spec.dataset).only_valid_split
+    only = only_valid_split(spec.dataset)
     if only is not None and meta.get("valid_split") != only.describe():
         problems.append(
             f"valid_split: the dataset was prepared with {meta.get('valid_split')}, "
@@ -93,7 +91,7 @@ def plan_data(
     `MissingReleaseError` (naming `rerun`, the command that downloads it) when it cannot."""
     if is_prepared(spec, source.data):
         return DataPlan(prepared=True)
-    if spec.dataset in LOCAL_DATASETS:
+    if get_dataset(spec.dataset).local:
         return DataPlan(prepared=False)
     release = find_release(spec.dataset, source.raw)
     if release is None and not source.download:

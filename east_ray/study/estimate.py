@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from east_ray.catalog import get_dataset
 from east_ray.config import Cell, StudySpec
-from east_ray.data.magnatagatune import PUBLISHED_COUNTS as MTAT_COUNTS
-from east_ray.data.magnatagatune import TOP50
-from east_ray.data.openmic import PUBLISHED_COUNTS as OPENMIC_COUNTS
+from east_ray.data.datasets import published_counts
 from east_ray.data.parquet import META, read_meta
 from east_ray.train.data import batches_per_epoch
 
@@ -36,12 +35,6 @@ from east_ray.train.data import batches_per_epoch
 # the forward), so an evaluated clip is counted as a third of a trained one.
 EVAL_COST = 1 / 3
 BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
-# The releases' published split sizes (MTAT: the paper's "won" split) and class counts
-# (OpenMIC-2018's 20 instruments, MTAT's top-50 tags), for a dataset not yet prepared here.
-PUBLISHED_CLIPS = {
-    "openmic": (OPENMIC_COUNTS, 20),
-    "magnatagatune": (MTAT_COUNTS["won"], len(TOP50)),
-}
 
 
 @dataclass(frozen=True)
@@ -80,9 +73,9 @@ def clip_counts(spec: StudySpec, data_dir: Path) -> Clips:
     if (data_dir / META).is_file():
         meta = read_meta(data_dir)
         return Clips(dict(meta["counts"]), len(meta["classes"]), str(data_dir / META))
-    if spec.dataset in PUBLISHED_CLIPS:
-        counts, classes = PUBLISHED_CLIPS[spec.dataset]
-        return Clips(dict(counts), classes, "the release's published split sizes")
+    row = get_dataset(spec.dataset)
+    if row.published_clips:  # the default scheme's (MTAT: the paper's "won")
+        return Clips(published_counts(row), row.classes, "the release's published split sizes")
     raise FileNotFoundError(
         f"{data_dir / META}: --estimate needs the prepared {spec.dataset} dataset's clip "
         "counts; prepare it first or give --data"

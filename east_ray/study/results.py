@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from east_ray.catalog import get_dataset
 from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, Recipe, SpecError, StudySpec
 from east_ray.data.parquet import (
     copy_atomic,
@@ -34,7 +35,6 @@ from east_ray.results import (
 )
 from east_ray.stats import N_BOOT
 from east_ray.tables import (
-    TABLE_METRICS,
     at_lambda,
     beside_note,
     beside_paper,
@@ -207,7 +207,7 @@ def render_tables(
     `study_dir`, classes without both test labels treated by `absent_classes` ("skip":
     ours, "zero": the authors', `east_ray.metrics`); with `write`, also (re)write
     tables.md, tables.tex and figure.png there (each atomically)."""
-    metrics = TABLE_METRICS[spec.dataset]
+    metrics = get_dataset(spec.dataset).metrics
     annotated = annotate(results, study_dir)
     intervals = system_intervals(annotated, metrics=metrics, absent_classes=absent_classes)
     # plain columns: `tables` groups by them, a categorical grouping adds unobserved pairs

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from east_ray.catalog import get_dataset
 from east_ray.config import Cell, StudySpec
 from east_ray.data.download import download_release
 from east_ray.data.prepare import prepare_release
 from east_ray.data.spectra import needs_spectra
 from east_ray.data.spectra_prepare import prepare_spectra
-from east_ray.study.data_source import LOCAL_DATASETS, DataSource, plan_data
+from east_ray.study.data_source import DataSource, plan_data
 from east_ray.synthmic.demo import prepare_demo
 from east_ray.teachers.embeddings import extract_teacher
 from east_ray.train.teacher_lr import fit_teacher_lr
@@ -41,7 +42,7 @@ def _ensure_prepared(spec: StudySpec, source: DataSource) -> Path:
     if plan.prepared:
         logger.info("data: %s is prepared; skipping download and prepare", source.data)
         return source.data
-    if spec.dataset in LOCAL_DATASETS:
+    if get_dataset(spec.dataset).local:
         rendered = source.raw / spec.dataset
         logger.info(
             "data: rendering %s into %s (unless there) and preparing it into %s",

@@ -35,7 +35,7 @@ import ray
 import torch
 from tqdm import tqdm
 
-from east_ray.catalog.teachers import get_teacher
+from east_ray.catalog import get_dataset, get_teacher
 from east_ray.data.audio import decode, fit_length, resample
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import (
@@ -216,8 +216,8 @@ def _write_release_vggish(
     data_dir: Path, meta: dict[str, Any], clips: pa.Table, shards: list[int]
 ) -> bool:
     """Write the OpenMIC release's own VGGish (`X`) for `shards`; False if it ships none."""
-    if meta["dataset"] != "openmic":  # SynthMIC shares the layout, not the embeddings
-        return False
+    if "vggish" not in get_dataset(meta["dataset"]).release_embeddings:
+        return False  # SynthMIC shares OpenMIC's layout, not its embeddings
     ids = {s: clips.filter(pc.equal(clips["shard"], s))["clip_id"].to_pylist() for s in shards}
     embeddings = release_vggish(Path(meta["release_root"]), [c for s in shards for c in ids[s]])
     if embeddings is None:
