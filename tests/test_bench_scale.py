@@ -14,7 +14,7 @@ import pytest
 
 from bench import scale
 from east_ray.config import load_study
-from east_ray.study.cli import main as study_main
+from east_ray.study.__main__ import main as study_main
 from east_ray.study.data_source import is_prepared
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from east_ray import catalog
+from east_ray.analysis.tables import display_name
 from east_ray.catalog import REGULARIZERS, TEACHERS, Regularizer, TeacherInfo
 from east_ray.config import Cell, TeacherLRRecipe, expand_cells, parse_study, system_name
 from east_ray.losses import LossSpec, RegInputs, east_loss
 from east_ray.models.common import StudentOutput
-from east_ray.tables import display_name
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.extractor import Extractor
 from east_ray.teachers.registry import load_extractor

@@ -11,7 +11,7 @@ import pytest
 from east_ray import check_install, cli
 from east_ray.data import parquet
 from east_ray.errors import UnknownNameError
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from east_ray.study import driver
 
 LIBRARY = "Could not load this library: /venv/site-packages/torchaudio/lib/libtorchaudio.so"

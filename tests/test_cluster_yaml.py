@@ -493,7 +493,7 @@ def test_documented_paths_are_on_the_shared_mount() -> None:
 def test_documented_study_commands_parse() -> None:
     """Every `python -m east_ray.study ...` in the cluster guide and the README is a command
     line the study CLI accepts, and the cluster's one command downloads what is missing."""
-    from east_ray.study.cli import build_parser
+    from east_ray.study.__main__ import build_parser
 
     for doc in (DOCS, ROOT / "README.md"):
         commands = re.findall(r"python -m east_ray\.study ([^'`\n]+)", doc.read_text())

@@ -21,7 +21,7 @@ from east_ray.config import (
     load_study,
     parse_study,
 )
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 
 SHIPPED = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
 
@@ -309,7 +309,7 @@ def test_the_mel_bands_a_spec_allows_are_those_the_student_builds_with(student: 
 def test_a_dry_run_imports_neither_torch_nor_ray() -> None:
     probe = (
         "import sys\n"
-        "from east_ray.study.cli import main\n"
+        "from east_ray.study.__main__ import main\n"
         "assert main(['openmic', '--dry-run']) == 0\n"
         "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     )
@@ -403,7 +403,7 @@ def test_bad_extra_systems_are_reported(system: dict[str, Any], message: str) ->
 
 
 def test_the_tables_say_which_rule_chose_lambda() -> None:
-    from east_ray.study.results import lambda_rule
+    from east_ray.study.store import lambda_rule
 
     assert lambda_rule(load_study("openmic").grid) == (
         "λ fixed per teacher: vggish 0.8, openl3 0.8, passt 0.9, panns 0.9"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from east_ray.config import Resources, expand_cells, load_study
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from east_ray.study.estimate import (
     EVAL_COST,
     Throughput,

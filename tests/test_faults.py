@@ -19,7 +19,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from east_ray.data import parquet
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from tests.release_fixtures import tiny_study
 
 SPEC = tiny_study("faults", recipe="max_steps = 60\nearly_stop_patience = 100")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import east_ray.results as er
+import east_ray.analysis.results as er
 from east_ray.config import StudySpec, load_study
-from east_ray.study.results import render_tables
+from east_ray.study.store import render_tables
 from tests.test_reference import _fabricate
 
 
@@ -72,7 +72,7 @@ def test_lambdas_fixed_in_advance_print_a_table_and_a_figure_line_each(
 ) -> None:
     """`lam_choice = "each"`: no λ is chosen on validation, each has its table, and the
     figure draws each regularised system once per λ."""
-    import east_ray.study.results as study_results
+    import east_ray.study.store as study_results
 
     spec, study_dir, results = _two_lambda_study(
         tmp_path, lam_choice='"each"', fractions="[0.25, 1.0]"

@@ -303,7 +303,7 @@ def test_a_study_with_jitter_prepares_the_spectra_and_trains_on_them(
 ) -> None:
     """The study command makes `spectra/` (Ray tasks) before the trials, and its trials
     read them from the object store; a second run finds them there."""
-    from east_ray.study import cli as study
+    from east_ray.study import __main__ as study
     from tests.release_fixtures import tiny_study
 
     spec = tmp_path / "jit.toml"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from east_ray.metrics import evaluate, macro
+from east_ray.analysis.metrics import evaluate, macro
 
 
 def _partially_labelled(seed: int, n: int = 200, k: int = 6) -> tuple[np.ndarray, ...]:
@@ -80,7 +80,7 @@ def test_ap_and_auc_with_ties_equal_sklearn(seed: int) -> None:
     y = rng.random(300) < 0.2
     y[0], y[1] = True, False
     s = np.round(rng.random(300), 1)  # many ties
-    from east_ray.metrics import average_precision, roc_auc
+    from east_ray.analysis.metrics import average_precision, roc_auc
 
     assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from east_ray.ray_session import use_loopback
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from tests.release_fixtures import tiny_study
 
 

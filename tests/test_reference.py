@@ -12,16 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import east_ray.results as er
-from east_ray.catalog import DATASETS
-from east_ray.config import StudySpec, expand_cells, load_study
-from east_ray.data.magnatagatune import TOP50
-from east_ray.data.scores import SCORES, write_scores
-from east_ray.metrics import METRICS, evaluate
-from east_ray.reference import REFERENCE
-from east_ray.stats import ScoredClips
-from east_ray.study import cli as study
-from east_ray.tables import (
+import east_ray.analysis.results as er
+from east_ray.analysis.metrics import METRICS, evaluate
+from east_ray.analysis.reference import REFERENCE
+from east_ray.analysis.stats import ScoredClips
+from east_ray.analysis.tables import (
     SYSTEMS,
     beside_paper,
     compared_cells,
@@ -30,6 +25,11 @@ from east_ray.tables import (
     paper_reference,
     paper_table,
 )
+from east_ray.catalog import DATASETS
+from east_ray.config import StudySpec, expand_cells, load_study
+from east_ray.data.magnatagatune import TOP50
+from east_ray.data.scores import SCORES, write_scores
+from east_ray.study import __main__ as study
 from tests.release_fixtures import OPENMIC_CLASSES
 
 PAPER_STUDIES = ("openmic", "magnatagatune")

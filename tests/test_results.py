@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import east_ray.results as er
+import east_ray.analysis.results as er
+from east_ray.analysis.metrics import METRICS, evaluate
+from east_ray.analysis.stats import ScoredClips
+from east_ray.analysis.tables import SYSTEMS, format_table
 from east_ray.data.scores import write_scores
 from east_ray.errors import BadValueError
-from east_ray.metrics import METRICS, evaluate
-from east_ray.stats import ScoredClips
-from east_ray.tables import SYSTEMS, format_table
 
 CLASSES = ("guitar", "piano", "voice")
 N = 240

@@ -18,7 +18,6 @@ from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 from optuna.storages.journal import JournalFileBackend
 
 from east_ray.config import Cell
-from east_ray.study.results import RESULT, cell_dir
 from east_ray.study.search import (
     config_cell,
     config_key,
@@ -26,6 +25,7 @@ from east_ray.study.search import (
     group_id,
     searcher,
 )
+from east_ray.study.store import RESULT, cell_dir
 from east_ray.train.result import METRIC_KEYS, RunResult
 
 SEEDS = (1, 2, 3)

@@ -9,9 +9,8 @@ from scipy import integrate
 from scipy import stats as st
 from sklearn.metrics import average_precision_score
 
-from east_ray.errors import BadValueError
-from east_ray.metrics import METRICS, evaluate
-from east_ray.stats import (
+from east_ray.analysis.metrics import METRICS, evaluate
+from east_ray.analysis.stats import (
     ScoredClips,
     bootstrap_ci,
     class_ap,
@@ -20,6 +19,7 @@ from east_ray.stats import (
     point,
     replicates,
 )
+from east_ray.errors import BadValueError
 
 PREVALENCE, SHIFT = 0.3, 1.5  # positives' scores are sigmoid(N(SHIFT, 1)), negatives' N(0, 1)
 

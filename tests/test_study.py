@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from east_ray.teachers.embeddings import extract_teacher
 from tests.release_fixtures import tiny_study
 from tests.test_tensorboard import _plugin_routes, _post
@@ -282,7 +282,7 @@ def test_a_failed_trial_releases_its_cell_for_the_retry(
 
 
 def test_a_result_that_is_not_a_run_result_is_set_aside(tmp_path: Path) -> None:
-    from east_ray.study.results import read_result
+    from east_ray.study.store import read_result
 
     run_dir = tmp_path / "cells" / "none-frac1-seed0-0123abcd"
     run_dir.mkdir(parents=True)
@@ -298,7 +298,7 @@ def test_an_added_extra_system_joins_a_results_folder_and_a_changed_one_is_refus
     import json
 
     from east_ray.config import SpecError, load_study
-    from east_ray.study.results import check_study_dir
+    from east_ray.study.store import check_study_dir
 
     spec = load_study("openmic")
     check_study_dir(dataclasses.replace(spec, systems=()), tmp_path)  # an older folder
@@ -322,7 +322,7 @@ def test_a_results_folder_does_not_record_the_runtime_options(tmp_path: Path) ->
     import json
 
     from east_ray.config import RUNTIME_OPTIONS, load_study
-    from east_ray.study.results import check_study_dir
+    from east_ray.study.store import check_study_dir
 
     spec = load_study("openmic")
     check_study_dir(spec, tmp_path)
@@ -346,7 +346,7 @@ def test_a_recipe_field_added_later_reads_as_its_default_in_an_older_folder(
     import json
 
     from east_ray.config import SpecError, load_study
-    from east_ray.study.results import check_study_dir
+    from east_ray.study.store import check_study_dir
 
     spec = load_study("openmic")
     check_study_dir(spec, tmp_path)

@@ -28,7 +28,7 @@ from east_ray.config import load_study
 from east_ray.data import fetch, valid_split
 from east_ray.data.archives import MARKER
 from east_ray.errors import BadValueError
-from east_ray.study import cli as study
+from east_ray.study import __main__ as study
 from east_ray.study.data_source import DataSource, MissingReleaseError, data_source, plan_data
 from tests.http_fixtures import Server, md5, patch_release, serve
 from tests.release_fixtures import OpenmicFixture, tiny_study, write_openmic

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from east_ray.errors import UnknownNameError
-from east_ray.tables import (
+from east_ray.analysis.tables import (
     choose_lambda,
     ci95,
     ci_note,
@@ -24,6 +23,7 @@ from east_ray.tables import (
     paper_table,
     system_name,
 )
+from east_ray.errors import UnknownNameError
 
 
 def _row(
@@ -255,7 +255,7 @@ def test_the_figures_band_is_the_bootstrap_interval_when_given(
 
 
 def test_our_cells_beside_the_published_ones() -> None:
-    from east_ray.tables import (
+    from east_ray.analysis.tables import (
         beside_note,
         beside_paper,
         compared_cells,
@@ -284,7 +284,7 @@ def test_our_cells_beside_the_published_ones() -> None:
 
 
 def test_one_seed_gets_the_weaker_mark_and_an_unpublished_cell_a_dash() -> None:
-    from east_ray.tables import beside_paper, format_beside_paper, paper_reference
+    from east_ray.analysis.tables import beside_paper, format_beside_paper, paper_reference
 
     one = _results()[lambda f: f["seed"] == 1]
     intervals = pd.DataFrame(  # test clips only: one seed's bootstrap interval

@@ -18,12 +18,12 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from east_ray.analysis.metrics import evaluate
 from east_ray.config import TeacherLRRecipe
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import read_labels, read_meta
 from east_ray.data.scores import read_scores
 from east_ray.errors import BadValueError, UnknownNameError
-from east_ray.metrics import evaluate
 from east_ray.teachers import TEACHERS, get_teacher, load_extractor
 from east_ray.teachers.__main__ import main as teachers_main
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher

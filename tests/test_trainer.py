@@ -16,12 +16,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from east_ray.analysis.metrics import evaluate
 from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
 from east_ray.data.parquet import LabelTable, read_meta
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
-from east_ray.metrics import evaluate
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.train.data import (
@@ -602,7 +602,7 @@ def test_an_unknown_recipe_option_is_refused_with_field_value_and_choices() -> N
 def test_train_cli_runs_one_cell(
     prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from east_ray.train.cli import main
+    from east_ray.train.__main__ import main
 
     study = tmp_path / "tiny.toml"
     study.write_text(

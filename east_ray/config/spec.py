@@ -144,7 +144,7 @@ RECIPE_CHOICES: dict[str, tuple[str, ...]] = {
     "cpu_numerics": ("native", "portable"),
 }
 # The named options that change how fast a trial runs, not its result: a results folder
-# does not record them (`spec.json`, east_ray.study.results), so a study resumes under
+# does not record them (`spec.json`, east_ray.study.store), so a study resumes under
 # another value, and they have no row in the README's method differences.
 RUNTIME_OPTIONS = ("compile", "cpu_numerics")
 

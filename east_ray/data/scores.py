@@ -16,7 +16,7 @@ the fourth decimal, where float16 makes near-equal scores tie.
 
 Training writes the file into the run folder before `result.json` (the cell's "done"
 marker), so a finished cell always has its scores; Teacher_LR writes one per fit beside its
-logits (`east_ray.train.teacher_lr`). `read_scores` gives `east_ray.stats.ScoredClips`.
+logits (`east_ray.train.teacher_lr`). `read_scores` gives `east_ray.analysis.stats.ScoredClips`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from east_ray.analysis.stats import ScoredClips
 from east_ray.data.parquet import write_table_atomic
 from east_ray.errors import BadValueError
-from east_ray.stats import ScoredClips
 
 SCORES = "test_scores.parquet"
 VERSION = 1

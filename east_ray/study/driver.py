@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from east_ray.analysis.results import run_folder
 from east_ray.config import Cell, Study, StudySpec
 from east_ray.ray_session import init_ray
-from east_ray.results import run_folder
 from east_ray.study.data_source import data_source
-from east_ray.study.results import (
+from east_ray.study.search import LAM_RANGE, tpe_schedule
+from east_ray.study.stages import ensure_data, ensure_teachers
+from east_ray.study.store import (
     cell_dir,
     check_study_dir,
     collect_results,
@@ -29,8 +31,6 @@ from east_ray.study.results import (
     render_tables,
     teacher_lr_id,
 )
-from east_ray.study.search import LAM_RANGE, tpe_schedule
-from east_ray.study.stages import ensure_data, ensure_teachers
 from east_ray.study.tune import Shared, run_tune, shared_inputs, trial_key
 from east_ray.train.cpu_numerics import use_cpu_numerics
 from east_ray.train.tensorboard import (

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search.optuna import OptunaSearch
 
 from east_ray.config import Cell
-from east_ray.study.results import cell_dir, finished, read_result
+from east_ray.study.store import cell_dir, finished, read_result
 from east_ray.train.result import METRIC_KEYS
 
 LAM_RANGE = (0.05, 0.95)

@@ -27,8 +27,8 @@ from east_ray.config import Cell, Resources, StudySpec
 from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
 from east_ray.data.spectra import COLUMN as SPECTRA_COLUMN
 from east_ray.data.spectra import SPECTRA, check_spectra, needs_spectra
-from east_ray.study.results import RESULT, cell_dir, fits_dir, read_result
 from east_ray.study.search import config_cell, config_key, searcher
+from east_ray.study.store import RESULT, cell_dir, fits_dir, read_result
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.cpu_numerics import check_cpu_numerics
 from east_ray.train.data import (

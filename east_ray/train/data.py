@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from east_ray.analysis.stats import ScoredClips
 from east_ray.catalog import regularizer
 from east_ray.catalog.teachers import get_teacher
 from east_ray.config import Cell
@@ -42,7 +43,6 @@ from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
 from east_ray.data.spectra import read_spectra
 from east_ray.errors import BadValueError
-from east_ray.stats import ScoredClips
 from east_ray.teachers.stored import load_embeddings
 from east_ray.train.teacher_lr import load_teacher_logits
 

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from east_ray.analysis.metrics import evaluate
+from east_ray.analysis.stats import ScoredClips
 from east_ray.catalog.teachers import get_teacher
 from east_ray.config import TeacherLRRecipe
 from east_ray.data.parquet import (
@@ -48,8 +50,6 @@ from east_ray.data.parquet import (
 )
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.losses import masked_bce
-from east_ray.metrics import evaluate
-from east_ray.stats import ScoredClips
 from east_ray.teachers.stored import UNRECORDED_FRAMING, load_embeddings
 from east_ray.train.selection import Selection
 

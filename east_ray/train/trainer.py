@@ -57,12 +57,12 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from east_ray.analysis.metrics import evaluate
 from east_ray.data.meljitter import JITTER, JitterRanges
 from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.errors import BadValueError, UserError
 from east_ray.losses import LossTerms, east_loss
-from east_ray.metrics import evaluate
 from east_ray.models import Student, StudentOutput, build_student
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import (

@@ -1,7 +1,7 @@
 """A study folder as pandas DataFrames: the paper's table with bootstrap CIs, paired tests
 against the Baseline, per-class AP. For notebooks and scripts; imports no torch or Ray.
 
-    import east_ray.results as er
+    import east_ray.analysis.results as er
     frame = er.load("results/openmic")          # results.parquet, one row per run
     er.paper_table(frame)                       # tidy: mean, ci_low, ci_high, p_value, ...
     er.by_lambda(frame)                         # the same table at each λ of the study
@@ -14,14 +14,14 @@ against the Baseline, per-class AP. For notebooks and scripts; imports no torch 
 Every function takes the frame `load` returns (or `annotate(results, study_dir)`): its
 `scores_file` column says where each run's `test_scores.parquet` is (`east_ray.data.scores`;
 a Teacher_LR fit's copy is under `teacher_lr/<cell id>/`). λ is chosen on validation as
-the tables choose it (`tables.choose_lambda`), and the bootstrap is `east_ray.stats`'
+the tables choose it (`tables.choose_lambda`), and the bootstrap is `east_ray.analysis.stats`'
 (clips, and seeds when there are several, resampled; B = 1000 by default, seeded, so a
 call gives the same numbers every time). Runs without a scores file (finished before runs
 kept them) get NaN intervals and tests, and one warning per call names them.
 
 `absent_classes` (every function but `class_ap`): how a class without a labelled positive
 or negative in the test split counts in mAP and ROC-AUC, "skip" (ours, the default: left
-out) or "zero" (the authors': scored 0; `east_ray.metrics`). Under "zero" the means and
+out) or "zero" (the authors': scored 0; `east_ray.analysis.metrics`). Under "zero" the means and
 `test_mAP` / `test_ROC-AUC` are ours × K_present / K (`tables.absent_as_zero`, K_present
 from the stored test scores, `class_count`) and every bootstrap replicate scores the
 classes it leaves without both labels 0; validation figures, so λ choice, stay ours.
@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from east_ray import stats, tables
+from east_ray.analysis import stats, tables
+from east_ray.analysis.metrics import check_absent_classes
+from east_ray.analysis.stats import LEVEL, N_BOOT, ScoredClips
 from east_ray.catalog import DATASETS, TEACHERS
 from east_ray.config import NO_TEACHER
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
-from east_ray.metrics import check_absent_classes
-from east_ray.stats import LEVEL, N_BOOT, ScoredClips
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     a categorical grouping would add every unobserved (system, teacher) pair."""
     if "scores_file" not in frame:
         raise BadValueError(
-            "results: no scores_file column; pass the frame of east_ray.results.load(study_dir) "
-            "or annotate(results, study_dir)"
+            "results: no scores_file column; pass the frame of "
+            "east_ray.analysis.results.load(study_dir) or annotate(results, study_dir)"
         )
     return frame.astype({"system": object, "teacher": object})
 
@@ -294,7 +294,7 @@ def paired_tests(
 ) -> pd.DataFrame:
     """Every system against `baseline` at the same fraction on the same test clips:
     `diff` (system − baseline, seed-means), its interval `ci_low`, `ci_high`, and the
-    two-sided paired bootstrap `p_value` (`east_ray.stats`; uncorrected for multiple
+    two-sided paired bootstrap `p_value` (`east_ray.analysis.stats`; uncorrected for multiple
     comparisons, which the tables' `†` is). Rows in the paper's order: `system`, `teacher`
     (teacher-free systems "-") and `metric` are ordered categoricals."""
     names = _metrics(results, metrics)

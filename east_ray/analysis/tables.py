@@ -15,7 +15,7 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
 - `paper_table` joins against the expected (system, teacher) pairs, so a missing cell is
   a NaN row, not a dropped one; `format_table` pivots it to the paper's layout. Given
   `intervals` (bootstrap CIs and paired tests from the runs' test scores,
-  `east_ray.results.system_intervals`), its CI is the bootstrap one, printed as
+  `east_ray.analysis.results.system_intervals`), its CI is the bootstrap one, printed as
   [low, high] since a bootstrap interval need not be symmetric, and `format_table` marks
   a system that differs significantly from the Baseline with `†` (`ci_note`).
 - The mark is corrected for multiple comparisons, by Holm's step-down method within each
@@ -24,11 +24,11 @@ A result frame has one row per finished run (`results.parquet`): the cell's axes
   differs would be up to 1 − 0.95⁸ ≈ 34 %. Holm keeps it at 5 % without assuming the
   tests independent (they share the Baseline and the clips) and rejects whatever
   Bonferroni rejects. The uncorrected `p_value` stays in the tidy table and in
-  `east_ray.results.paired_tests`.
-- `beside_paper` sets a `paper_table` beside every published cell (`east_ray.reference`),
+  `east_ray.analysis.results.paired_tests`.
+- `beside_paper` sets a `paper_table` beside every published cell (`east_ray.analysis.reference`),
   `format_beside_paper` prints it and `beside_note` says what its marks mean.
 - `absent_as_zero` rescales test mAP and ROC-AUC to the authors' rule for classes without
-  both labels (`east_ray.metrics`); `classes_note` says how many classes a figure averages.
+  both labels (`east_ray.analysis.metrics`); `classes_note` says how many classes a figure averages.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from east_ray.analysis.metrics import ZEROED
+from east_ray.analysis.reference import REFERENCE, SOURCE
+from east_ray.analysis.stats import SIGNIFICANCE
 from east_ray.catalog import TEACHERS, uses_stage, uses_teacher
 from east_ray.config import PAPER_SYSTEMS, system_name
-from east_ray.metrics import ZEROED
-from east_ray.reference import REFERENCE, SOURCE
-from east_ray.stats import SIGNIFICANCE
 
 # the paper's systems in its tables' row order
 SYSTEMS = tuple(PAPER_SYSTEMS.values())
@@ -399,8 +399,9 @@ def format_beside_paper(compared: pd.DataFrame) -> pd.DataFrame:
 
 def absent_as_zero(results: pd.DataFrame, present: int, total: int) -> pd.DataFrame:
     """`results` with test mAP and ROC-AUC under the authors' rule for classes without
-    both labels (scored 0: ours × `present` / `total` on one test split, `east_ray.metrics`);
-    validation figures stay ours, so λ choice and model selection do not move."""
+    both labels (scored 0: ours × `present` / `total` on one test split,
+    `east_ray.analysis.metrics`); validation figures stay ours, so λ choice and model
+    selection do not move."""
     if not 0 < present <= total:
         raise ValueError(
             f"present, total: got {present} of {total} classes, expected 0 < present <= total"

@@ -1,7 +1,7 @@
 """Bootstrap statistics of a run's test scores: confidence intervals, paired tests, per-class AP.
 
 Everything here is numpy on `ScoredClips` (a run's test clips: ids, class names, sigmoid
-scores, labels, label mask), and every metric is `east_ray.metrics`' definition (masked
+scores, labels, label mask), and every metric is `east_ray.analysis.metrics`' definition (masked
 per class, classes without a labelled positive or negative left out of the macro mean),
 evaluated on all B resampled test sets at once (`metrics.class_metrics` with counts).
 `absent_classes` picks the rule for classes without both labels (`metrics.macro`): ours,
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from east_ray.analysis.metrics import METRICS, check_absent_classes, class_metrics, macro
 from east_ray.errors import BadValueError
-from east_ray.metrics import METRICS, check_absent_classes, class_metrics, macro
 
 N_BOOT = 1000
 LEVEL = 0.95

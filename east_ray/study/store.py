@@ -14,18 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from east_ray.catalog import get_dataset
-from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, Recipe, SpecError, StudySpec
-from east_ray.data.parquet import (
-    copy_atomic,
-    move_aside,
-    write_atomic,
-    write_json_atomic,
-    write_table_atomic,
-    write_text_atomic,
-)
-from east_ray.data.scores import SCORES
-from east_ray.results import (
+from east_ray.analysis.results import (
     RESULTS,
     annotate,
     class_count,
@@ -33,8 +22,8 @@ from east_ray.results import (
     system_intervals,
     with_class_rule,
 )
-from east_ray.stats import N_BOOT
-from east_ray.tables import (
+from east_ray.analysis.stats import N_BOOT
+from east_ray.analysis.tables import (
     at_lambda,
     beside_note,
     beside_paper,
@@ -53,6 +42,17 @@ from east_ray.tables import (
     paper_reference,
     paper_table,
 )
+from east_ray.catalog import get_dataset
+from east_ray.config import RUNTIME_OPTIONS, Cell, Grid, Recipe, SpecError, StudySpec
+from east_ray.data.parquet import (
+    copy_atomic,
+    move_aside,
+    write_atomic,
+    write_json_atomic,
+    write_table_atomic,
+    write_text_atomic,
+)
+from east_ray.data.scores import SCORES
 from east_ray.train.result import RunResult
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _beside_paper(spec: StudySpec, tidy: pd.DataFrame) -> tuple[str, pd.DataFram
         f"beside the paper: ours / the paper's (ours − paper, mark); "
         f"{compared_cells(compared)} of the paper's {len(reference)} {spec.dataset} cells "
         f'compared, its Baseline beside each of our baselines; "—": not published, '
-        f'"missing": not run (east_ray/reference.py: {reference["source"].iloc[0]})'
+        f'"missing": not run (east_ray/analysis/reference.py: {reference["source"].iloc[0]})'
     )
     return title, format_beside_paper(compared), beside_note(compared)
 
@@ -205,7 +205,7 @@ def render_tables(
 ) -> str:
     """The tables as terminal text, CIs and tests from the runs' test scores in
     `study_dir`, classes without both test labels treated by `absent_classes` ("skip":
-    ours, "zero": the authors', `east_ray.metrics`); with `write`, also (re)write
+    ours, "zero": the authors', `east_ray.analysis.metrics`); with `write`, also (re)write
     tables.md, tables.tex and figure.png there (each atomically)."""
     metrics = get_dataset(spec.dataset).metrics
     annotated = annotate(results, study_dir)

@@ -21,7 +21,7 @@ Weighted form. Each metric is computed from a class's positive and negative weig
 distinct score, so clip i may count `counts[b, i]` times: a row of bootstrap resample counts
 gives the metric on that resampled test set (a clip drawn twice is an exact tie with
 itself), and `class_metrics` scores B rows at once with one sort per class. `evaluate` is
-the case of one row of ones, so the bootstrap (`east_ray.stats`) and the trials use one
+the case of one row of ones, so the bootstrap (`east_ray.analysis.stats`) and the trials use one
 definition.
 """
 
