@@ -23,6 +23,7 @@ from bench import local_ray
 from east_ray.config import Features, Grid, Recipe, Resources, StudySpec, expand_cells
 from east_ray.data.datasets import read_release
 from east_ray.data.prepare import prepare
+from east_ray.data.prepared import PreparedData
 from east_ray.study.tune import run_tune, shared_inputs, trial_key
 from east_ray.synthmic import synthesize
 from east_ray.train.data import load_trial_data
@@ -62,7 +63,8 @@ def run(trials: int) -> dict[str, Any]:
     def tune_seconds(spec: StudySpec, slots: int, folder: str) -> float:
         study_dir = tmp / folder
         study_dir.mkdir()
-        shared = {spec.name: shared_inputs(spec, cells, data, study_dir, max_epochs=1)}
+        prepared = PreparedData.open(data)
+        shared = {spec.name: shared_inputs(spec, cells, prepared, study_dir, max_epochs=1)}
         pending = {trial_key(spec.name, c.cell_id): c for c in cells}
         begin = time.perf_counter()
         run_tune(spec.name, shared, pending, study_dir, retries=0, max_concurrent=slots)

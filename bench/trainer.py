@@ -275,7 +275,7 @@ def run(
         labels=labels,
         block_refs=list(dataset.materialize().to_arrow_refs()),
         seq=load_embeddings(data_dir, "handcrafted", labels.clip_ids),
-        logits=load_teacher_logits(data_dir, "handcrafted", 1.0, 0, labels.clip_ids),
+        logits=load_teacher_logits(data_dir, "handcrafted", 1.0, 0, labels.clip_ids, recipe=short),
         recipe=Recipe(batch_size=16, mixup_alpha=0.0, specaug_freq=0, specaug_time=0),
         options={"base_channels": base_channels},
         run_root=tmp / "runs",

@@ -12,7 +12,7 @@ import torch
 from east_ray import catalog
 from east_ray.analysis.tables import display_name
 from east_ray.catalog import REGULARIZERS, TEACHERS, Regularizer, TeacherInfo
-from east_ray.config import Cell, TeacherLRRecipe, expand_cells, parse_study, system_name
+from east_ray.config import Cell, expand_cells, parse_study, system_name
 from east_ray.losses import LossSpec, RegInputs, east_loss
 from east_ray.models.common import StudentOutput
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
@@ -22,7 +22,7 @@ from east_ray.train.teacher_lr import fit_teacher_lr
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 from tests.test_config import _table
-from tests.test_trainer import RECIPE, TEST_FEATURES, _data, _with_teacher
+from tests.test_trainer import RECIPE, TEACHER_LR, TEST_FEATURES, _data, _with_teacher
 
 
 def pooled_l2_reg(x: RegInputs) -> torch.Tensor:
@@ -170,7 +170,7 @@ def test_a_new_teacher_is_one_row_and_one_function(
             embed_shard(job, extractor)
 
     extract_teacher(prepared, "frame_energy", runner=run)
-    fit_teacher_lr(prepared, "frame_energy", TeacherLRRecipe(max_steps=5), fraction=1.0, seed=0)
+    fit_teacher_lr(prepared, "frame_energy", TEACHER_LR, fraction=1.0, seed=0)
     cell = Cell("synthmic", "cp_resnet", "dcor_kd", "frame_energy", "final", 0.5, 1.0, 0)
     spec = TrialSpec(cell, RECIPE, TEST_FEATURES, 20, {"base_channels": 8}, max_epochs=2)
     data = _data(prepared, spec)

@@ -608,3 +608,19 @@ def test_dry_run_cli_reports_spec_errors(
     path.write_text(f'extends = "{STUDIES_DIR / "demo.toml"}"\n[grid]\nlams = [2.0]\n')
     assert study.main([str(path), "--dry-run"]) == 2
     assert "grid.lams[0]: got 2.0, expected a number in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("gpus", "share", "packed"),
+    [
+        (0.0, 1.0, 1),
+        (0.25, 0.25, 4),
+        (1 / 3, 1 / 3, 3),
+        (0.5, 0.5, 2),
+        (1.0, 1.0, 1),
+        (2.0, 1.0, 1),
+    ],
+)
+def test_resources_know_their_gpu_share_and_packing(gpus: float, share: float, packed: int) -> None:
+    resources = config.Resources(cpus_per_trial=1.0, gpus_per_trial=gpus)
+    assert resources.gpu_share == pytest.approx(share) and resources.trials_per_gpu == packed

@@ -183,3 +183,18 @@ def _tiny(tmp_path: Path, recipe: str) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(tiny_study("tiny", recipe=recipe))
     return path
+
+
+def test_the_estimate_reads_the_benchmarks_of_the_folder_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command reads `--bench-results`, not a folder of the package's source tree."""
+    spec_path = _tiny(tmp_path, "max_steps = 20")
+    bench = tmp_path / "my-benchmarks"
+    bench.mkdir()
+    _bench(bench / "2026-04-01-x-gpu.json", student_description(load_study(spec_path)), 50.0, [])
+    args = [str(spec_path), "--data-root", str(tmp_path / "none"), "--dry-run", "--estimate"]
+    assert study.main([*args, "--bench-results", str(bench)]) == 0
+    assert "2026-04-01-x-gpu.json, fp32" in capsys.readouterr().out
+    assert study.main([*args, "--bench-results", str(tmp_path / "empty")]) == 0
+    assert "CPU-hours on this machine" in capsys.readouterr().out

@@ -36,14 +36,34 @@ def test_the_package_keeps_its_layers() -> None:
     [
         ("train/trainer.py", "import ray", "training imports no Ray"),
         ("config/spec.py", "import east_ray.models", "a spec loads without torch or Ray"),
-        ("data/parquet.py", "import east_ray.train.trainer", "layers: study > results, tables > train"),
-        ("train/trainer.py", "import east_ray.analysis.results", "layers: study > results, tables > train"),
-        ("analysis/results.py", "import east_ray.study.store", "layers: study > results, tables > train"),
+        (
+            "data/parquet.py",
+            "import east_ray.train.trainer",
+            "layers: study > results, tables > train",
+        ),
+        (
+            "train/trainer.py",
+            "import east_ray.analysis.results",
+            "layers: study > results, tables > train",
+        ),
+        (
+            "analysis/results.py",
+            "import east_ray.study.store",
+            "layers: study > results, tables > train",
+        ),
         ("analysis/results.py", "import torch", "the analysis API imports no torch or Ray"),
         ("analysis/stats.py", "import pandas", "the statistics import no pandas, pyarrow, torch"),
         ("analysis/metrics.py", "import east_ray.data", "layers: study > results, tables > train"),
-        ("data/scores.py", "import east_ray.analysis.tables", "layers: study > results, tables > train"),
-        ("catalog/teachers.py", "import east_ray.config", "layers: study > results, tables > train"),
+        (
+            "data/scores.py",
+            "import east_ray.analysis.tables",
+            "layers: study > results, tables > train",
+        ),
+        (
+            "catalog/teachers.py",
+            "import east_ray.config",
+            "layers: study > results, tables > train",
+        ),
         ("catalog/regularizers.py", "import east_ray.losses", "a spec loads without torch or Ray"),
     ],
 )

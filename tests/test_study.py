@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -61,6 +65,22 @@ def test_read_only_commands_on_empty_storage_create_nothing(
     assert not storage.exists()
 
 
+@contextlib.contextmanager
+def _meta_reads(prepared: Path) -> Iterator[list[str]]:
+    """The stacks of this process's reads of `prepared`'s meta.json while the block runs."""
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counting(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == prepared / "meta.json":
+            reads.append("".join(traceback.format_stack(limit=4)[:-1]))
+        return read_text(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_text", counting)
+        yield reads
+
+
 @pytest.mark.slow
 def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     prepared: Path, tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]
@@ -74,7 +94,12 @@ def test_study_runs_resumes_adds_cells_and_refuses_another_recipe(
     extract_teacher(prepared, "handcrafted", pretrained=False)
     _set_writable(prepared, False)  # for root, who may write anyway, the byte check below
     dataset = _contents(prepared)
-    assert study.main(args) == 0
+    with _meta_reads(prepared) as reads:
+        assert study.main(args) == 0
+    # The driver reads the prepared meta.json to plan, to open the dataset for every stage
+    # below, and in the teacher's extraction; the Teacher_LR fit and the trials' arrays
+    # read the opened dataset.
+    assert len(reads) == 3, reads
     err = capsys.readouterr().err  # status lines are log messages, on stderr
     assert "3 cells in study 'tiny'" in err and "3 to run" in err
     assert f"tensorboard --logdir {storage / 'tiny'}" in err

@@ -29,7 +29,7 @@ from east_ray.data import fetch, valid_split
 from east_ray.data.archives import MARKER
 from east_ray.errors import BadValueError
 from east_ray.study import __main__ as study
-from east_ray.study.data_source import DataSource, MissingReleaseError, data_source, plan_data
+from east_ray.study.data_source import DataOptions, DataSource, MissingReleaseError, plan_data
 from tests.http_fixtures import Server, md5, patch_release, serve
 from tests.release_fixtures import OpenmicFixture, tiny_study, write_openmic
 
@@ -184,6 +184,7 @@ def test_the_plan_finds_a_release_extracted_by_hand_and_checks_the_options(
     plan = plan_data(spec, source)
     assert plan.release == by_hand and not plan.prepared
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # nothing written
-    args = study.build_parser().parse_args(["openmic", "--mirror", "http://mirror/"])
     with pytest.raises(BadValueError, match="--mirror http://mirror/: .* add --download"):
-        data_source(spec, args)
+        DataOptions(mirror="http://mirror/")
+    options = DataOptions(data_root=tmp_path / "prepared_root", raw=tmp_path / "raw")
+    assert options.source(spec).data == (tmp_path / "prepared_root" / "openmic").resolve()

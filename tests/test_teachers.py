@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from east_ray.teachers.stored import (
     read_record,
     record_path,
 )
+from east_ray.train.result import TeacherLRFit
 from east_ray.train.teacher_lr import _loss_and_scores, fit_teacher_lr, load_teacher_logits
 
 # T for clips of 10 s and 29.1 s, per teacher (documented in the teachers' modules);
@@ -225,11 +227,9 @@ def test_extraction_on_ray_actors(prepared: Path, ray_local: None) -> None:
     assert record["clips"] == len(read_labels(prepared).clip_ids)
 
 
-def _record_path(record: dict[str, object]) -> Path:
+def _record_path(fit: TeacherLRFit) -> Path:
     """A fit's record file, beside its test scores (the record names its files)."""
-    return Path(str(record["test_scores"])).parent / Path(str(record["logits"])).with_suffix(
-        ".json"
-    )
+    return Path(fit.test_scores).parent / fit.logits.replace(".parquet", ".json")
 
 
 def test_teacher_lr_fits_go_where_the_caller_says_and_follow_the_dataset(
@@ -241,46 +241,61 @@ def test_teacher_lr_fits_go_where_the_caller_says_and_follow_the_dataset(
     before = sorted(p.relative_to(prepared) for p in prepared.rglob("*"))
     fits = tmp_path / "fits"
     record = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5, fits=fits)
-    assert Path(record["test_scores"]).parent == fits / "handcrafted"
+    assert Path(record.test_scores).parent == fits / "handcrafted"
     assert sorted(p.relative_to(prepared) for p in prepared.rglob("*")) == before
     labels = read_labels(prepared)
-    logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids, fits=fits)
+    logits = load_teacher_logits(
+        prepared, "handcrafted", 1.0, 5, labels.clip_ids, recipe=SHORT, fits=fits
+    )
     assert logits.shape == (len(labels.clip_ids), 20)
-    path = fits / "handcrafted" / "frac1-seed5.json"
+    path = _record_path(record)
     path.write_text(json.dumps({**json.loads(path.read_text()), "data": "another"}))
     with caplog.at_level(logging.WARNING, logger="east_ray"):
         again = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5, fits=fits)
     assert "fitted on another prepared dataset (fingerprint another" in caplog.text
-    assert again["test"] == record["test"]
+    assert again.test == record.test
 
 
 def test_teacher_lr_fits_stores_and_reloads(prepared: Path) -> None:
     extract_teacher(prepared, "handcrafted", runner=_in_process)
     record = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
-    assert 1 <= record["best_epoch"] <= record["epochs"] <= record["steps"] <= 30
-    assert {"mAP", "ROC-AUC", "F1", "F1_pos", "n_classes"} <= set(record["test"])
-    scores = Path(record["test_scores"])
+    assert 1 <= record.best_epoch <= record.epochs <= record.steps <= 30
+    assert {"mAP", "ROC-AUC", "F1", "F1_pos", "n_classes"} <= set(record.test)
+    scores = Path(record.test_scores)
     assert scores.parent == prepared / "teacher_lr" / "handcrafted"  # the default place
-    on_disk = json.loads((scores.parent / "frac1-seed5.json").read_text())
+    # named by fraction, seed and the recipe's key
+    assert re.fullmatch(r"frac1-seed5-[0-9a-f]{8}\.parquet", record.logits)
+    on_disk = json.loads(_record_path(record).read_text())
     # the record names its files relative to itself, and the dataset it was fitted on
-    assert on_disk == {**record, "test_scores": scores.name}
-    assert on_disk["logits"] == "frac1-seed5.parquet"
+    assert TeacherLRFit.from_record(on_disk) == dataclasses.replace(record, test_scores=scores.name)
     assert on_disk["data"] == read_meta(prepared)["fingerprint"]
     assert fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5) == record
     labels = read_labels(prepared)
-    logits = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
+    logits = load_teacher_logits(
+        prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1], recipe=SHORT
+    )
     assert logits.shape == (len(labels.clip_ids), 20) and np.isfinite(logits).all()
     with pytest.raises(FileNotFoundError, match="is not fitted yet"):
-        load_teacher_logits(prepared, "handcrafted", 0.5, 5, labels.clip_ids)
+        load_teacher_logits(prepared, "handcrafted", 0.5, 5, labels.clip_ids, recipe=SHORT)
+    with pytest.raises(FileNotFoundError, match="is not fitted yet"):  # another recipe's
+        load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids)
 
-    # Damaged files (a truncated record, then truncated logits) are set aside and refitted.
-    stored = scores.parent / "frac1-seed5.parquet"
-    for damaged in (stored.with_suffix(".json"), stored):
-        damaged.write_bytes(damaged.read_bytes()[:20])
+    # Damaged files (a truncated record, a record missing a field, truncated logits) are
+    # set aside and refitted.
+    stored = scores.parent / record.logits
+    record_file = _record_path(record)
+    without_steps = {k: v for k, v in on_disk.items() if k != "steps"}
+    for damaged, text in ((record_file, None), (record_file, without_steps), (stored, None)):
+        if text is None:
+            damaged.write_bytes(damaged.read_bytes()[:20])
+        else:
+            damaged.write_text(json.dumps(text))
         refit = fit_teacher_lr(prepared, "handcrafted", SHORT, fraction=1.0, seed=5)
-        assert refit["test"] == record["test"] and refit["best_epoch"] == record["best_epoch"]
-    assert len(list(stored.parent.glob("_*.corrupt-*"))) == 4
-    again = load_teacher_logits(prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1])
+        assert refit == record
+    assert len(list(stored.parent.glob("_*.corrupt-*"))) == 6
+    again = load_teacher_logits(
+        prepared, "handcrafted", 1.0, 5, labels.clip_ids[::-1], recipe=SHORT
+    )
     assert np.array_equal(again, logits)
 
 
@@ -290,11 +305,8 @@ def test_teacher_lr_keeps_one_fit_per_fraction(handcrafted: Path) -> None:
     ]
     # "frac0.5-seed5" and "frac0.75-seed5" once both read as the stem "frac0" (with_suffix):
     # the second fraction got the first one's record and logits back
-    assert [r["fraction"] for r in records] == [0.5, 0.75]
-    assert [Path(r["logits"]).name for r in records] == [
-        "frac0.5-seed5.parquet",
-        "frac0.75-seed5.parquet",
-    ]
+    assert [r.fraction for r in records] == [0.5, 0.75]
+    assert [r.logits.rsplit("-", 1)[0] for r in records] == ["frac0.5-seed5", "frac0.75-seed5"]
 
 
 def test_teacher_lr_keeps_its_test_scores(
@@ -303,8 +315,8 @@ def test_teacher_lr_keeps_its_test_scores(
     record = fit_teacher_lr(handcrafted, "handcrafted", SHORT, seed=5, fraction=0.5)
     labels = read_labels(handcrafted)
     test = labels.rows("test")
-    path = Path(record["test_scores"])
-    assert path.name == "frac0.5-seed5.test_scores.parquet"
+    path = Path(record.test_scores)
+    assert path.name == record.logits.replace(".parquet", ".test_scores.parquet")
     scores = read_scores(path)
     assert scores.clip_ids.tolist() == [labels.clip_ids[i] for i in test]
     assert scores.classes == tuple(read_meta(handcrafted)["classes"])
@@ -312,7 +324,7 @@ def test_teacher_lr_keeps_its_test_scores(
     assert np.array_equal(scores.labels, labels.labels[test])
     assert np.array_equal(scores.mask, labels.mask[test])
     recomputed = evaluate(scores.scores, scores.labels, scores.mask)
-    assert recomputed["mAP"] == pytest.approx(record["test"]["mAP"], abs=5e-3)  # float16
+    assert recomputed["mAP"] == pytest.approx(record.test["mAP"], abs=5e-3)  # float16
     # A fit stored before test scores were kept gets them from its logits; a damaged
     # file is set aside and written again.
     path.unlink()
@@ -368,7 +380,7 @@ def test_teacher_lr_uses_the_per_teacher_lr(
         sgd_steps.clear()
         recipe = TeacherLRRecipe(lr=0.01, lr_by_teacher=by_teacher, max_steps=2)
         record = fit_teacher_lr(handcrafted, "handcrafted", recipe, seed=5)
-        assert record["recipe"]["lr"] == lr and "lr_by_teacher" not in record["recipe"]
+        assert record.recipe["lr"] == lr and "lr_by_teacher" not in record.recipe
         assert sgd_steps[0][0] == lr  # the plateau schedule may only lower it later
 
 
@@ -377,13 +389,13 @@ def test_teacher_lr_stops_at_the_step_cap(
 ) -> None:
     capped = TeacherLRRecipe(batch_size=4, max_steps=7, early_stop_patience=100)
     record = fit_teacher_lr(handcrafted, "handcrafted", capped, seed=5)
-    per_epoch = math.ceil(record["train_clips"] / 4)
+    per_epoch = math.ceil(record.train_clips / 4)
     assert 7 % per_epoch != 0  # the cap ends an epoch part-way
-    assert record["steps"] == len(sgd_steps) == 7
-    assert record["epochs"] == math.ceil(7 / per_epoch)
+    assert record.steps == len(sgd_steps) == 7
+    assert record.epochs == math.ceil(7 / per_epoch)
 
 
-def test_teacher_lr_fitted_with_another_recipe_is_fitted_again(
+def test_teacher_lr_fits_of_two_recipes_are_both_kept(
     handcrafted: Path, sgd_steps: list[tuple[float, float]], caplog: pytest.LogCaptureFixture
 ) -> None:
     recipe = TeacherLRRecipe(max_steps=4)
@@ -394,19 +406,20 @@ def test_teacher_lr_fitted_with_another_recipe_is_fitted_again(
     assert fit_teacher_lr(handcrafted, "handcrafted", other_lr, seed=5) == first
     assert sgd_steps == []
     changed = dataclasses.replace(recipe, grad_clip=0.5)
-    with caplog.at_level(logging.WARNING, logger="east_ray"):
-        again = fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5)
-    assert sgd_steps and again["recipe"]["grad_clip"] == 0.5
-    assert "fitted with another recipe (grad_clip 1.0 -> 0.5); fitting it again" in caplog.text
-    stored = _record_path(again)
-    assert json.loads(stored.read_text()) == {
-        **again,
-        "test_scores": "frac1-seed5.test_scores.parquet",
-    }
-    # A record that names no recipe (written before records did) is fitted again too.
-    stored.write_text(json.dumps({k: v for k, v in again.items() if k != "recipe"}))
+    again = fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5)
+    assert sgd_steps and again.recipe["grad_clip"] == 0.5 and again.logits != first.logits
+    # both fits stay: either recipe reads its own back without fitting
     sgd_steps.clear()
+    assert fit_teacher_lr(handcrafted, "handcrafted", recipe, seed=5) == first
     assert fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5) == again
+    assert sgd_steps == []
+    # A record whose recipe is not the one its name stands for is fitted again, naming
+    # what differs.
+    stored = _record_path(again)
+    stored.write_text(json.dumps({**again.record(), "recipe": first.recipe}))
+    with caplog.at_level(logging.WARNING, logger="east_ray"):
+        assert fit_teacher_lr(handcrafted, "handcrafted", changed, seed=5) == again
+    assert "fitted with another recipe (grad_clip 1.0 -> 0.5); fitting it again" in caplog.text
     assert len(sgd_steps) == 4
 
 
@@ -416,9 +429,9 @@ def test_teacher_lr_fitted_on_another_framing_is_fitted_again(
     extract_teacher(prepared, "handcrafted", runner=_in_process)
     short = TeacherLRRecipe(max_steps=10)
     record = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)
-    assert record["teacher_framing"] == "start"
+    assert record.teacher_framing == "start"
     path = _record_path(record)
-    path.write_text(json.dumps({**record, "teacher_framing": "centred_zeros"}))
+    path.write_text(json.dumps({**record.record(), "teacher_framing": "centred_zeros"}))
     with caplog.at_level("WARNING", logger="east_ray.train.teacher_lr"):
         refit = fit_teacher_lr(prepared, "handcrafted", short, fraction=1.0, seed=5)
     assert refit == record and "fitted on 'centred_zeros'-framed embeddings" in caplog.text
@@ -556,7 +569,9 @@ def test_teacher_lr_validation_loss_is_the_clip_weighted_batch_mean() -> None:
     n, d, c = 37, 5, 4  # batches of 16, 16 and 5 clips
     x, y = torch.randn(n, d, generator=gen), torch.rand(n, c, generator=gen).round()
     m = torch.rand(n, c, generator=gen) < torch.linspace(0.1, 0.9, n)[:, None]  # partial masks
-    model = torch.nn.Linear(d, c)
+    with torch.random.fork_rng(devices=[]):  # the same weights whatever ran before
+        torch.manual_seed(0)
+        model = torch.nn.Linear(d, c)
     loss, scores = _loss_and_scores(model, x, y, m, 16)
     # independent reference in float64 numpy: per batch, the masked mean; then weighted by clips
     z = model(x).detach().double().numpy()

@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from east_ray.config import expand_cells, load_study
 from east_ray.study.driver import write_hparams_view
+from east_ray.train.result import TeacherLRFit
 from east_ray.train.tensorboard import cell_hparams, final_metrics, write_session
 
 TEST = {"mAP": 0.5, "ROC-AUC": 0.7, "F1": 0.3, "F1_pos": 0.2}
@@ -47,14 +48,23 @@ def _post(routes: dict[str, Any], route: str, body: dict[str, Any]) -> Any:
     return json.loads(response.get_data(as_text=True))
 
 
-def _fit(teacher: str, seed: int) -> dict[str, Any]:
-    return {
-        "teacher": teacher,
-        "fraction": 1.0,
-        "seed": seed,
-        "valid": {**TEST, "mAP": 0.45},
-        "test": {**TEST, "mAP": 0.4},
-    }
+def _fit(teacher: str, seed: int) -> TeacherLRFit:
+    return TeacherLRFit(
+        teacher=teacher,
+        teacher_framing="start",
+        fraction=1.0,
+        seed=seed,
+        recipe={},
+        epochs=3,
+        steps=30,
+        best_epoch=2,
+        train_clips=100,
+        data="fingerprint",
+        logits="logits.parquet",
+        test_scores="test_scores.parquet",
+        valid={**TEST, "mAP": 0.45},
+        test={**TEST, "mAP": 0.4},
+    )
 
 
 @pytest.fixture(scope="module")

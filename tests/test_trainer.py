@@ -57,6 +57,9 @@ RECIPE = Recipe(
 )
 
 
+TEACHER_LR = TeacherLRRecipe(max_steps=5)  # the KD cells need logits, not a good teacher
+
+
 def _with_teacher(prepared: Path, seed: int = 0) -> Path:
     def run(jobs: list[EmbedJob]) -> None:
         extractor = load_extractor("handcrafted")
@@ -64,7 +67,7 @@ def _with_teacher(prepared: Path, seed: int = 0) -> Path:
             embed_shard(job, extractor)
 
     extract_teacher(prepared, "handcrafted", runner=run)
-    fit_teacher_lr(prepared, "handcrafted", TeacherLRRecipe(max_steps=5), fraction=1.0, seed=seed)
+    fit_teacher_lr(prepared, "handcrafted", TEACHER_LR, fraction=1.0, seed=seed)
     return prepared
 
 
@@ -78,7 +81,7 @@ def _spec(regularizer: str, stage: str | None, seed: int = 0, **recipe: float | 
 
 
 def _data(prepared: Path, spec: TrialSpec) -> TrialData:
-    return load_trial_data(prepared, spec.cell)
+    return load_trial_data(prepared, spec.cell, teacher_lr=TEACHER_LR)
 
 
 @pytest.mark.parametrize(("regularizer", "stage"), SYSTEMS)

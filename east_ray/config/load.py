@@ -42,7 +42,8 @@ from east_ray.config.spec import (
     TeacherLRRecipe,
 )
 
-STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+# the shipped studies: package data (the repository's `studies/` links here)
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME_RULE = "letters, digits, '_', '.' or '-' (a folder name), starting with a letter or digit"
 
@@ -351,7 +352,8 @@ def parse_study(table: dict[str, Any], source: str = "<spec>") -> StudySpec:
 
 
 def resolve_study_path(name_or_path: str) -> Path:
-    """A path to a TOML file, or a study name looked up in `./studies` then the repo's."""
+    """A path to a TOML file, or a study name looked up in `./studies` then the shipped
+    ones."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml":
         if not candidate.is_file():

@@ -171,10 +171,22 @@ class TeacherLRRecipe:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial reserves on the cluster."""
+    """What one trial reserves on the cluster. A GPU share below 1 packs several trials on
+    one GPU; 1 or more gives a trial whole GPUs."""
 
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+
+    @property
+    def gpu_share(self) -> float:
+        """The share of its GPU's memory a trial may take: `gpus_per_trial` when packed,
+        else all of it (also without a GPU, where nothing is shared)."""
+        return self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else 1.0
+
+    @property
+    def trials_per_gpu(self) -> int:
+        """How many trials share one GPU (1 unless packed)."""
+        return round(1 / self.gpus_per_trial) if 0 < self.gpus_per_trial < 1 else 1
 
 
 @dataclass(frozen=True)

@@ -219,9 +219,9 @@ class LabelTable:
         return rows
 
 
-def read_labels(data_dir: Path) -> LabelTable:
+def read_labels(data_dir: Path, meta: dict[str, Any] | None = None) -> LabelTable:
     """The label columns of `clips/` (Parquet is columnar: the spectrograms are not read)
-    and the class names of `meta.json`."""
+    and the class names of `meta.json` (of `meta`, when the caller has read it)."""
     table = pq.read_table(
         Path(data_dir) / "clips", columns=["clip_id", "split", "group", "labels", "label_mask"]
     )
@@ -231,5 +231,5 @@ def read_labels(data_dir: Path) -> LabelTable:
         group=np.asarray(table["group"].to_pylist()),
         labels=column_numpy(table["labels"]).astype(np.float32),
         mask=column_numpy(table["label_mask"]).astype(bool),
-        classes=tuple(read_meta(data_dir)["classes"]),
+        classes=tuple((meta or read_meta(data_dir))["classes"]),
     )

@@ -13,10 +13,14 @@ from collections import Counter
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import Cell, Study, StudySpec, expand_cells, load_parts
 from east_ray.errors import BadValueError
+
+if TYPE_CHECKING:
+    from east_ray.study.data_source import DataOptions
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --dry-run: also estimate the grid's GPU-hours at the spec's packing (an "
         "upper bound: every cell to its step budget), from a GPU benchmark or a few "
         "calibration steps here",
+    )
+    parser.add_argument(
+        "--bench-results",
+        type=Path,
+        default=Path("bench/results"),
+        metavar="DIR",
+        help="with --estimate: the folder of GPU benchmark results (*-gpu.json) to read "
+        "throughput from (default: bench/results)",
     )
     parser.add_argument(
         "--tables-only",
@@ -215,15 +227,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 f"{finished} done in {storage}"
             )
         if args.estimate:
-            from east_ray.study.data_source import data_source
             from east_ray.study.estimate import estimate  # torch only when it calibrates
 
             todo = {
                 s.name: [c for c in cells[s.name] if c.cell_id not in done[s.name]]
                 for s in study.parts
             }
-            folders = [(s, todo[s.name], data_source(s, args).data) for s in study.parts]
-            print(estimate(folders, args.max_epochs))
+            data = _data_options(args)
+            folders = [(s, todo[s.name], data.source(s).data) for s in study.parts]
+            print(estimate(folders, args.max_epochs, args.bench_results))
         return 0
     if str(args.storage).startswith("s3://"):
         raise BadValueError(
@@ -234,16 +246,35 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _show_tables(study, storage, args.absent_classes)
     for spec in study.parts:
         logger.info(count_line(spec, cells[spec.name]))
-    # imported here, as the driver below: the read-only commands above stay light
-    from east_ray.study.data_source import data_source, plan_data
+    from east_ray.study.data_source import plan_data
+    from east_ray.study.options import RunOptions
 
     # Before Ray starts and before anything is written: can this run get its data?
     rerun = shlex.join(["python", "-m", "east_ray.study", *argv, "--download"])
-    for spec in study.parts:
-        plan_data(spec, data_source(spec, args), rerun)
+    data = _data_options(args)
+    sources = {spec.name: data.source(spec) for spec in study.parts}
+    options = RunOptions(
+        storage=storage,
+        sources=sources,
+        plans={s.name: plan_data(s, sources[s.name], rerun) for s in study.parts},
+        address=args.address,
+        search=args.search,
+        budget=args.budget,
+        retries=args.retries,
+        max_epochs=args.max_epochs,
+        max_concurrent=args.max_concurrent,
+        absent_classes=args.absent_classes,
+    )
     from east_ray.study.driver import run_study  # torch and Ray load only when trials run
 
-    return run_study(study, cells, storage, args)
+    return run_study(study, cells, options)
+
+
+def _data_options(args: argparse.Namespace) -> DataOptions:
+    # imported here, as the driver: --dry-run and --tables-only stay light
+    from east_ray.study.data_source import DataOptions
+
+    return DataOptions(args.data, args.data_root, args.raw, args.download, args.mirror)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

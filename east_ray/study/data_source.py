@@ -1,16 +1,16 @@
 """Where a study's prepared dataset comes from, and whether this run can get it.
 
-The study command's `--data` (the prepared dataset, default `--data-root/<dataset>`), `--raw` (the
-folder of extracted releases, as `python -m east_ray.data download --out` leaves them),
-`--download` and `--mirror` make a `DataSource`. `plan_data` decides, reading only, what
-`stages.ensure_data` will do with it: nothing (prepared already), prepare a release found
-under `--raw`, or download it first. It runs before Ray starts and before anything is written,
-so a missing release without `--download` costs the user one line, not a cluster start.
+The study command's `--data` (the prepared dataset, default `--data-root/<dataset>`),
+`--raw` (the folder of extracted releases, as `python -m east_ray.data download --out`
+leaves them), `--download` and `--mirror` are its `DataOptions`, which give each part a
+`DataSource`. `plan_data` decides, reading only, what `stages.ensure_data` will do with it:
+nothing (prepared already), prepare a release found under `--raw`, or download it first.
+It runs once, before Ray starts and before anything is written, so a missing release
+without `--download` costs the user one line, not a cluster start.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +47,28 @@ class DataPlan:
     release: Path | None = None
 
 
-def data_source(spec: StudySpec, args: argparse.Namespace) -> DataSource:
-    """The study command's data options for `spec`'s dataset, as absolute paths."""
-    if args.mirror is not None and not args.download:
-        raise BadValueError(
-            f"--mirror {args.mirror}: a mirror is only used to download; add --download or "
-            "leave --mirror out"
-        )
-    data = args.data or Path(args.data_root) / spec.dataset
-    return DataSource(Path(data).resolve(), Path(args.raw).resolve(), args.download, args.mirror)
+@dataclass(frozen=True)
+class DataOptions:
+    """The study command's data options: `data` (one dataset's prepared folder; None: the
+    dataset's name under `data_root`), `raw`, `download` and `mirror` (`DataSource`)."""
+
+    data: Path | None = None
+    data_root: Path = Path("data")
+    raw: Path = Path("data/raw")
+    download: bool = False
+    mirror: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mirror is not None and not self.download:
+            raise BadValueError(
+                f"--mirror {self.mirror}: a mirror is only used to download; add --download "
+                "or leave --mirror out"
+            )
+
+    def source(self, spec: StudySpec) -> DataSource:
+        """Where `spec`'s dataset is, as absolute paths."""
+        data = self.data or self.data_root / spec.dataset
+        return DataSource(data.resolve(), self.raw.resolve(), self.download, self.mirror)
 
 
 def is_prepared(spec: StudySpec, data: Path) -> bool:

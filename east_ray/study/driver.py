@@ -8,7 +8,6 @@ its Optuna journal live in `<storage>/<study>`.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import time
@@ -19,7 +18,7 @@ from typing import Any
 from east_ray.analysis.results import run_folder
 from east_ray.config import Cell, Study, StudySpec
 from east_ray.ray_session import init_ray
-from east_ray.study.data_source import data_source
+from east_ray.study.options import RunOptions
 from east_ray.study.search import LAM_RANGE, tpe_schedule
 from east_ray.study.stages import ensure_data, ensure_teachers
 from east_ray.study.store import (
@@ -29,10 +28,10 @@ from east_ray.study.store import (
     fits_dir,
     read_result,
     render_tables,
-    teacher_lr_id,
 )
 from east_ray.study.tune import Shared, run_tune, shared_inputs, trial_key
 from east_ray.train.cpu_numerics import use_cpu_numerics
+from east_ray.train.result import TeacherLRFit
 from east_ray.train.tensorboard import (
     cell_hparams,
     final_metrics,
@@ -45,12 +44,12 @@ logger = logging.getLogger(__name__)
 
 
 def _to_run(
-    spec: StudySpec, cells: Sequence[Cell], study_dir: Path, args: argparse.Namespace
+    spec: StudySpec, cells: Sequence[Cell], study_dir: Path, options: RunOptions
 ) -> tuple[dict[str, Cell], list[str] | None]:
     """By trial key: grid: the cells without a result (schedule None); TPE: the groups
     still short of `--budget` trials and the trial schedule over them."""
-    if args.search == "tpe":
-        templates, schedule = tpe_schedule(cells, study_dir, args.budget)
+    if options.tpe:
+        templates, schedule = tpe_schedule(cells, study_dir, options.budget)
         pending = {trial_key(spec.name, c.cell_id): c for c in templates}
         return pending, [trial_key(spec.name, g) for g in schedule]
     todo = [c for c in cells if read_result(cell_dir(study_dir, c)) is None]
@@ -63,7 +62,7 @@ def _interleaved(schedules: Sequence[list[str]]) -> list[str]:
 
 
 def write_hparams_view(
-    study_dir: Path, cells: Sequence[Cell], teacher_lr: Sequence[dict[str, Any]], spec: StudySpec
+    study_dir: Path, cells: Sequence[Cell], teacher_lr: Sequence[TeacherLRFit], spec: StudySpec
 ) -> None:
     """TensorBoard's HParams view of the study (`east_ray.train.tensorboard`): the
     experiment summary over every cell and fit, and each Teacher_LR fit's session (each
@@ -72,17 +71,15 @@ def write_hparams_view(
     for fit in teacher_lr:
         hparams = session_hparams(
             system="Teacher_LR",
-            teacher=fit["teacher"],
+            teacher=fit.teacher,
             lam=0.0,
-            fraction=fit["fraction"],
-            seed=fit["seed"],
+            fraction=fit.fraction,
+            seed=fit.seed,
             dataset=spec.dataset,
             student=None,
         )
-        metrics = final_metrics(fit["test"], fit["valid"]["mAP"])
-        write_fit_session(
-            run_folder(study_dir, teacher_lr_id(fit), "teacher_lr") / "tb", hparams, metrics
-        )
+        metrics = final_metrics(fit.test, fit.valid["mAP"])
+        write_fit_session(run_folder(study_dir, fit.cell_id, "teacher_lr") / "tb", hparams, metrics)
         sessions.append(hparams)
     write_experiment(study_dir, sessions)
 
@@ -96,32 +93,31 @@ def _cpu_numerics(parts: Sequence[StudySpec]) -> str:
     return "portable" if "portable" in choices else "native"
 
 
-def run_study(
-    study: Study, cells: Mapping[str, Sequence[Cell]], storage: Path, args: argparse.Namespace
-) -> int:
+def run_study(study: Study, cells: Mapping[str, Sequence[Cell]], options: RunOptions) -> int:
     """Run what is missing of every part in one Tune run; print each part's tables. Exit 1
     if cells are left."""
     started = time.perf_counter()
+    storage = options.storage
     parts = {spec.name: spec for spec in study.parts}
     study_dirs = {name: storage / name for name in parts}
     env = use_cpu_numerics(_cpu_numerics(study.parts))
     for name, spec in parts.items():
         study_dirs[name].mkdir(parents=True, exist_ok=True)
         check_study_dir(spec, study_dirs[name])
-    init_ray(args.address, env=env)
-    data_dirs, teacher_lr = {}, {}
+    init_ray(options.address, env=env)
+    prepared, teacher_lr = {}, {}
     for name, spec in parts.items():
-        data_dirs[name] = ensure_data(spec, data_source(spec, args))
+        prepared[name] = ensure_data(spec, options.sources[name], options.plans[name])
         teacher_lr[name] = ensure_teachers(
-            data_dirs[name], cells[name], spec, fits_dir(study_dirs[name])
+            prepared[name], cells[name], spec, fits_dir(study_dirs[name])
         )
         write_hparams_view(study_dirs[name], cells[name], teacher_lr[name], spec)
     to_run = {
-        name: _to_run(spec, cells[name], study_dirs[name], args) for name, spec in parts.items()
+        name: _to_run(spec, cells[name], study_dirs[name], options) for name, spec in parts.items()
     }
     pending = {key: c for part_pending, _ in to_run.values() for key, c in part_pending.items()}
     schedule = None
-    if args.search == "tpe":
+    if options.tpe:
         schedule = _interleaved([s for _, s in to_run.values() if s is not None])
         logger.info(
             "TPE over λ in %s: %d trials to run for %d cells",
@@ -142,9 +138,9 @@ def run_study(
                 shared[name] = shared_inputs(
                     parts[name],
                     list(part_pending.values()),
-                    data_dirs[name],
+                    prepared[name],
                     study_dirs[name],
-                    args.max_epochs,
+                    options.max_epochs,
                     blocks=blocks,
                 )
         run_tune(
@@ -152,19 +148,19 @@ def run_study(
             shared,
             pending,
             storage / study.name,
-            retries=args.retries,
+            retries=options.retries,
             schedule=schedule,
-            max_concurrent=args.max_concurrent,
+            max_concurrent=options.max_concurrent,
         )
     missing = 0
     for name, spec in parts.items():
         results = collect_results(
-            study_dirs[name], cells[name], teacher_lr[name], spec, args.search == "tpe"
+            study_dirs[name], cells[name], teacher_lr[name], spec, options.tpe
         )
-        left, part_schedule = _to_run(spec, cells[name], study_dirs[name], args)
+        left, part_schedule = _to_run(spec, cells[name], study_dirs[name], options)
         part_missing = len(part_schedule) if part_schedule is not None else len(left)
         missing += part_missing
-        print(render_tables(spec, results, study_dirs[name], absent_classes=args.absent_classes))
+        print(render_tables(spec, results, study_dirs[name], absent_classes=options.absent_classes))
         print(
             f"results: {study_dirs[name] / 'results.parquet'} ({len(results)} rows); "
             f"{part_missing} cells missing"

@@ -9,10 +9,11 @@ The throughput is the part's student at its batch and input size, in samples per
 per device at the spec's packing (`1 / gpus_per_trial` trials per GPU):
 - on a machine with CUDA, measured here with a few bare training steps (one trial; the
   packing gain is not measured, so none is assumed);
-- else read from the newest GPU benchmark (`bench/results/*-gpu.json`) that measured this
-  student at this size: the row of the step the trials will run (the recipe's precision,
-  compiled unless `recipe.compile` is "off" and the benchmark's compile succeeded, else
-  eager), its packing rows of the same compile setting scaling the single-trial rate;
+- else read from the newest GPU benchmark (`<dir>/*-gpu.json`, the folder the command's
+  `--bench-results` names, default `bench/results`) that measured this student at this
+  size: the row of the step the trials will run (the recipe's precision, compiled unless
+  `recipe.compile` is "off" and the benchmark's compile succeeded, else eager), its
+  packing rows of the same compile setting scaling the single-trial rate;
 - else measured on this machine's CPU, and the estimate is in CPU-hours.
 """
 
@@ -34,7 +35,6 @@ from east_ray.train.data import batches_per_epoch
 # A forward pass is about a third of a training step's work (backward costs about twice
 # the forward), so an evaluated clip is counted as a third of a trained one.
 EVAL_COST = 1 / 3
-BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,6 @@ def device_hours(w: Work, throughput: Throughput) -> float:
     return (w.trained + EVAL_COST * w.evaluated) / throughput.samples_per_s / 3600
 
 
-def trials_per_device(spec: StudySpec) -> int:
-    g = spec.resources.gpus_per_trial
-    return round(1 / g) if 0 < g < 1 else 1
-
-
 def _packing(result: dict[str, Any], student: str, setting: str) -> dict[int, float]:
     """Aggregate samples/s by trials per GPU for `student` at compile `setting` ("off" or
     the compiled rows' mode). Benchmarks before the compiled rows hold one list, of the
@@ -146,7 +141,7 @@ def bench_throughput(spec: StudySpec, bench_dir: Path) -> Throughput | None:
     nearest row when the spec packs more trials than were measured)."""
     from east_ray.train.calibrate import student_description
 
-    wanted, trials = student_description(spec), trials_per_device(spec)
+    wanted, trials = student_description(spec), spec.resources.trials_per_gpu
     for path in sorted(bench_dir.glob("*-gpu.json"), reverse=True):
         result: dict[str, Any] = json.loads(path.read_text())
         for key, row in result.get("students", {}).items():
@@ -220,7 +215,7 @@ def describe(
 def estimate(
     parts: Sequence[tuple[StudySpec, Sequence[Cell], Path]],
     max_epochs: int | None,
-    bench_dir: Path = BENCH_RESULTS,
+    bench_dir: Path,
 ) -> str:
     """Every part's estimate, then the total when there are several: `parts` holds each
     spec with its cells and prepared-data folder."""

@@ -7,38 +7,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from east_ray.catalog import get_dataset
 from east_ray.config import Cell, StudySpec
 from east_ray.data.download import download_release
 from east_ray.data.prepare import prepare_release
+from east_ray.data.prepared import PreparedData
 from east_ray.data.spectra import needs_spectra
 from east_ray.data.spectra_prepare import prepare_spectra
-from east_ray.study.data_source import DataSource, plan_data
+from east_ray.study.data_source import DataPlan, DataSource
 from east_ray.synthmic.demo import prepare_demo
 from east_ray.teachers.embeddings import extract_teacher
+from east_ray.train.result import TeacherLRFit
 from east_ray.train.teacher_lr import fit_teacher_lr
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_data(spec: StudySpec, source: DataSource) -> Path:
-    """The prepared dataset folder `source.data`, made first if missing: the release found
-    under `source.raw` (or downloaded there, with `source.download`) is prepared with the
-    study's features, the demo's SynthMIC rendered and prepared; then, when the recipe
-    jitters the mel bands, the training clips' STFT magnitudes (`spectra/`, unless there).
-    Ray must be started: the preparation runs its shards as Ray Data tasks across the
-    cluster."""
-    data = _ensure_prepared(spec, source)
+def ensure_data(spec: StudySpec, source: DataSource, plan: DataPlan) -> PreparedData:
+    """The prepared dataset folder `source.data`, made first if missing as `plan` (made by
+    `plan_data` before Ray started) says: the release found under `source.raw` (or
+    downloaded there, with `source.download`) is prepared with the study's features, the
+    demo's SynthMIC rendered and prepared; then, when the recipe jitters the mel bands, the
+    training clips' STFT magnitudes (`spectra/`, unless there); returns it opened. Ray
+    must be started: the preparation runs its shards as Ray Data tasks across the cluster."""
+    data = _ensure_prepared(spec, source, plan)
     if needs_spectra(spec):
         logger.info("data: recipe.mel_jitter needs %s/spectra (made unless there)", data)
         prepare_spectra(data)
-    return data
+    return PreparedData.open(data)
 
 
-def _ensure_prepared(spec: StudySpec, source: DataSource) -> Path:
-    plan = plan_data(spec, source)
+def _ensure_prepared(spec: StudySpec, source: DataSource, plan: DataPlan) -> Path:
     if plan.prepared:
         logger.info("data: %s is prepared; skipping download and prepare", source.data)
         return source.data
@@ -72,19 +72,19 @@ def teachers_needed(cells: Sequence[Cell]) -> list[str]:
 
 
 def ensure_teachers(
-    data_dir: Path, cells: Sequence[Cell], spec: StudySpec, fits: Path
-) -> list[dict[str, Any]]:
+    data: PreparedData, cells: Sequence[Cell], spec: StudySpec, fits: Path
+) -> list[TeacherLRFit]:
     """Extract every teacher the cells use (into the prepared dataset, once); fit
     Teacher_LR per (teacher, fraction, seed) into `fits`, the study's own folder."""
 
     records = []
     for teacher in teachers_needed(cells):
-        extract_teacher(data_dir, teacher)
+        extract_teacher(data.root, teacher)
         for fraction in spec.grid.fractions:
             for seed in spec.grid.seeds:
                 records.append(
                     fit_teacher_lr(
-                        data_dir,
+                        data,
                         teacher,
                         spec.teacher_lr,
                         fraction=fraction,

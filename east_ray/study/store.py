@@ -53,7 +53,7 @@ from east_ray.data.parquet import (
     write_text_atomic,
 )
 from east_ray.data.scores import SCORES
-from east_ray.train.result import RunResult
+from east_ray.train.result import RunResult, TeacherLRFit
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def finished(study_dir: Path) -> list[RunResult]:
 def collect_results(
     study_dir: Path,
     cells: Sequence[Cell],
-    teacher_lr: Sequence[dict[str, Any]],
+    teacher_lr: Sequence[TeacherLRFit],
     spec: StudySpec,
     tpe: bool = False,
 ) -> pd.DataFrame:
@@ -107,27 +107,10 @@ def collect_results(
 
     wanted = {c.cell_id for c in cells}
     rows = [r.row() for r in finished(study_dir) if tpe or r.cell.cell_id in wanted]
-    for rec in teacher_lr:
-        cell_id = teacher_lr_id(rec)
-        copy_atomic(Path(rec["test_scores"]), run_folder(study_dir, cell_id, "teacher_lr") / SCORES)
-        row = {
-            "cell_id": cell_id,
-            "dataset": spec.dataset,
-            "student": "linear",
-            "regularizer": "teacher_lr",
-            "teacher": rec["teacher"],
-            "stage": None,
-            "lam": 0.0,
-            "fraction": rec["fraction"],
-            "seed": rec["seed"],
-            "epochs": rec["epochs"],
-            "best_epoch": rec["best_epoch"],
-            "train_clips": rec["train_clips"],
-        }
-        for split in ("valid", "test"):
-            prefix = "val" if split == "valid" else "test"
-            row.update({f"{prefix}_{k}": v for k, v in rec[split].items() if k != "n_classes"})
-        rows.append(row)
+    for fit in teacher_lr:
+        folder = run_folder(study_dir, fit.cell_id, "teacher_lr")
+        copy_atomic(Path(fit.test_scores), folder / SCORES)
+        rows.append(fit.row(spec.dataset))
     frame = pd.DataFrame(rows)
     if not frame.empty:
         write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), study_dir / RESULTS)
@@ -138,11 +121,6 @@ def fits_dir(study_dir: Path) -> Path:
     """Where a study keeps its Teacher_LR fits (`east_ray.train.teacher_lr`): in its own
     folder, not the prepared dataset, which a study only reads."""
     return Path(study_dir) / "teacher_lr_fits"
-
-
-def teacher_lr_id(fit: dict[str, Any]) -> str:
-    """The id of a Teacher_LR fit's row and folder in a study."""
-    return f"teacher_lr-{fit['teacher']}-frac{fit['fraction']:g}-seed{fit['seed']}"
 
 
 # The authors released λ for EAsT_Final and EAsT_KD only; the paper studies use it for

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
@@ -24,20 +23,14 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import TBXLoggerCallback
 
 from east_ray.config import Cell, Resources, StudySpec
-from east_ray.data.parquet import LabelTable, read_labels, read_meta, write_json_atomic
+from east_ray.data.parquet import LabelTable, write_json_atomic
+from east_ray.data.prepared import PreparedData
 from east_ray.data.spectra import COLUMN as SPECTRA_COLUMN
 from east_ray.data.spectra import SPECTRA, check_spectra, needs_spectra
 from east_ray.study.search import config_cell, config_key, searcher
 from east_ray.study.store import RESULT, cell_dir, fits_dir, read_result
-from east_ray.teachers.stored import load_embeddings
 from east_ray.train.cpu_numerics import check_cpu_numerics
-from east_ray.train.data import (
-    BlockStore,
-    build_trial_data,
-    needs_teacher_logits,
-    needs_teacher_seq,
-)
-from east_ray.train.teacher_lr import load_teacher_logits
+from east_ray.train.data import BlockStore, TeacherArrays, build_trial_data, load_teacher_arrays
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 
@@ -73,8 +66,7 @@ class Shared:
     num_classes: int
     labels: LabelTable
     block_refs: list[Any]  # ObjectRefs of Arrow blocks (clip_id, logmel)
-    teacher_seqs: dict[str, np.ndarray]
-    teacher_logits: dict[tuple[str, float, int], np.ndarray]
+    teachers: TeacherArrays
     max_epochs: int | None
     # the training clips' STFT magnitudes (clip_id, magnitude), for mel-band jitter
     spectra_refs: list[Any] | None = None
@@ -152,26 +144,21 @@ def _cell_lock(run_dir: Path, cell: Cell) -> Iterator[None]:
 def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
 
     resources = shared.spec.resources
-    teacher = cell.teacher or ""
     data = build_trial_data(
         cell,
         shared.labels,
         BlockStore(ray.get(shared.block_refs)),
-        shared.teacher_seqs[teacher] if needs_teacher_seq(cell) else None,
-        shared.teacher_logits[(teacher, cell.fraction, cell.seed)]
-        if needs_teacher_logits(cell)
-        else None,
+        *shared.teachers.for_cell(cell),
         spectra=None
         if shared.spectra_refs is None
         else BlockStore(ray.get(shared.spectra_refs), column=SPECTRA_COLUMN),
     )
-    gpu_fraction = resources.gpus_per_trial if 0 < resources.gpus_per_trial < 1 else 1.0
     spec = TrialSpec.for_cell(
         shared.spec,
         cell,
         shared.num_classes,
         max_epochs=shared.max_epochs,
-        gpu_fraction=gpu_fraction,
+        gpu_fraction=resources.gpu_share,
     )
     result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
     result = dataclasses.replace(
@@ -248,7 +235,7 @@ def run_tune(
 def shared_inputs(
     spec: StudySpec,
     cells: Sequence[Cell],
-    data_dir: Path,
+    data: PreparedData,
     study_dir: Path,
     max_epochs: int | None,
     *,
@@ -258,42 +245,31 @@ def shared_inputs(
     the spectrograms' object-store blocks by dataset folder, so parts on one dataset share
     one copy."""
 
-    labels = read_labels(data_dir)
     blocks = {} if blocks is None else blocks
-    if data_dir not in blocks:
-        dataset = ray.data.read_parquet(str(data_dir / "clips"))
-        blocks[data_dir] = list(
+    if data.root not in blocks:
+        dataset = ray.data.read_parquet(str(data.root / "clips"))
+        blocks[data.root] = list(
             dataset.select_columns(["clip_id", "logmel"]).materialize().to_arrow_refs()
         )
-    block_refs = blocks[data_dir]
     spectra_refs = None
     if needs_spectra(spec):  # read once per dataset, as the log-mels are
-        key = data_dir / SPECTRA
+        key = data.root / SPECTRA
         if key not in blocks:
-            check_spectra(data_dir)
+            check_spectra(data.root)
             magnitudes = ray.data.read_parquet(str(key)).select_columns(["clip_id", SPECTRA_COLUMN])
             blocks[key] = list(magnitudes.materialize().to_arrow_refs())
         spectra_refs = blocks[key]
-    seqs = {
-        t: load_embeddings(data_dir, t, labels.clip_ids)
-        for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
-    }
-    logits = {
-        (c.teacher, c.fraction, c.seed): load_teacher_logits(
-            data_dir, c.teacher, c.fraction, c.seed, labels.clip_ids, fits=fits_dir(study_dir)
-        )
-        for c in cells
-        if c.teacher and needs_teacher_logits(c)
-    }
+    teachers = load_teacher_arrays(
+        data, cells, teacher_lr=spec.teacher_lr, fits=fits_dir(study_dir)
+    )
     return Shared(
         spec,
         {c.cell_id: c for c in cells},
         str(study_dir),
-        len(read_meta(data_dir)["classes"]),
-        labels,
-        block_refs,
-        seqs,
-        logits,
+        data.num_classes,
+        data.labels,
+        blocks[data.root],
+        teachers,
         max_epochs,
         spectra_refs=spectra_refs,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from east_ray.cli import add_output_options, configure_logging, run_command
 from east_ray.config import expand_cells, load_study
-from east_ray.data.parquet import read_meta
+from east_ray.data.prepared import PreparedData
 from east_ray.errors import UnknownNameError
 from east_ray.train.cpu_numerics import use_cpu_numerics
 from east_ray.train.data import load_trial_data
@@ -42,9 +42,14 @@ def _train(args: argparse.Namespace) -> int:
             f"e.g. {', '.join(near or list(cells)[:5])}"
         )
     cell = cells[args.cell]
-    meta = read_meta(Path(args.data))
-    trial = TrialSpec.for_cell(spec, cell, len(meta["classes"]), max_epochs=args.max_epochs)
-    data = load_trial_data(Path(args.data), cell, spectra=trial.recipe.mel_jitter != "off")
+    prepared = PreparedData.open(Path(args.data))
+    trial = TrialSpec.for_cell(spec, cell, prepared.num_classes, max_epochs=args.max_epochs)
+    data = load_trial_data(
+        prepared,
+        cell,
+        spectra=trial.recipe.mel_jitter != "off",
+        teacher_lr=spec.teacher_lr,
+    )
     result = train(
         trial,
         data,

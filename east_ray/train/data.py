@@ -38,9 +38,10 @@ import pyarrow.parquet as pq
 from east_ray.analysis.stats import ScoredClips
 from east_ray.catalog import regularizer
 from east_ray.catalog.teachers import get_teacher
-from east_ray.config import Cell
+from east_ray.config import Cell, TeacherLRRecipe
 from east_ray.data.meljitter import JitterRanges, draw_jitter
-from east_ray.data.parquet import LabelTable, column_chunks, column_numpy, read_labels
+from east_ray.data.parquet import LabelTable, column_chunks, column_numpy
+from east_ray.data.prepared import PreparedData
 from east_ray.data.spectra import read_spectra
 from east_ray.errors import BadValueError
 from east_ray.teachers.stored import load_embeddings
@@ -186,20 +187,64 @@ def needs_teacher_logits(cell: Cell) -> bool:
     return regularizer(cell.regularizer).reads_logits
 
 
-def load_trial_data(data_dir: Path, cell: Cell, *, spectra: bool = False) -> TrialData:
-    """Everything `cell` trains and evaluates on, read from disk (no Ray); with `spectra`
-    (mel-band jitter) the training clips' STFT magnitudes too."""
-    labels = read_labels(data_dir)
-    seq = logits = None
-    if cell.teacher and needs_teacher_seq(cell):
-        seq = load_embeddings(data_dir, cell.teacher, labels.clip_ids)
-    if cell.teacher and needs_teacher_logits(cell):
-        logits = load_teacher_logits(
-            data_dir, cell.teacher, cell.fraction, cell.seed, labels.clip_ids
+@dataclass(frozen=True)
+class TeacherArrays:
+    """The teacher arrays some cells read, in the label table's row order: embeddings
+    `(N, T, D)` by teacher and Teacher_LR logits `(N, C)` by (teacher, fraction, seed)."""
+
+    seqs: dict[str, np.ndarray]
+    logits: dict[tuple[str, float, int], np.ndarray]
+
+    def for_cell(self, cell: Cell) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """`cell`'s teacher embeddings and logits (None where its regularizer reads none)."""
+        teacher = cell.teacher or ""
+        seq = self.seqs[teacher] if needs_teacher_seq(cell) else None
+        logits = (
+            self.logits[(teacher, cell.fraction, cell.seed)] if needs_teacher_logits(cell) else None
         )
-    magnitudes = ArrayStore(*read_spectra(data_dir)) if spectra else None
-    store = read_spectrograms(data_dir)
-    return build_trial_data(cell, labels, store, seq, logits, spectra=magnitudes)
+        return seq, logits
+
+
+def load_teacher_arrays(
+    data: PreparedData,
+    cells: Sequence[Cell],
+    *,
+    teacher_lr: TeacherLRRecipe | None = None,
+    fits: Path | None = None,
+) -> TeacherArrays:
+    """Every teacher array `cells` read, each once: a KD cell's logits are those of the
+    Teacher_LR fit made with `teacher_lr` into `fits` (`fit_teacher_lr`'s)."""
+    clip_ids = data.labels.clip_ids
+    seqs = {
+        t: load_embeddings(data.root, t, clip_ids)
+        for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
+    }
+    logits = {
+        (c.teacher, c.fraction, c.seed): load_teacher_logits(
+            data.root, c.teacher, c.fraction, c.seed, clip_ids, recipe=teacher_lr, fits=fits
+        )
+        for c in cells
+        if c.teacher and needs_teacher_logits(c)
+    }
+    return TeacherArrays(seqs, logits)
+
+
+def load_trial_data(
+    data: PreparedData | Path,
+    cell: Cell,
+    *,
+    spectra: bool = False,
+    teacher_lr: TeacherLRRecipe | None = None,
+    fits: Path | None = None,
+) -> TrialData:
+    """Everything `cell` trains and evaluates on, read from disk (no Ray); with `spectra`
+    (mel-band jitter) the training clips' STFT magnitudes too; its teacher arrays as
+    `load_teacher_arrays` reads them."""
+    data = PreparedData.of(data)
+    teachers = load_teacher_arrays(data, [cell], teacher_lr=teacher_lr, fits=fits)
+    magnitudes = ArrayStore(*read_spectra(data.root)) if spectra else None
+    store = read_spectrograms(data.root)
+    return build_trial_data(cell, data.labels, store, *teachers.for_cell(cell), spectra=magnitudes)
 
 
 @dataclass(frozen=True)

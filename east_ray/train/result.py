@@ -1,8 +1,9 @@
-"""A finished run of one cell: what `result.json` holds and what becomes one row of
-`results.parquet`. The row is flat (the cell's fields, the run's counts, `val_<metric>` at
-the best epoch, `test_<metric>`, `final_<key>` of the last validated epoch, where it ran)
-so pandas reads it as columns; `RunResult.from_row` reads one back by name and refuses a
-row that lacks a field (but the `final_` ones, which older results lack)."""
+"""What a finished run writes and what becomes its row of `results.parquet`: a cell's run
+(`RunResult`, its `result.json`) and a Teacher_LR fit (`TeacherLRFit`, its record). A row
+is flat (the cell's fields, the run's counts, `val_<metric>` at the best epoch,
+`test_<metric>`, `final_<key>` of the last validated epoch, where it ran) so pandas reads
+it as columns; `RunResult.from_row` reads one back by name and refuses a row that lacks a
+field (but the `final_` ones, which older results lack)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,57 @@ class RunResult:
             node_id=row.get("node_id"),
             gpu_ids=row.get("gpu_ids"),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherLRFit:
+    """A finished Teacher_LR fit (`east_ray.train.teacher_lr`): what its record holds and
+    what becomes its row of `results.parquet`. `logits` and `test_scores` name its files,
+    beside the record on disk; `fit_teacher_lr` returns the scores' full path."""
+
+    teacher: str
+    teacher_framing: str
+    fraction: float
+    seed: int
+    recipe: dict[str, Any]  # the recipe as applied (`teacher_lr.applied_recipe`)
+    epochs: int
+    steps: int
+    best_epoch: int
+    train_clips: int
+    data: str  # the prepared dataset's fingerprint
+    logits: str
+    test_scores: str
+    valid: dict[str, float]  # METRIC_KEYS and n_classes, at the best epoch
+    test: dict[str, float]
+
+    @property
+    def cell_id(self) -> str:
+        """The id of the fit's row and folder in a study."""
+        return f"teacher_lr-{self.teacher}-frac{self.fraction:g}-seed{self.seed}"
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TeacherLRFit:
+        """The fit a `record()` wrote; KeyError names a missing field."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+
+    def row(self, dataset: str) -> dict[str, Any]:
+        """Its row of `results.parquet`: a run of the linear probe, with no stage or λ."""
+        return {
+            "cell_id": self.cell_id,
+            "dataset": dataset,
+            "student": "linear",
+            "regularizer": "teacher_lr",
+            "teacher": self.teacher,
+            "stage": None,
+            "lam": 0.0,
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "train_clips": self.train_clips,
+            **{f"val_{k}": v for k, v in self.valid.items() if k != "n_classes"},
+            **{f"test_{k}": v for k, v in self.test.items() if k != "n_classes"},
+        }

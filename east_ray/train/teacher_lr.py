@@ -7,23 +7,25 @@ recipe is the study spec's `[teacher_lr]` table (`config.TeacherLRRecipe`, defau
 authors'). It is a row of the paper's table and the KD teacher, so it is fitted per
 (dataset, teacher, training subset, seed) on the same subset the students see, and its
 logits for every clip are stored, under `fits` (the study's `teacher_lr_fits/`; by
-default `<data>/teacher_lr/`, for use outside a study):
+default `<data>/teacher_lr/`, for use outside a study), keyed by the recipe as applied
+(`<r>`, 8 hex digits of its hash), so fits made with other recipes are kept beside it:
 
-    <fits>/<teacher>/frac<f>-seed<s>.parquet              clip_id, logits float32[C]
-    <fits>/<teacher>/frac<f>-seed<s>.test_scores.parquet  (east_ray.data.scores)
-    <fits>/<teacher>/frac<f>-seed<s>.json                 recipe, data, metrics
+    <fits>/<teacher>/frac<f>-seed<s>-<r>.parquet              clip_id, logits float32[C]
+    <fits>/<teacher>/frac<f>-seed<s>-<r>.test_scores.parquet  (east_ray.data.scores)
+    <fits>/<teacher>/frac<f>-seed<s>-<r>.json                 the record (`TeacherLRFit`)
 
 The record is written last and marks a complete fit; it names its files relative to its
-own folder and records the prepared dataset's fingerprint. A fit stored before test scores
-were kept gets them from its logits. Fitting again with the same arguments returns the
-stored result. A stored fit made with another recipe or on another prepared dataset (as
-the record says) is fitted again, with a log line naming what changed; stored files that
-cannot be read are set aside with a warning and fitted again.
+own folder and records the recipe and the prepared dataset's fingerprint. A fit whose test
+scores are missing gets them from its logits. Fitting again with the same arguments
+returns the stored fit. A stored fit whose record names another recipe, another prepared
+dataset or another framing of the teacher is fitted again, with a log line naming what
+changed; stored files that cannot be read are set aside with a warning and fitted again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -42,15 +44,15 @@ from east_ray.data.parquet import (
     LabelTable,
     column_numpy,
     move_aside,
-    read_labels,
-    read_meta,
     vector_array,
     write_json_atomic,
     write_table_atomic,
 )
+from east_ray.data.prepared import PreparedData
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.losses import masked_bce
-from east_ray.teachers.stored import UNRECORDED_FRAMING, load_embeddings
+from east_ray.teachers.stored import load_embeddings
+from east_ray.train.result import TeacherLRFit
 from east_ray.train.selection import Selection
 
 logger = logging.getLogger(__name__)
@@ -61,11 +63,15 @@ Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 FITS = "teacher_lr"  # the default folder of the fits, in the prepared dataset
 
 
-def _paths(fits: Path, teacher: str, fraction: float, seed: int) -> tuple[Path, Path, Path]:
+def _paths(
+    fits: Path, teacher: str, fraction: float, seed: int, recipe: TeacherLRRecipe
+) -> tuple[Path, Path, Path]:
     """Logits, record and test scores of one fit. Names are built whole: `with_suffix`
     would read "frac0.5-seed0" as a stem "frac0" with suffix ".5-seed0", and every
     fraction below 1 would share one file."""
-    folder, stem = Path(fits) / teacher, f"frac{fraction:g}-seed{seed}"
+    applied = json.dumps(applied_recipe(recipe, teacher), sort_keys=True)
+    key = hashlib.sha256(applied.encode()).hexdigest()[:8]
+    folder, stem = Path(fits) / teacher, f"frac{fraction:g}-seed{seed}-{key}"
     return (
         folder / f"{stem}.parquet",
         folder / f"{stem}.json",
@@ -111,7 +117,7 @@ def _loss_and_scores(
 
 
 def fit_teacher_lr(
-    data_dir: Path,
+    data: PreparedData | Path,
     teacher: str,
     recipe: TeacherLRRecipe | None = None,
     *,
@@ -119,55 +125,39 @@ def fit_teacher_lr(
     seed: int = 1223,
     threshold: float = 0.4,
     fits: Path | None = None,
-) -> dict[str, Any]:
+) -> TeacherLRFit:
     """Fit (or read back) Teacher_LR with `recipe` (default: the authors') on the prepared
-    dataset `data_dir`, stored under `fits` (default `<data_dir>/teacher_lr`; the dataset
-    is only read then); returns its record (recipe, metrics, epochs, steps) with the path
-    of its test scores."""
+    dataset `data`, stored under `fits` (default `<data>/teacher_lr`; the dataset is only
+    read then); returns the fit with the full path of its test scores."""
     recipe = recipe or TeacherLRRecipe()
-    fits = Path(data_dir) / FITS if fits is None else Path(fits)
-    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
+    data = PreparedData.of(data)
+    fits = data.root / FITS if fits is None else Path(fits)
+    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed, recipe)
     stored = _stored(logits_path, record_path, applied_recipe(recipe, teacher))
-    fingerprint = _fingerprint(data_dir)
-    if stored is not None and stored.get("data", fingerprint) != fingerprint:
+    if stored is not None and stored.data != data.fingerprint:
         logger.warning(
             "Teacher_LR %s was fitted on another prepared dataset (fingerprint %s, %s has %s); "
             "fitting it again",
             _fit_name(record_path),
-            stored.get("data"),
-            data_dir,
-            fingerprint,
+            stored.data,
+            data.root,
+            data.fingerprint,
         )
         stored = None
     if stored is not None and _same_framing(stored, teacher, record_path):
-        if not _readable(scores_path):  # e.g. a fit from before test scores were kept
+        if not _readable(scores_path):
             logger.info("Teacher_LR %s: writing its test scores", _fit_name(record_path))
-            table = read_labels(data_dir)
             logits = column_numpy(pq.read_table(logits_path)["logits"])
-            _write_test_scores(table, logits, threshold, scores_path)
+            _write_test_scores(data.labels, logits, threshold, scores_path)
         logger.info("Teacher_LR %s: already fitted; skipping", _fit_name(record_path))
-        return {**stored, "test_scores": str(scores_path)}
+        return dataclasses.replace(stored, test_scores=str(scores_path))
     logger.info("Teacher_LR %s: fitting", _fit_name(record_path))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a linear model: more threads only spin
     try:
-        return _fit(
-            data_dir,
-            fits,
-            teacher,
-            recipe,
-            fraction=fraction,
-            seed=seed,
-            threshold=threshold,
-            fingerprint=fingerprint,
-        )
+        return _fit(data, fits, teacher, recipe, fraction=fraction, seed=seed, threshold=threshold)
     finally:
         torch.set_num_threads(threads)
-
-
-def _fingerprint(data_dir: Path) -> str:
-    """The prepared dataset's fingerprint (`meta.json`), which a fit depends on."""
-    return str(read_meta(data_dir).get("fingerprint"))
 
 
 def _readable(path: Path) -> bool:
@@ -182,17 +172,19 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored record if both files read and it was made with `applied`; else None,
-    with damaged files set aside."""
+def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> TeacherLRFit | None:
+    """The stored fit if both files read and it was made with `applied`; else None, with
+    damaged files set aside."""
     if not (logits_path.is_file() and record_path.is_file()):
         return None
     try:
-        stored = json.loads(record_path.read_text())
-        if not isinstance(stored, dict):
+        record = json.loads(record_path.read_text())
+        if not isinstance(record, dict):
             raise ValueError("the record is not a JSON object")
+        made_with = record.get("recipe")
+        stored = TeacherLRFit.from_record(record)
         pq.read_metadata(logits_path)
-    except ValueError as exc:  # also JSON, UTF-8 and Arrow decoding errors
+    except (ValueError, KeyError, TypeError) as exc:  # also JSON, UTF-8 and Arrow errors
         moved = [move_aside(p).name for p in (logits_path, record_path)]
         logger.warning(
             "Teacher_LR %s cannot be read (%s); moved to %s, fitting it again",
@@ -201,7 +193,6 @@ def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> di
             ", ".join(moved),
         )
         return None
-    made_with = stored.get("recipe")
     if made_with == applied:
         return stored
     old = made_with if isinstance(made_with, dict) else {}
@@ -214,11 +205,10 @@ def _stored(logits_path: Path, record_path: Path, applied: dict[str, Any]) -> di
     return None
 
 
-def _same_framing(stored: dict[str, Any], teacher: str, record_path: Path) -> bool:
-    """Whether a stored fit was made on embeddings framed as the teacher frames them now
-    (a record from before framings were recorded counts as the original framing)."""
+def _same_framing(stored: TeacherLRFit, teacher: str, record_path: Path) -> bool:
+    """Whether a stored fit was made on embeddings framed as the teacher frames them now."""
     framing = get_teacher(teacher).framing
-    fitted_on = stored.get("teacher_framing", UNRECORDED_FRAMING)
+    fitted_on = stored.teacher_framing
     if fitted_on == framing:
         return True
     logger.warning(
@@ -298,7 +288,7 @@ def _train(run: _Run, tensors: dict[str, Tensors], threshold: float) -> None:
 
 
 def _fit(
-    data_dir: Path,
+    data: PreparedData,
     fits: Path,
     teacher: str,
     recipe: TeacherLRRecipe,
@@ -306,11 +296,10 @@ def _fit(
     fraction: float,
     seed: int,
     threshold: float,
-    fingerprint: str,
-) -> dict[str, Any]:
-    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed)
-    table = read_labels(data_dir)
-    x_all = load_embeddings(data_dir, teacher, table.clip_ids).mean(axis=1)
+) -> TeacherLRFit:
+    logits_path, record_path, scores_path = _paths(fits, teacher, fraction, seed, recipe)
+    table = data.labels
+    x_all = load_embeddings(data.root, teacher, table.clip_ids).mean(axis=1)
     train_rows = table.training_rows(fraction, seed)
     tensors = _split_tensors(table, x_all, train_rows)
     model = torch.nn.Linear(x_all.shape[1], table.labels.shape[1])
@@ -320,25 +309,29 @@ def _fit(
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr_for(teacher))
     run = _Run(model, opt, recipe, torch.Generator().manual_seed(seed))
     _train(run, tensors, threshold)
-    record: dict[str, Any] = {
-        "teacher": teacher,
-        "teacher_framing": get_teacher(teacher).framing,
-        "fraction": fraction,
-        "seed": seed,
-        "recipe": applied_recipe(recipe, teacher),
-        "epochs": run.epoch,
-        "steps": run.steps,
-        "best_epoch": run.selection.best_epoch,
-        "train_clips": len(train_rows),
-        "data": fingerprint,
-        # beside the record, so that a folder of fits can be moved or shared
-        "logits": logits_path.name,
-        "test_scores": scores_path.name,
-    }
+    metrics = {}
     for split in ("valid", "test"):
         _, scores = _loss_and_scores(model, *tensors[split], recipe.batch_size)
-        metrics = evaluate(scores, tensors[split][1].numpy(), tensors[split][2].numpy(), threshold)
-        record[split] = metrics
+        metrics[split] = evaluate(
+            scores, tensors[split][1].numpy(), tensors[split][2].numpy(), threshold
+        )
+    fit = TeacherLRFit(
+        teacher=teacher,
+        teacher_framing=get_teacher(teacher).framing,
+        fraction=fraction,
+        seed=seed,
+        recipe=applied_recipe(recipe, teacher),
+        epochs=run.epoch,
+        steps=run.steps,
+        best_epoch=run.selection.best_epoch,
+        train_clips=len(train_rows),
+        data=data.fingerprint,
+        # beside the record, so that a folder of fits can be moved or shared
+        logits=logits_path.name,
+        test_scores=scores_path.name,
+        valid=metrics["valid"],
+        test=metrics["test"],
+    )
     with torch.no_grad():
         logits = model(torch.from_numpy(x_all)).numpy().astype(np.float32)
     write_table_atomic(
@@ -348,8 +341,8 @@ def _fit(
         logits_path,
     )
     _write_test_scores(table, logits, threshold, scores_path)
-    write_json_atomic(record, record_path)  # last: the record marks a complete fit
-    return {**record, "test_scores": str(scores_path)}
+    write_json_atomic(fit.record(), record_path)  # last: the record marks a complete fit
+    return dataclasses.replace(fit, test_scores=str(scores_path))
 
 
 def _write_test_scores(table: LabelTable, logits: np.ndarray, threshold: float, path: Path) -> None:
@@ -374,12 +367,13 @@ def load_teacher_logits(
     seed: int,
     clip_ids: list[str],
     *,
+    recipe: TeacherLRRecipe | None = None,
     fits: Path | None = None,
 ) -> np.ndarray:
-    """Stored Teacher_LR logits `(N, C)` for `clip_ids`, in that order (`fits` as
-    `fit_teacher_lr`'s)."""
+    """Stored Teacher_LR logits `(N, C)` for `clip_ids`, in that order, of the fit
+    `fit_teacher_lr` made with `recipe` into `fits` (defaults as its)."""
     fits = Path(data_dir) / FITS if fits is None else Path(fits)
-    logits_path, _, _ = _paths(fits, teacher, fraction, seed)
+    logits_path, _, _ = _paths(fits, teacher, fraction, seed, recipe or TeacherLRRecipe())
     if not logits_path.is_file():
         raise FileNotFoundError(
             f"{logits_path}: Teacher_LR for teacher {teacher!r}, fraction "
