@@ -17,7 +17,7 @@ from east_ray.analysis.metrics import METRICS, evaluate
 from east_ray.analysis.reference import REFERENCE
 from east_ray.analysis.stats import ScoredClips
 from east_ray.analysis.tables import (
-    SYSTEMS,
+    PAPER_ORDER,
     beside_paper,
     compared_cells,
     expected_pairs,
@@ -46,7 +46,7 @@ def test_the_reference_holds_every_cell_of_both_tables_once() -> None:
         assert len(cells) == 50 and len(set(cells)) == 50
         metrics = DATASETS[dataset].metrics
         want = {("Baseline", "-", m) for m in metrics} | {
-            (s, t, m) for s in SYSTEMS[1:] for t in TEACHERS for m in metrics
+            (s, t, m) for s in PAPER_ORDER[1:] for t in TEACHERS for m in metrics
         }
         assert set(cells) == want
     assert all(0 < r[4] < 1 for r in REFERENCE)
@@ -133,7 +133,7 @@ def test_a_full_grid_sets_all_50_published_cells_beside_ours(name: str) -> None:
     assert systems == [
         "Baseline",
         AUTHORS,
-        *SYSTEMS[1:],
+        *PAPER_ORDER[1:],
         "EAsT_Cos-Diff (all)",
         "EAsT_KD (all)",
     ]

@@ -13,7 +13,7 @@ import pytest
 import east_ray.analysis.results as er
 from east_ray.analysis.metrics import METRICS, evaluate
 from east_ray.analysis.stats import ScoredClips
-from east_ray.analysis.tables import SYSTEMS, format_table
+from east_ray.analysis.tables import PAPER_ORDER, format_table
 from east_ray.data.scores import write_scores
 from east_ray.errors import BadValueError
 
@@ -147,7 +147,7 @@ def test_paired_tests_and_run_intervals(tmp_path: Path) -> None:
     plain = er.paired_tests(frame, metrics=["mAP"], n_boot=300)
     # the paper's order, not the alphabet (EAsT_Final before KD would be alphabetical)
     order = list(dict.fromkeys(plain["system"].astype(str)))
-    assert order == sorted(order, key=list(SYSTEMS).index) and plain["system"].cat.ordered
+    assert order == sorted(order, key=list(PAPER_ORDER).index) and plain["system"].cat.ordered
     assert plain["teacher"].cat.categories[0] == "-"
     tests = plain.set_index(["system", "teacher"])
     assert "Baseline" not in tests.index.get_level_values("system")

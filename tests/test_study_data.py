@@ -109,13 +109,15 @@ def test_download_runs_every_stage_once_then_only_prints_the_tables(
     assert study.main(argv) == 0
     out, err = capsys.readouterr()
     assert server.state.requests == [(ARCHIVE, None), (VALID_LIST, None)]
-    fits = storage / "tiny" / "teacher_lr_fits"
+    # the one fit, named by fraction, seed and the recipe's key
+    (record,) = (storage / "tiny" / "teacher_lr_fits" / "handcrafted").glob("frac1-seed0-*.json")
+    fit = record.with_suffix("")
     release = raw / "openmic-2018"
     for line in (
         f"data: no openmic release under {raw}; downloading it",
         f"data: preparing {release} into {data} with the study's [features] (Ray Data tasks)",
         "teacher handcrafted: 20 clips in 1 shards, 0 already written",
-        f"Teacher_LR {fits / 'handcrafted' / 'frac1-seed0'}: fitting",  # in the study
+        f"Teacher_LR {fit}: fitting",  # in the study
         "0 cells already done, 2 to run",
     ):
         assert line in err, line
@@ -133,7 +135,7 @@ def test_download_runs_every_stage_once_then_only_prints_the_tables(
     for line in (
         f"data: {data} is prepared; skipping download and prepare",
         f"{data}: teacher handcrafted already extracted (20 clips)",
-        f"Teacher_LR {fits / 'handcrafted' / 'frac1-seed0'}: already fitted",
+        f"Teacher_LR {fit}: already fitted",
         "2 cells already done, 0 to run",
     ):
         assert line in err, line

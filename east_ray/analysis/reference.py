@@ -6,7 +6,7 @@ F1) and MagnaTagATune (mAP = macro PR-AUC, ROC-AUC) for the Baseline and for Tea
 KD, EAsT_Cos-Diff, EAsT_Final, EAsT_All and EAsT_KD under each of the four teachers. These
 are published facts, carried here so the tables can set ours beside them without reading
 anything at run time. Names are the package's: datasets as in the specs, systems as
-`tables.SYSTEMS`, teachers as the catalog's, teacher "-" for the teacher-free Baseline
+`tables.PAPER_ORDER`, teachers as the catalog's, teacher "-" for the teacher-free Baseline
 (CP-ResNet on OpenMIC, Mobile FCN on MagnaTagATune). The paper's limited-data figure is
 not in its text, so no value of it is here.
 """

@@ -68,7 +68,7 @@ def _orders(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     teachers = set(frame["teacher"].fillna(NO_TEACHER).astype(str))
     paper_teachers = (NO_TEACHER, *TEACHER_ORDER)
     return (
-        [s for s in tables.SYSTEMS if s in systems] + sorted(systems - set(tables.SYSTEMS)),
+        [s for s in tables.PAPER_ORDER if s in systems] + sorted(systems - set(tables.PAPER_ORDER)),
         [t for t in paper_teachers if t in teachers] + sorted(teachers - set(paper_teachers)),
     )
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.stats import t as student_t
 
 from east_ray.analysis.metrics import ZEROED
 from east_ray.analysis.reference import REFERENCE, SOURCE
@@ -46,7 +46,7 @@ from east_ray.catalog import TEACHERS, uses_stage, uses_teacher
 from east_ray.config import PAPER_SYSTEMS, system_name
 
 # the paper's systems in its tables' row order
-SYSTEMS = tuple(PAPER_SYSTEMS.values())
+PAPER_ORDER = tuple(PAPER_SYSTEMS.values())
 
 
 def add_system(results: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def ci95(values: pd.Series) -> float:
     v = values.dropna().to_numpy(dtype=float)
     if len(v) < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(student_t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def summarise(results: pd.DataFrame, metrics: tuple[str, ...], split: str = "test") -> pd.DataFrame:
@@ -166,7 +166,7 @@ def expected_pairs(
         if reg != "none"
         for stage in (stages if uses_stage(reg) else (None,))
     ]
-    rank = {s: i for i, s in enumerate(SYSTEMS)}
+    rank = {s: i for i, s in enumerate(PAPER_ORDER)}
     systems.sort(key=lambda s: rank.get(s, len(rank)))  # stable: others keep grid order
     rows = [(s, t) for s in dict.fromkeys(["Baseline", *extra, *systems]) for t in teachers]
     return pd.DataFrame(rows, columns=["system", "teacher"])
@@ -347,7 +347,7 @@ def beside_paper(
     out["beyond_ci"] = np.where(no_ci, np.nan, outside)
     out["mark"] = np.where(out["beyond_ci"] == 1, np.where(out["seeds"] >= 2, "*", "°"), "")
     orders = {
-        "system": [*baselines, *SYSTEMS, *table["system"]],
+        "system": [*baselines, *PAPER_ORDER, *table["system"]],
         "teacher": ["-", *table["teacher"], *reference["teacher"]],
         "metric": [*table["metric"], *reference["metric"]],
     }
@@ -450,7 +450,7 @@ def limited_data_figure(
     band = "95% CI over seeds, Student-t" if intervals is None else "95% bootstrap CI"
     baseline = summary[summary["system"] == "Baseline"]
     teachers = sorted(t for t in summary["teacher"].unique() if t != "-") or ["-"]
-    rank = {s: i for i, s in enumerate(SYSTEMS)}  # the paper's order; "KD, λ = 0.3" as KD
+    rank = {s: i for i, s in enumerate(PAPER_ORDER)}  # the paper's order; "KD, λ = 0.3" as KD
 
     def order(system: str) -> tuple[int, str]:
         return rank.get(system.partition(", λ = ")[0], len(rank)), system

@@ -12,9 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from east_ray.analysis.metrics import METRICS
 from east_ray.config import Cell
 
-METRIC_KEYS = ("mAP", "ROC-AUC", "F1", "F1_pos")
+METRIC_KEYS = METRICS  # the metrics a run records: those `evaluate` computes
 # the last validated epoch's training and validation loss and learning rate
 FINAL_KEYS = ("train_loss", "val_loss", "lr")
 

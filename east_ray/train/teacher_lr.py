@@ -240,7 +240,7 @@ def _split_tensors(
 
 
 @dataclasses.dataclass
-class _Run:
+class _Fit:
     """One fit's model, optimiser and schedule, and where it stands."""
 
     model: torch.nn.Linear
@@ -265,7 +265,7 @@ class _Run:
         self.epoch += 1
 
 
-def _train(run: _Run, tensors: dict[str, Tensors], threshold: float) -> None:
+def _train(run: _Fit, tensors: dict[str, Tensors], threshold: float) -> None:
     """Epochs until early stopping or the step cap; leaves the best-mAP weights loaded."""
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         run.opt, factor=run.recipe.plateau_factor, patience=run.recipe.plateau_patience
@@ -307,7 +307,7 @@ def _fit(
         torch.manual_seed(seed)
         model.reset_parameters()
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr_for(teacher))
-    run = _Run(model, opt, recipe, torch.Generator().manual_seed(seed))
+    run = _Fit(model, opt, recipe, torch.Generator().manual_seed(seed))
     _train(run, tensors, threshold)
     metrics = {}
     for split in ("valid", "test"):
