@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class OpenmicFixture:
     bad: dict[str, str]  # key → expected skip reason prefix
 
 
-def write_openmic(root: Path, n: int = 24, seed: int = 0) -> OpenmicFixture:
+def write_openmic(root: Path, n: int = 24, seed: int = 0, scale: float = 1.0) -> OpenmicFixture:
     """An OpenMIC-2018 release: npz (int64 X, float64 Y_true with 0.5, object keys), CSVs,
     partitions, `audio/PPP/<key>.ogg` at 44.1 kHz stereo, and a few broken clips."""
     rng = np.random.default_rng(seed)
@@ -92,18 +93,21 @@ def write_openmic(root: Path, n: int = 24, seed: int = 0) -> OpenmicFixture:
         elif reason.startswith("undecodable"):
             path.write_bytes(b"OggS" + rng.bytes(2000))
         else:
-            seconds = 0.5 if reason.startswith("too short") else (0.97 if i == 6 else 1.2)
+            seconds = scale * (0.5 if reason.startswith("too short") else (0.97 if i == 6 else 1.2))
             sf.write(path, tone(seconds, 44100, 2, i), 44100, format="OGG", subtype="VORBIS")
     return OpenmicFixture(root, keys, y_true, y_mask, train, test, bad)
 
 
-def prepared_openmic(tmp: Path, n: int = 24, valid_fraction: float = 0.3) -> Path:
-    """A prepared (Parquet) copy of `write_openmic`'s release, built in-process."""
+def prepared_openmic(
+    tmp: Path, n: int = 24, valid_fraction: float = 0.3, scale: float = 1.0
+) -> Path:
+    """A prepared (Parquet) copy of `write_openmic`'s release, built in-process; `scale`
+    lengthens every clip and the features' clip length by that factor."""
     from east_ray.data.openmic import read_openmic
     from east_ray.data.prepare import ShardJob, build_shard, prepare
     from east_ray.data.valid_split import SeededSplit
 
-    fx = write_openmic(tmp / "openmic-2018", n=n)
+    fx = write_openmic(tmp / "openmic-2018", n=n, scale=scale)
     out = tmp / "prepared"
     index = read_openmic(fx.root, SeededSplit(valid_fraction))
 
@@ -111,7 +115,8 @@ def prepared_openmic(tmp: Path, n: int = 24, valid_fraction: float = 0.3) -> Pat
         for job in jobs:
             build_shard(job)
 
-    prepare(index, TEST_FEATURES, out, shard_size=8, runner=in_process)
+    features = dataclasses.replace(TEST_FEATURES, clip_seconds=TEST_FEATURES.clip_seconds * scale)
+    prepare(index, features, out, shard_size=8, runner=in_process)
     return out
 
 

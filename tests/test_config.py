@@ -40,6 +40,7 @@ def _problems(table: dict[str, Any]) -> list[str]:
 def test_the_shipped_studies_load() -> None:
     assert SHIPPED == [
         "demo",
+        "demo_layers",
         "magnatagatune",
         "magnatagatune_limited",
         "openmic",
@@ -151,7 +152,9 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
     problems = _problems(table)
     assert len(problems) == 6, problems
     text = "\n".join(problems)
-    assert "grid.teachers[1]: got 'wav2vec', expected one of: vggish, openl3" in text
+    assert (
+        "grid.teachers[1]: unknown teacher 'wav2vec'; known teachers: handcrafted, musicnn" in text
+    )
     assert "grid.lams[1]: got 1.5, expected a number in [0, 1]" in text
     assert "grid.fractions[0]: got 0.0, expected a number in (0, 1]" in text
     assert "grid.stages: empty" in text
@@ -211,7 +214,7 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
         (lambda t: t.update(name="a/b"), "name: got 'a/b', expected letters, digits"),
         (
             lambda t: t["teacher_lr"]["lr_by_teacher"].update(wav2vec=0.2),
-            "teacher_lr.lr_by_teacher.wav2vec: got 'wav2vec', expected one of: vggish, openl3",
+            "teacher_lr.lr_by_teacher.wav2vec: unknown teacher 'wav2vec'; known teachers",
         ),
         (
             lambda t: t["teacher_lr"]["lr_by_teacher"].update(vggish=0.0),
@@ -495,7 +498,9 @@ def test_bad_toml_and_missing_study_are_reported(tmp_path: Path) -> None:
     bad.write_text("name = \n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_study(bad)
-    with pytest.raises(FileNotFoundError, match="known studies: demo, magnatagatune, "):
+    with pytest.raises(FileNotFoundError, match="known studies: demo, demo_layers, magnatagat"):
+        FileNotFoundError, match="known studies: demo, demo_layers, magnatagatune, "
+    ):
         load_study("no_such_study")
 
 

@@ -55,7 +55,7 @@ SHORT = TeacherLRRecipe(max_steps=30)
 
 
 def _in_process(jobs: list[EmbedJob]) -> None:
-    extractor = load_extractor(jobs[0].teacher)
+    extractor = load_extractor(jobs[0].teachers[0], outputs=jobs[0].teachers)
     for job in jobs:
         embed_shard(job, extractor)
 

@@ -38,9 +38,10 @@ import numpy as np
 import pandas as pd
 
 from east_ray.analysis import stats, tables
+from east_ray.analysis.layers import layer_of
 from east_ray.analysis.metrics import check_absent_classes
 from east_ray.analysis.stats import LEVEL, N_BOOT, ScoredClips
-from east_ray.catalog import DATASETS, TEACHERS
+from east_ray.catalog import DATASETS, TEACHERS, find_teacher
 from east_ray.config import NO_TEACHER
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
@@ -67,10 +68,20 @@ def _orders(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     systems = set(frame["system"].dropna().astype(str))
     teachers = set(frame["teacher"].fillna(NO_TEACHER).astype(str))
     paper_teachers = (NO_TEACHER, *TEACHER_ORDER)
+    others = sorted(teachers - set(paper_teachers), key=_teacher_key)
     return (
         [s for s in tables.PAPER_ORDER if s in systems] + sorted(systems - set(tables.PAPER_ORDER)),
-        [t for t in paper_teachers if t in teachers] + sorted(teachers - set(paper_teachers)),
+        [t for t in paper_teachers if t in teachers] + others,
     )
+
+
+def _teacher_key(teacher: str) -> tuple[str, int, str]:
+    """Teachers alphabetically, a teacher's layers in its row's order."""
+    row = find_teacher(teacher)
+    if row is None or not row.layers:
+        return (teacher, 0, teacher)
+    layers = [name for name, _ in row.layers]
+    return (row.base, layers.index(str(row.layer)), teacher)
 
 
 def _in_paper_order(out: pd.DataFrame, like: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -88,13 +99,15 @@ def _in_paper_order(out: pd.DataFrame, like: pd.DataFrame, by: Sequence[str]) ->
 def annotate(results: pd.DataFrame, study_dir: Path | str) -> pd.DataFrame:
     """`results` (rows of `results.parquet`) with `system` and `teacher` as ordered
     categoricals in the paper's order (`_orders`: the systems and teachers present; a
-    teacher-free system's teacher is "-"), and `scores_file`. Group with `observed=True`:
+    teacher-free system's teacher is "-"), the teacher's `layer` (where it has several:
+    `musicnn@taggram` → "taggram"), and `scores_file`. Group with `observed=True`:
     pandas 2 otherwise adds every (system, teacher) pair that has no run, as NaN rows."""
     frame = tables.add_system(results)
     frame["teacher"] = frame["teacher"].fillna(NO_TEACHER)
     systems, teachers = _orders(frame)
     frame["system"] = pd.Categorical(frame["system"], systems, ordered=True)
     frame["teacher"] = pd.Categorical(frame["teacher"], teachers, ordered=True)
+    frame["layer"] = [layer_of(t) for t in frame["teacher"].astype(object)]
     frame["scores_file"] = [
         str(run_folder(Path(study_dir), c, r) / SCORES)
         for c, r in zip(frame["cell_id"], frame["regularizer"], strict=True)

@@ -245,9 +245,14 @@ def percent(fraction: float) -> str:
 
 
 def flat_columns(wide: pd.DataFrame) -> pd.DataFrame:
-    """A `format_table` with one header row, "VGGish · mAP", for Markdown and terminals."""
+    """A `format_table` with one header row, "VGGish · mAP", for Markdown and terminals;
+    rows of several levels (`layers.by_layer`) are joined the same way."""
     flat = wide.copy()
     flat.columns = [f"{teacher} · {metric}" for teacher, metric in wide.columns]
+    if isinstance(wide.index, pd.MultiIndex):
+        flat.index = pd.Index(
+            [" · ".join(map(str, key)) for key in wide.index], name=" · ".join(wide.index.names)
+        )
     return flat
 
 
@@ -281,20 +286,23 @@ def ci_note(n_boot: int, tests: int | None = None) -> str:
     )
 
 
+def format_cell(row: pd.Series) -> str:
+    """A `paper_table` row as a table cell: "0.842 [0.838, 0.846]†" (`format_table`)."""
+    if pd.isna(row["mean"]):
+        return "missing"
+    mark = "†" if row["p_holm"] < SIGNIFICANCE else ""
+    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
+        return f"{row['mean']:.3f}{mark}"
+    return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{mark}"
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 [0.838,
     0.846]" (the interval as it is: a bootstrap one need not be symmetric), with a trailing
     "†" where the Holm-adjusted `p_holm` < `SIGNIFICANCE` (`ci_note`)."""
-
-    def cell(row: pd.Series) -> str:
-        if pd.isna(row["mean"]):
-            return "missing"
-        mark = "†" if row["p_holm"] < SIGNIFICANCE else ""
-        if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
-            return f"{row['mean']:.3f}{mark}"
-        return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{mark}"
-
-    text = table.assign(value=table.apply(cell, axis=1), teacher=table["teacher"].map(display_name))
+    text = table.assign(
+        value=table.apply(format_cell, axis=1), teacher=table["teacher"].map(display_name)
+    )
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
     systems = list(dict.fromkeys(text["system"]))
     columns = list(dict.fromkeys(zip(text["teacher"], text["metric"], strict=True)))

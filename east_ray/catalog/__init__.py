@@ -18,7 +18,14 @@ from east_ray.catalog.regularizers import (
     uses_teacher,
 )
 from east_ray.catalog.students import STUDENTS, StudentInfo, get_student
-from east_ray.catalog.teachers import TEACHERS, Framing, TeacherInfo, get_teacher
+from east_ray.catalog.teachers import (
+    TEACHERS,
+    Framing,
+    TeacherInfo,
+    canonical_teacher,
+    find_teacher,
+    get_teacher,
+)
 
 __all__ = [
     "DATASETS",
@@ -31,6 +38,8 @@ __all__ = [
     "Regularizer",
     "StudentInfo",
     "TeacherInfo",
+    "canonical_teacher",
+    "find_teacher",
     "get_dataset",
     "get_student",
     "get_teacher",

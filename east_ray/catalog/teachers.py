@@ -23,11 +23,20 @@ So `T` depends on the clip's length only (`TeacherInfo.frames`), and `hop_second
 imported only by `east_ray.teachers.load_extractor`: the optional packages of the
 pretrained teachers are needed only for those teachers, and the catalog imports no torch.
 `display` is the tables' name of the teacher, and `in_paper` marks the paper's four
-teachers, whose columns come first.
+teachers, whose columns come first. `licence` is the licence of the weights the row
+loads, as their publisher states it.
+
+Layers. A teacher whose network has several outputs worth teaching from lists them in
+`layers`, `(layer, dim)` on its frame grid, its own output (`dim`) first. A study names
+one as `<teacher>@<layer>` (`musicnn@mean_pool`); `get_teacher` gives that reference a
+row of its own (its name, dim and `layer`), and everything keyed by a teacher's name
+(stored embeddings, cells, tables, results) keys by the reference. The row's own output
+keeps the bare name: `musicnn@penultimate` is `musicnn` (`canonical_teacher`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,11 +64,25 @@ class TeacherInfo:
     pca_url: str | None = None  # VGGish's PCA parameters, fetched beside its weights
     display: str = ""  # the tables' name ("" : `name`)
     in_paper: bool = False  # one of the paper's four teachers
+    licence: str = ""  # of the weights it loads ("none": it has none)
+    # outputs a reference `<name>@<layer>` may select, (layer, dim); the first is its own
+    layers: tuple[tuple[str, int], ...] = ()
+    selected: str | None = None  # the layer a reference's row selects (`get_teacher`)
 
     @property
     def display_name(self) -> str:
         """How the tables write the teacher (`passt` → `PaSST`)."""
         return self.display or self.name
+
+    @property
+    def base(self) -> str:
+        """The teacher whose network a reference's row runs (`musicnn` of `musicnn@taggram`)."""
+        return self.name.partition("@")[0]
+
+    @property
+    def layer(self) -> str | None:
+        """The output this row stands for, where the teacher has several; else None."""
+        return self.selected or (self.layers[0][0] if self.layers else None)
 
     @property
     def hop_seconds(self) -> float | None:
@@ -111,6 +134,7 @@ TEACHERS: dict[str, TeacherInfo] = {
             builder="east_ray.teachers.pretrained:load_vggish",
             weights_url=_VGGISH_RELEASE + "vggish-10086976.pth",
             pca_url=_VGGISH_RELEASE + "vggish_pca_params-970ea276.pth",
+            licence="Apache-2.0 (Google's VGGish release in tensorflow/models, converted)",
         ),
         TeacherInfo(
             "openl3",
@@ -125,6 +149,7 @@ TEACHERS: dict[str, TeacherInfo] = {
             builder="east_ray.teachers.pretrained:load_openl3",
             weights_url="https://github.com/torchopenl3/torchopenl3-models/raw/master/"
             "torchopenl3_mel128_music_512.pth.tar",
+            licence="CC BY 4.0 (OpenL3's released weights)",
         ),
         TeacherInfo(
             "passt",
@@ -139,6 +164,7 @@ TEACHERS: dict[str, TeacherInfo] = {
             builder="east_ray.teachers.pretrained:load_passt",
             weights_url="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/"
             "passt-s-f128-p16-s10-ap.476-swa.pt",
+            licence="not stated (kkoutini/PaSST's release and README name none)",
         ),
         TeacherInfo(
             "panns",
@@ -152,6 +178,7 @@ TEACHERS: dict[str, TeacherInfo] = {
             builder="east_ray.teachers.pretrained:load_panns",
             # Zenodo record 3987831, the file panns-inference downloads
             weights_url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+            licence="MIT (audioset_tagging_cnn's LICENSE.MIT; the Zenodo record's terms unread)",
         ),
         TeacherInfo(
             "musicnn",
@@ -164,6 +191,10 @@ TEACHERS: dict[str, TeacherInfo] = {
             description="musicnn MSD model, penultimate layer per 3 s patch (PyTorch port)",
             builder="east_ray.teachers.musicnn:load_musicnn_teacher",
             pads_short_clips=False,
+            licence="ISC (the musicnn package, its weights included)",
+            # the back end's outputs per patch: its penultimate dense layer, the mean and
+            # max over time of the mid-end features it reads, and the 50 tag probabilities
+            layers=(("penultimate", 200), ("mean_pool", 753), ("max_pool", 753), ("taggram", 50)),
         ),
         TeacherInfo(
             "handcrafted",
@@ -175,15 +206,50 @@ TEACHERS: dict[str, TeacherInfo] = {
             builder="east_ray.teachers.handcrafted:load_handcrafted",
             pads_short_clips=False,
             standardise=True,
+            licence="none (no weights)",
         ),
     )
 }
 
 
 def get_teacher(name: str) -> TeacherInfo:
-    """Look a teacher up by name; an unknown name lists the known ones."""
-    try:
-        return TEACHERS[name]
-    except KeyError:
+    """The row of teacher `name`, or of a reference `<teacher>@<layer>` (module doc); an
+    unknown name lists the known teachers, an unknown layer the teacher's layers."""
+    base, at, layer = name.partition("@")
+    if base not in TEACHERS:
         known = ", ".join(sorted(TEACHERS))
-        raise UnknownNameError(f"unknown teacher {name!r}; known teachers: {known}") from None
+        raise UnknownNameError(f"unknown teacher {base!r}; known teachers: {known}")
+    row = TEACHERS[base]
+    if not at:
+        return row
+    dims = dict(row.layers)
+    if layer not in dims:
+        valid = ", ".join(f"{base}@{n}" for n in dims) or f"none: use {base}"
+        raise UnknownNameError(
+            f"teacher {name!r}: {base} has no layer {layer!r}; its layers: {valid}"
+        )
+    if layer == row.layers[0][0]:
+        return row
+    return dataclasses.replace(
+        row,
+        name=name,
+        dim=dims[layer],
+        selected=layer,
+        display=f"{row.display_name}@{layer}",
+        in_paper=False,
+        description=f"{row.description}; layer {layer}",
+    )
+
+
+def find_teacher(name: str) -> TeacherInfo | None:
+    """`get_teacher(name)`, or None for a name no row answers (a results frame's "-")."""
+    try:
+        return get_teacher(name)
+    except UnknownNameError:
+        return None
+
+
+def canonical_teacher(name: str) -> str:
+    """The name a teacher reference is stored and tabled under (`musicnn@penultimate`, the
+    row's own output, is `musicnn`)."""
+    return get_teacher(name).name

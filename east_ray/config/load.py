@@ -28,8 +28,9 @@ from east_ray.catalog import (
     REGULARIZERS,
     STAGES,
     STUDENTS,
-    TEACHERS,
+    canonical_teacher,
     get_student,
+    get_teacher,
     uses_stage,
     uses_teacher,
 )
@@ -41,6 +42,7 @@ from east_ray.config.spec import (
     StudySpec,
     TeacherLRRecipe,
 )
+from east_ray.errors import UnknownNameError
 
 # the shipped studies: package data (the repository's `studies/` links here)
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
@@ -204,8 +206,17 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
         problems.append(f"grid.regularizers: empty, expected some of: {', '.join(REGULARIZERS)}")
     for i, reg in enumerate(g.regularizers):
         _one_of(f"grid.regularizers[{i}]", reg, tuple(REGULARIZERS), problems)
+    canonical = []
     for i, teacher in enumerate(g.teachers):
-        _one_of(f"grid.teachers[{i}]", teacher, tuple(TEACHERS), problems)
+        try:
+            canonical.append(canonical_teacher(teacher))
+        except UnknownNameError as exc:
+            problems.append(f"grid.teachers[{i}]: {exc}")
+    if len(set(canonical)) < len(canonical):
+        problems.append(
+            f"grid.teachers: {list(g.teachers)} names one teacher output twice (a teacher's "
+            "own layer is its bare name); list each once"
+        )
     for i, stage in enumerate(g.stages):
         _one_of(f"grid.stages[{i}]", stage, STAGES, problems)
     for i, lam in enumerate(g.lams):
@@ -323,7 +334,10 @@ def _check_teacher_lr(t: TeacherLRRecipe, problems: list[str]) -> None:
     """The `[teacher_lr]` table: known teacher names, values in range."""
     by_teacher = {f"teacher_lr.lr_by_teacher.{k}": v for k, v in t.lr_by_teacher.items()}
     for teacher in t.lr_by_teacher:
-        _one_of(f"teacher_lr.lr_by_teacher.{teacher}", teacher, tuple(TEACHERS), problems)
+        try:
+            get_teacher(teacher)
+        except UnknownNameError as exc:
+            problems.append(f"teacher_lr.lr_by_teacher.{teacher}: {exc}")
     positive = {
         "teacher_lr.lr": t.lr,
         **by_teacher,
@@ -348,7 +362,18 @@ def parse_study(table: dict[str, Any], source: str = "<spec>") -> StudySpec:
     if problems:
         raise SpecError(source, problems)
     assert spec is not None
-    return typing.cast(StudySpec, spec)
+    return _with_canonical_teachers(typing.cast(StudySpec, spec))
+
+
+def _with_canonical_teachers(spec: StudySpec) -> StudySpec:
+    """`spec` with each teacher reference as it is stored (`catalog.canonical_teacher`)."""
+    g = spec.grid
+    grid = dataclasses.replace(
+        g,
+        teachers=tuple(map(canonical_teacher, g.teachers)),
+        lam_by_teacher={canonical_teacher(t): lam for t, lam in g.lam_by_teacher.items()},
+    )
+    return dataclasses.replace(spec, grid=grid)
 
 
 def resolve_study_path(name_or_path: str) -> Path:

@@ -165,8 +165,10 @@ class TeacherLRRecipe:
     max_steps: int = 80_000
 
     def lr_for(self, teacher: str) -> float:
-        """The learning rate used for `teacher`'s Teacher_LR."""
-        return float(self.lr_by_teacher.get(teacher, self.lr))
+        """The learning rate used for `teacher`'s Teacher_LR: its own entry, else (for a
+        layer `<teacher>@<layer>`) its teacher's, else `lr`."""
+        base = teacher.partition("@")[0]
+        return float(self.lr_by_teacher.get(teacher, self.lr_by_teacher.get(base, self.lr)))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from east_ray.data.spectra import needs_spectra
 from east_ray.data.spectra_prepare import prepare_spectra
 from east_ray.study.data_source import DataPlan, DataSource
 from east_ray.synthmic.demo import prepare_demo
-from east_ray.teachers.embeddings import extract_teacher
+from east_ray.teachers.embeddings import extract_teachers
 from east_ray.train.result import TeacherLRFit
 from east_ray.train.teacher_lr import fit_teacher_lr
 
@@ -78,8 +78,9 @@ def ensure_teachers(
     Teacher_LR per (teacher, fraction, seed) into `fits`, the study's own folder."""
 
     records = []
-    for teacher in teachers_needed(cells):
-        extract_teacher(data.root, teacher)
+    teachers = teachers_needed(cells)
+    extract_teachers(data.root, teachers)  # a teacher's layers from one pass per shard
+    for teacher in teachers:
         for fraction in spec.grid.fractions:
             for seed in spec.grid.seeds:
                 records.append(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from east_ray.analysis.layers import by_layer
 from east_ray.analysis.results import (
     RESULTS,
     annotate,
@@ -237,6 +238,9 @@ def render_tables(
                 classes,
             )
             tidies.append(tidy)
+            layered = by_layer(tidy)
+            if not layered.empty:
+                add(f"{head}, by layer of each teacher ({rule})", layered, classes)
         for lam, (results_at, intervals_at) in at.items():
             tidy = paper_table(results_at, expected, metrics, fraction, intervals_at)
             note = ci_note(N_BOOT, comparisons(tidy))

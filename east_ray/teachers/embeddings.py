@@ -13,6 +13,11 @@ framing than the catalog's (extracted again, with a warning). A record made with
 framing (`stored.stale_reason`, e.g. OpenL3 from before its frames were centred) has every
 shard extracted again. The spectrograms and `meta.json` are never rewritten.
 
+`extract_teachers(data_dir, names)` does the same for several; references to layers of one
+teacher (`musicnn@mean_pool`, `musicnn@taggram`; `catalog.teachers`) are extracted
+together: each shard's audio goes through the network once and every requested layer's
+shard is written from that pass.
+
 VGGish on OpenMIC-2018 is not recomputed: the release ships it (`X` in the npz), read
 dequantised by `east_ray.data.openmic.release_vggish`.
 
@@ -64,10 +69,11 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class EmbedJob:
-    """What an actor needs to embed one shard."""
+    """What an actor needs to embed one shard: `teachers` are references of one teacher,
+    all written from one forward pass."""
 
     data_dir: str
-    teacher: str
+    teachers: tuple[str, ...]
     shard: int
     clip_seconds: float
     min_fraction: float
@@ -111,12 +117,14 @@ def _shard_clips(data_dir: Path, shard: int) -> pa.Table:
 
 
 def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
-    """Embed every clip of one shard and write its Parquet file; returns the clip count."""
-    info = get_teacher(job.teacher)
+    """Embed every clip of one shard and write its Parquet file per reference of
+    `job.teachers` (from one pass of `extractor`, which serves them); returns the clip
+    count."""
+    info = get_teacher(job.teachers[0])
     rows = _shard_clips(Path(job.data_dir), job.shard)
     n_samples = round(job.clip_seconds * info.sample_rate)
     ids, paths = rows["clip_id"].to_pylist(), rows["audio_path"].to_pylist()
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {ref: [] for ref in job.teachers}
     for start in range(0, len(ids), job.batch_size):
         waves = []
         for path in paths[start : start + job.batch_size]:
@@ -125,16 +133,20 @@ def embed_shard(job: EmbedJob, extractor: Extractor) -> int:
                 resample(audio, rate, info.sample_rate), n_samples, job.min_fraction, path
             )
             waves.append(wave)
-        parts.append(extractor(torch.stack(waves)).numpy().astype(np.float32))
-    embeddings = np.concatenate(parts) if parts else np.zeros((0, 1, info.dim), np.float32)
-    bad = ~np.isfinite(embeddings).all(axis=(1, 2))
-    if bad.any():
-        raise BadValueError(
-            f"teacher {job.teacher}: non-finite embedding for clip "
-            f"{ids[int(np.flatnonzero(bad)[0])]} ({int(bad.sum())} clips in shard "
-            f"{job.shard})"
-        )
-    _write_shard(Path(job.data_dir), job.teacher, job.shard, ids, embeddings)
+        by_ref = extractor.embed_all(torch.stack(waves))
+        for ref in job.teachers:
+            parts[ref].append(by_ref[ref].numpy().astype(np.float32))
+    for ref, chunks in parts.items():
+        dim = get_teacher(ref).dim
+        embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 1, dim), np.float32)
+        bad = ~np.isfinite(embeddings).all(axis=(1, 2))
+        if bad.any():
+            raise BadValueError(
+                f"teacher {ref}: non-finite embedding for clip "
+                f"{ids[int(np.flatnonzero(bad)[0])]} ({int(bad.sum())} clips in shard "
+                f"{job.shard})"
+            )
+        _write_shard(Path(job.data_dir), ref, job.shard, ids, embeddings)
     return len(ids)
 
 
@@ -146,7 +158,11 @@ class _ShardEmbedder:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.template = template
         self.extractor = load_extractor(
-            template.teacher, device, Path(checkpoint) if checkpoint else None, pretrained
+            template.teachers[0],
+            device,
+            Path(checkpoint) if checkpoint else None,
+            pretrained,
+            outputs=template.teachers,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -242,25 +258,88 @@ def extract_teacher(
 
     `runner` replaces the Ray actor pool (tests run the shards in-process).
     """
+    records = extract_teachers(
+        data_dir, [name], checkpoint=checkpoint, pretrained=pretrained, runner=runner
+    )
+    return records[get_teacher(name).name]
+
+
+def extract_teachers(
+    data_dir: Path,
+    names: list[str],
+    *,
+    checkpoint: Path | None = None,
+    pretrained: bool = True,
+    runner: Callable[[list[EmbedJob]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Extract (or finish, or confirm) every teacher of `names`, the layers of one teacher
+    from one pass per shard; returns each one's record by name."""
+    if not names:
+        return {}
     data_dir = Path(data_dir)
-    info = get_teacher(name)
     meta = read_meta(data_dir)
     clips = _ok_clips(data_dir)
     shards = sorted(set(clips["shard"].to_pylist()))
-    todo = [s for s in shards if not _current_shard(_shard_path(data_dir, name, s), info.framing)]
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(get_teacher(n).name for n in names):
+        groups.setdefault(get_teacher(name).base, []).append(name)
+    records = {}
+    for group in groups.values():
+        todo = {}
+        for name in group:
+            todo[name], done = _status(data_dir, name, shards)
+            if done is not None:
+                logger.info(
+                    "%s: teacher %s already extracted (%d clips)", data_dir, name, done["clips"]
+                )
+                records[name] = done
+        pending = [name for name in group if name not in records]
+        if not pending:
+            continue
+        logger.info(
+            "teacher %s: %d clips in %d shards, %d already written",
+            ", ".join(pending),
+            len(clips),
+            len(shards),
+            len(shards) - len(set().union(*(todo[n] for n in pending))),
+        )
+        source = "network"
+        missing = sorted(set().union(*(todo[n] for n in pending)))
+        if pending == ["vggish"] and _write_release_vggish(data_dir, meta, clips, missing):
+            source = "release X (dequantised)"
+        elif missing:
+            features = meta["features"]
+            jobs = [
+                EmbedJob(
+                    str(data_dir), tuple(pending), s, features["clip_seconds"], meta["min_fraction"]
+                )
+                for s in missing
+            ]
+            if runner is not None:
+                runner(jobs)
+            else:
+                _run_on_ray(jobs, checkpoint, pretrained)
+        for name in pending:
+            records[name] = _write_record(
+                data_dir, name, shards, len(clips), source=source, pretrained=pretrained
+            )
+    return records
+
+
+def _status(data_dir: Path, name: str, shards: list[int]) -> tuple[set[int], dict[str, Any] | None]:
+    """The shards of teacher `name` to embed (missing, unreadable or of another framing, or
+    all of them when its record is stale: module doc), and its record when it is
+    extracted and needs none."""
+    info = get_teacher(name)
+    todo = {s for s in shards if not _current_shard(_shard_path(data_dir, name, s), info.framing)}
     done = _finished_record(data_dir, name)
     stale = None if done is None else stale_reason(name, done)
     if stale is not None:
         # The stale record stays until the new one replaces it, so an interrupted run
         # starts over rather than trusting shards of either framing.
         logger.warning("%s: %s; extracting it again", record_path(data_dir, name), stale)
-        todo = shards
-    elif done is not None:
-        if not todo:
-            logger.info(
-                "%s: teacher %s already extracted (%d clips)", data_dir, name, done["clips"]
-            )
-            return done
+        return set(shards), None
+    if done is not None and todo:
         logger.warning(
             "%s lists teacher %s as extracted, but %d of its %d shards in %s are missing or "
             "unreadable (%s); extracting them again",
@@ -269,28 +348,16 @@ def extract_teacher(
             len(todo),
             len(shards),
             teacher_dir(data_dir, name),
-            ", ".join(_shard_path(data_dir, name, s).name for s in todo),
+            ", ".join(_shard_path(data_dir, name, s).name for s in sorted(todo)),
         )
-    logger.info(
-        "teacher %s: %d clips in %d shards, %d already written",
-        name,
-        len(clips),
-        len(shards),
-        len(shards) - len(todo),
-    )
-    source = "network"
-    if name == "vggish" and _write_release_vggish(data_dir, meta, clips, todo):
-        source = "release X (dequantised)"
-    elif todo:
-        features = meta["features"]
-        jobs = [
-            EmbedJob(str(data_dir), name, s, features["clip_seconds"], meta["min_fraction"])
-            for s in todo
-        ]
-        if runner is not None:
-            runner(jobs)
-        else:
-            _run_on_ray(jobs, checkpoint, pretrained)
+    return todo, done if not todo else None
+
+
+def _write_record(
+    data_dir: Path, name: str, shards: list[int], clips: int, *, source: str, pretrained: bool
+) -> dict[str, Any]:
+    """Check every shard of teacher `name` is there; write and return its record."""
+    info = get_teacher(name)
     missing = [s for s in shards if not _shard_path(data_dir, name, s).is_file()]
     if missing:
         raise RuntimeError(f"teacher {name}: shards {missing} were not written")
@@ -298,7 +365,7 @@ def extract_teacher(
     shape = schema.field("embedding").type.shape
     record = {
         "complete": True,
-        "clips": len(clips),
+        "clips": clips,
         "framing": info.framing,
         "frames": int(shape[0]),
         "dim": int(shape[1]),
@@ -312,7 +379,7 @@ def extract_teacher(
     logger.info(
         "teacher %s: %d clips, embedding %dx%d (%s) in %s",
         name,
-        len(clips),
+        clips,
         shape[0],
         shape[1],
         source,

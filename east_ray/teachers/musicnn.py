@@ -48,6 +48,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from east_ray.catalog.teachers import get_teacher
 from east_ray.data.audio import decode
 from east_ray.errors import BadValueError, UnknownNameError
 from east_ray.teachers.extractor import Extractor
@@ -433,9 +434,14 @@ def musicnn_file_features(path: Path | str, model: nn.Module) -> dict[str, Tenso
 
 
 def load_musicnn_teacher(
-    device: torch.device | str, checkpoint: Path | None = None, pretrained: bool = True
+    device: torch.device | str,
+    checkpoint: Path | None = None,
+    pretrained: bool = True,
+    *,
+    outputs: tuple[str, ...] = ("musicnn",),
 ) -> Extractor:
-    """The musicnn teacher: 16 kHz audio `(B, N)` → penultimate layer `(B, T, 200)` per patch.
+    """The musicnn teacher: 16 kHz audio `(B, N)` → penultimate layer `(B, T, 200)` per
+    patch, or with `outputs` each named layer (`musicnn@mean_pool`, ...) from one pass.
 
     `checkpoint`: a directory holding `.index` + `.data-*` (default: the installed wheel's
     MSD model). `pretrained=False` keeps random weights (tests).
@@ -445,8 +451,10 @@ def load_musicnn_teacher(
     else:
         model = MusicnnTagger().to(device).eval()
 
-    def embed(audio: Tensor) -> Tensor:
-        rows = [musicnn_features(clip, SAMPLE_RATE, model)["penultimate"] for clip in audio]
-        return torch.stack(rows)
+    layers = {ref: get_teacher(ref).layer for ref in outputs}
 
-    return Extractor("musicnn", embed, device, model)
+    def embed(audio: Tensor) -> dict[str, Tensor]:
+        clips = [musicnn_features(clip, SAMPLE_RATE, model) for clip in audio]
+        return {ref: torch.stack([c[str(layer)] for c in clips]) for ref, layer in layers.items()}
+
+    return Extractor(outputs[0], embed, device, model, outputs=outputs)
