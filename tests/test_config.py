@@ -499,8 +499,6 @@ def test_bad_toml_and_missing_study_are_reported(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="not valid TOML"):
         load_study(bad)
     with pytest.raises(FileNotFoundError, match="known studies: demo, demo_layers, magnatagat"):
-        FileNotFoundError, match="known studies: demo, demo_layers, magnatagatune, "
-    ):
         load_study("no_such_study")
 
 
