@@ -75,6 +75,11 @@ class DatasetInfo:
         return tuple(self.published_clips)
 
     @property
+    def default_scheme(self) -> str | None:
+        """The split scheme read unless another is named (None: it publishes none)."""
+        return next(iter(self.published_clips), None)
+
+    @property
     def local(self) -> bool:
         """Rendered on this machine (the demo's), never downloaded."""
         return self.release is None

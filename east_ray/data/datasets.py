@@ -50,7 +50,7 @@ def read_release(name: str, root: Path, options: ReadOptions | None = None) -> R
             f"--split-scheme: got {scheme!r} for {name}, whose schemes are: "
             f"{', '.join(row.split_schemes) or 'none'}; leave it out or name one of them"
         )
-    scheme = scheme or next(iter(row.split_schemes), None)
+    scheme = scheme or row.default_scheme
     reader: Reader = resolve(row.reader)
     return reader(row, Path(root), ReadOptions(scheme, rule, options.valid_list))
 
@@ -58,7 +58,7 @@ def read_release(name: str, root: Path, options: ReadOptions | None = None) -> R
 def published_counts(row: DatasetInfo, scheme: str | None = None) -> dict[str, int]:
     """The clips per split the release publishes under `scheme` (None: its default; {}
     where none are published)."""
-    scheme = scheme or next(iter(row.split_schemes), None)
+    scheme = scheme or row.default_scheme
     return dict(row.published_clips[scheme]) if scheme is not None else {}
 
 

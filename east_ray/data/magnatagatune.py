@@ -75,7 +75,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
 def read_release(row: DatasetInfo, root: Path, options: ReadOptions) -> ReleaseIndex:
     """Read the MTAT release at `root` under `options.split_scheme` (checked against `row`
     by `east_ray.data.datasets.read_release`)."""
-    return read_magnatagatune(root, options.split_scheme or row.split_schemes[0])
+    return read_magnatagatune(root, options.split_scheme or str(row.default_scheme))
 
 
 def read_magnatagatune(root: Path, split_scheme: str = "won") -> ReleaseIndex:
