@@ -209,7 +209,10 @@ def _dashboard_lists_the_runs(journal: Path, runs: int, trials: list[int]) -> No
         counts = []
         for s in studies:
             with urllib.request.urlopen(f"{url}/{s['study_id']}", timeout=5) as response:
-                counts.append(len(json.load(response)["trials"]))
+                listed = json.load(response)["trials"]
+            counts.append(len(listed))
+            # a trial resumed from its last checkpoint (the damaged result) reports too
+            assert [t["state"] for t in listed] == ["Complete"] * len(listed), listed
         assert sorted(counts, reverse=True) == trials
     finally:
         server.terminate()

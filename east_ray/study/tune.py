@@ -31,6 +31,7 @@ from east_ray.study.search import config_cell, config_key, searcher
 from east_ray.study.store import RESULT, cell_dir, fits_dir, read_result
 from east_ray.train.cpu_numerics import check_cpu_numerics
 from east_ray.train.data import BlockStore, TeacherArrays, build_trial_data, load_teacher_arrays
+from east_ray.train.result import RunResult
 from east_ray.train.trainer import train
 from east_ray.train.trial import TrialSpec
 
@@ -123,8 +124,12 @@ def _reported_finished(run_dir: Path) -> bool:
     trial that reports anything, and its Optuna trial then gets its value."""
     result = read_result(run_dir)
     if result is not None:
-        tune.report({"best_val_mAP": result.val["mAP"]})
+        _report_objective(result)
     return result is not None
+
+
+def _report_objective(result: RunResult) -> None:
+    tune.report({"best_val_mAP": result.val["mAP"]})
 
 
 @contextlib.contextmanager
@@ -160,7 +165,16 @@ def _train_cell(cell: Cell, shared: Shared, run_dir: Path) -> None:
         max_epochs=shared.max_epochs,
         gpu_fraction=resources.gpu_share,
     )
-    result = train(spec, data, run_dir, report=lambda metrics, _: tune.report(metrics))
+    reported = False
+
+    def report(metrics: dict[str, float], _: Path) -> None:
+        nonlocal reported
+        reported = True
+        tune.report(metrics)
+
+    result = train(spec, data, run_dir, report=report)
+    if not reported:  # resumed from its last epoch's checkpoint: no epoch left to report
+        _report_objective(result)
     result = dataclasses.replace(
         result,
         gpu_hours=result.wall_seconds / 3600 * resources.gpus_per_trial,
