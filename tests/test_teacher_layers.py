@@ -27,11 +27,11 @@ LAYERS = ["musicnn", "musicnn@mean_pool", "musicnn@max_pool", "musicnn@taggram"]
 
 
 @pytest.mark.parametrize("name", sorted(TEACHERS))
-def test_every_teacher_states_its_weights_licence_and_its_own_layer_first(name: str) -> None:
+def test_every_teacher_states_its_weights_licence_and_its_own_layer(name: str) -> None:
     row = get_teacher(name)
     assert row.licence and row.base == name
     if row.layers:
-        assert row.layers[0][1] == row.dim and row.layer == row.layers[0][0]
+        assert dict(row.layers)[row.own_layer] == row.dim and row.layer == row.own_layer
         for layer, dim in row.layers:
             ref = get_teacher(f"{name}@{layer}")
             assert (ref.dim, ref.layer, ref.base, ref.hop, ref.framing) == (

@@ -47,6 +47,12 @@ EXPECTED_T = {
     "panns": (1, 1),
     "musicnn": (3, 9),
     "handcrafted": (10, 30),
+    # hub teachers: 1 s frames from the start (CLAP: 10 s windows)
+    "mert_v1_95m": (10, 29),
+    "mert_v1_330m": (10, 29),
+    "ast": (10, 29),
+    "whisper_base": (10, 29),
+    "clap_music": (1, 2),
 }
 
 
@@ -66,7 +72,9 @@ def test_registry_facts_and_unknown_name() -> None:
     assert get_teacher("musicnn").hop_seconds == pytest.approx(2.992)
     assert {n for n, info in TEACHERS.items() if info.centred} == {"openl3", "passt"}
     assert {TEACHERS[n].hop_seconds for n in ("vggish", "openl3", "passt", "handcrafted")} == {0.96}
-    with pytest.raises(UnknownNameError, match="known teachers: handcrafted, musicnn, openl3"):
+    with pytest.raises(
+        UnknownNameError, match="known teachers: ast, clap_music, handcrafted, mert_v1_330m"
+    ):
         get_teacher("wav2vec")
 
 

@@ -23,6 +23,7 @@ from east_ray.catalog.teachers import (
     Framing,
     TeacherInfo,
     canonical_teacher,
+    check_licence,
     find_teacher,
     get_teacher,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "StudentInfo",
     "TeacherInfo",
     "canonical_teacher",
+    "check_licence",
     "find_teacher",
     "get_dataset",
     "get_student",

@@ -27,11 +27,15 @@ teachers, whose columns come first. `licence` is the licence of the weights the 
 loads, as their publisher states it.
 
 Layers. A teacher whose network has several outputs worth teaching from lists them in
-`layers`, `(layer, dim)` on its frame grid, its own output (`dim`) first. A study names
+`layers`, `(layer, dim)` on its frame grid; its own output (`dim`) is `output`, else the
+first. A study names
 one as `<teacher>@<layer>` (`musicnn@mean_pool`); `get_teacher` gives that reference a
 row of its own (its name, dim and `layer`), and everything keyed by a teacher's name
 (stored embeddings, cells, tables, results) keys by the reference. The row's own output
 keeps the bare name: `musicnn@penultimate` is `musicnn` (`canonical_teacher`).
+
+Hub teachers (`east_ray.catalog.hub`: MERT, AST, Whisper's encoder, CLAP) are rows built
+from their `HubModel`, which they keep as `hub`; their layers are the hidden states.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from east_ray.catalog.hub import HUB_MODELS, HubModel
 from east_ray.errors import BadValueError, UnknownNameError
 
 Framing = Literal["start", "centred_zeros", "centred_reflect"]
@@ -65,9 +70,11 @@ class TeacherInfo:
     display: str = ""  # the tables' name ("" : `name`)
     in_paper: bool = False  # one of the paper's four teachers
     licence: str = ""  # of the weights it loads ("none": it has none)
-    # outputs a reference `<name>@<layer>` may select, (layer, dim); the first is its own
+    # outputs a reference `<name>@<layer>` may select, (layer, dim), in depth order
     layers: tuple[tuple[str, int], ...] = ()
+    output: str = ""  # the layer the bare name stands for ("": the first of `layers`)
     selected: str | None = None  # the layer a reference's row selects (`get_teacher`)
+    hub: HubModel | None = None  # a hub teacher's model (`east_ray.catalog.hub`)
 
     @property
     def display_name(self) -> str:
@@ -80,9 +87,19 @@ class TeacherInfo:
         return self.name.partition("@")[0]
 
     @property
+    def non_commercial(self) -> bool:
+        """Whether its weights' licence forbids commercial use (used only on an opt-in)."""
+        return self.hub is not None and self.hub.non_commercial
+
+    @property
+    def own_layer(self) -> str | None:
+        """The layer the bare name stands for; None for a teacher with one output."""
+        return self.output or (self.layers[0][0] if self.layers else None)
+
+    @property
     def layer(self) -> str | None:
         """The output this row stands for, where the teacher has several; else None."""
-        return self.selected or (self.layers[0][0] if self.layers else None)
+        return self.selected or self.own_layer
 
     @property
     def hop_seconds(self) -> float | None:
@@ -114,6 +131,27 @@ class TeacherInfo:
         # centred_reflect: reflection needs more samples than it mirrors, so a shorter
         # clip is zero-padded first
         return 1 + (max(n_samples, half + 1) + 2 * half - self.window) // self.hop
+
+
+def hub_teacher(name: str, model: HubModel) -> TeacherInfo:
+    """A hub model's row: its hidden states pooled to `frame_seconds` frames from the start
+    of the clip, a clip shorter than one frame padded by its feature extractor."""
+    frame = round(model.frame_seconds * model.sample_rate)
+    dims = dict(model.layers)
+    revision = model.revision or "revision not pinned"
+    return TeacherInfo(
+        name,
+        dim=dims[model.output],
+        sample_rate=model.sample_rate,
+        window=frame,
+        hop=frame,
+        description=f"{model.repo} ({revision}), hidden states per {model.frame_seconds:g} s",
+        builder="east_ray.teachers.hub:load_hub_teacher",
+        licence=model.licence,
+        layers=model.layers,
+        output=model.output,
+        hub=model,
+    )
 
 
 _VGGISH_RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
@@ -208,6 +246,7 @@ TEACHERS: dict[str, TeacherInfo] = {
             standardise=True,
             licence="none (no weights)",
         ),
+        *(hub_teacher(name, model) for name, model in HUB_MODELS.items()),
     )
 }
 
@@ -228,7 +267,7 @@ def get_teacher(name: str) -> TeacherInfo:
         raise UnknownNameError(
             f"teacher {name!r}: {base} has no layer {layer!r}; its layers: {valid}"
         )
-    if layer == row.layers[0][0]:
+    if layer == row.own_layer:
         return row
     return dataclasses.replace(
         row,
@@ -239,6 +278,17 @@ def get_teacher(name: str) -> TeacherInfo:
         in_paper=False,
         description=f"{row.description}; layer {layer}",
     )
+
+
+def check_licence(name: str, accepted: bool, how: str) -> None:
+    """Refuse teacher `name` if its weights are non-commercial and that was not `accepted`
+    (`how` says how to accept it)."""
+    row = get_teacher(name)
+    if row.non_commercial and not accepted:
+        raise BadValueError(
+            f"teacher {name}: its weights are licensed {row.licence}, for non-commercial "
+            f"use only; {how} to use them"
+        )
 
 
 def find_teacher(name: str) -> TeacherInfo | None:

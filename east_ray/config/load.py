@@ -29,6 +29,7 @@ from east_ray.catalog import (
     STAGES,
     STUDENTS,
     canonical_teacher,
+    check_licence,
     get_student,
     get_teacher,
     uses_stage,
@@ -42,7 +43,9 @@ from east_ray.config.spec import (
     StudySpec,
     TeacherLRRecipe,
 )
-from east_ray.errors import UnknownNameError
+from east_ray.errors import UnknownNameError, UserError
+
+NON_COMMERCIAL_OPT_IN = "set non_commercial_weights = true at the top level of the study"
 
 # the shipped studies: package data (the repository's `studies/` links here)
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
@@ -210,7 +213,8 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
     for i, teacher in enumerate(g.teachers):
         try:
             canonical.append(canonical_teacher(teacher))
-        except UnknownNameError as exc:
+            check_licence(teacher, spec.non_commercial_weights, NON_COMMERCIAL_OPT_IN)
+        except UserError as exc:
             problems.append(f"grid.teachers[{i}]: {exc}")
     if len(set(canonical)) < len(canonical):
         problems.append(

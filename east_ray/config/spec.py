@@ -241,6 +241,8 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     student_options: dict[str, int | float | str | bool] = field(default_factory=dict)
     systems: tuple[ExtraSystem, ...] = ()
+    # the grid may use teachers whose weights are licensed for non-commercial use only
+    non_commercial_weights: bool = False
 
     def for_system(self, name: str) -> StudySpec:
         """This study as extra system `name` trains: its student options and recipe."""

@@ -79,7 +79,8 @@ def ensure_teachers(
 
     records = []
     teachers = teachers_needed(cells)
-    extract_teachers(data.root, teachers)  # a teacher's layers from one pass per shard
+    # a teacher's layers from one pass per shard
+    extract_teachers(data.root, teachers, accept_non_commercial=spec.non_commercial_weights)
     for teacher in teachers:
         for fraction in spec.grid.fractions:
             for seed in spec.grid.seeds:

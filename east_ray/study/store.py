@@ -279,7 +279,7 @@ def _result_defining(spec: StudySpec) -> dict[str, Any]:
     """The parts of a spec that change what a cell's result means (not the grid, the
     resources, the name or the recipe's runtime options); extra systems by name."""
     content = dataclasses.asdict(spec)
-    for key in ("grid", "resources", "name"):
+    for key in ("grid", "resources", "name", "non_commercial_weights"):
         content.pop(key)
     for recipe in (content["recipe"], *(x["recipe"] for x in content["systems"])):
         for option in RUNTIME_OPTIONS:

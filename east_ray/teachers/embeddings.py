@@ -40,7 +40,7 @@ import ray
 import torch
 from tqdm import tqdm
 
-from east_ray.catalog import get_dataset, get_teacher
+from east_ray.catalog import check_licence, get_dataset, get_teacher
 from east_ray.data.audio import decode, fit_length, resample
 from east_ray.data.openmic import release_vggish
 from east_ray.data.parquet import (
@@ -65,6 +65,12 @@ from east_ray.teachers.stored import (
 )
 
 logger = logging.getLogger(__name__)
+
+# how a study or the teachers command accepts weights licensed for non-commercial use only
+OPT_IN = (
+    "set non_commercial_weights = true at the top level of the study (the teachers "
+    "command: --accept-non-commercial)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,13 +259,19 @@ def extract_teacher(
     checkpoint: Path | None = None,
     pretrained: bool = True,
     runner: Callable[[list[EmbedJob]], None] | None = None,
+    accept_non_commercial: bool = False,
 ) -> dict[str, Any]:
     """Extract (or finish, or confirm) teacher `name` for a prepared dataset; returns its record.
 
     `runner` replaces the Ray actor pool (tests run the shards in-process).
     """
     records = extract_teachers(
-        data_dir, [name], checkpoint=checkpoint, pretrained=pretrained, runner=runner
+        data_dir,
+        [name],
+        checkpoint=checkpoint,
+        pretrained=pretrained,
+        runner=runner,
+        accept_non_commercial=accept_non_commercial,
     )
     return records[get_teacher(name).name]
 
@@ -271,11 +283,15 @@ def extract_teachers(
     checkpoint: Path | None = None,
     pretrained: bool = True,
     runner: Callable[[list[EmbedJob]], None] | None = None,
+    accept_non_commercial: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Extract (or finish, or confirm) every teacher of `names`, the layers of one teacher
-    from one pass per shard; returns each one's record by name."""
+    from one pass per shard; returns each one's record by name. A teacher with
+    non-commercial weights is refused unless `accept_non_commercial`."""
     if not names:
         return {}
+    for name in names:
+        check_licence(name, accept_non_commercial, OPT_IN)
     data_dir = Path(data_dir)
     meta = read_meta(data_dir)
     clips = _ok_clips(data_dir)

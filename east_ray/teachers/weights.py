@@ -98,14 +98,17 @@ PINNED: dict[str, Pin] = {
 """Published checksums of the release files, by the name they are cached under."""
 
 
-def import_package(teacher: str, module: str, package: str) -> ModuleType:
-    """`module` of the optional `package` that `teacher` needs; its absence says how to fix it."""
+def import_package(
+    teacher: str, module: str, package: str, *, extra: str = "teachers"
+) -> ModuleType:
+    """`module` of the optional `package` that `teacher` needs (east_ray's `extra`); its
+    absence says how to fix it."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         raise MissingPackageError(
-            f"the {teacher} teacher needs the `{package}` package (the `teachers` extra of "
-            f"east_ray): pip install 'east_ray[teachers]' ({error})"
+            f"the {teacher} teacher needs the `{package}` package (the `{extra}` extra of "
+            f"east_ray): pip install 'east_ray[{extra}]' ({error})"
         ) from error
 
 
