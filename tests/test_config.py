@@ -43,6 +43,7 @@ def test_the_shipped_studies_load() -> None:
         "demo_layers",
         "magnatagatune",
         "magnatagatune_limited",
+        "modern_teachers",
         "openmic",
         "openmic_limited",
         "paper",
