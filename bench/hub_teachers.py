@@ -1,7 +1,8 @@
-"""The hub teachers (`east_ray.catalog.hub`) on this machine: each row's extraction throughput
-with a tiny model of its class (the real loading and pooling path, offline), the parameter
-count of its full configuration (built on the meta device, no weights), and the bytes one
-stored layer takes per 1,000 OpenMIC clips (10 s, float32, as `teachers/<name>` stores it).
+"""The hub teachers (`east_ray.catalog.hub`) and Dasheng on this machine: each
+row's extraction throughput with a tiny model of its class (the real loading and pooling
+path, offline), the parameter count of its full configuration (built on the meta device,
+no weights), and the bytes one stored layer takes per 1,000 OpenMIC clips (10 s, float32,
+as `teachers/<name>` stores it).
 
 The full configurations are the published ones (`config.json` of each repository, as copied
 in public code; CLAP's audio tower is LAION's HTSAT-base as the conversion script maps it).
@@ -14,6 +15,7 @@ chunking, pooling), not the network: the full models are 10^3-10^4 times larger.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -92,26 +94,53 @@ def throughput(name: str, clips: int, reps: int, folder: Path) -> dict[str, Any]
         row = get_teacher(name)
         refs = tuple(f"{name}@{layer}" for layer, _ in row.layers)
         extractor = load_extractor(name, "cpu", folder, outputs=refs)
-        audio = 0.1 * torch.randn(clips, round(OPENMIC_SECONDS * row.sample_rate))
-        extractor.embed_all(audio[:1])  # warm-up
-        seconds = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            extractor.embed_all(audio)
-            seconds.append(time.perf_counter() - start)
+        rate = timed(extractor, row.sample_rate, clips, reps)
     finally:
         TEACHERS[name] = saved
-    best = min(seconds)
-    return {"clips_per_s": clips / best, "layers": len(refs), "seconds": seconds}
+    return {**rate, "layers": len(refs)}
+
+
+def timed(extractor: Any, sample_rate: int, clips: int = 8, reps: int = 3) -> dict[str, Any]:
+    """Clips per second embedding `clips` 10 s clips, best of `reps` after a warm-up."""
+    audio = 0.1 * torch.randn(clips, round(OPENMIC_SECONDS * sample_rate))
+    extractor.embed_all(audio[:1])
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        extractor.embed_all(audio)
+        seconds.append(time.perf_counter() - start)
+    return {"clips_per_s": clips / min(seconds), "seconds": seconds}
+
+
+def dasheng_row() -> dict[str, Any]:
+    """Dasheng's figures: parameters of its base size, tiny-model throughput."""
+    from dasheng.pretrained.pretrained import Dasheng
+
+    from east_ray.teachers.dasheng import SIZE, load_dasheng_teacher
+
+    full = Dasheng(**SIZE)  # its mel front end cannot be built on the meta device
+    tiny = {"embed_dim": 16, "depth": 2, "num_heads": 2}
+    saved = TEACHERS["dasheng"]
+    layers = tuple((str(i), 16) for i in range(3))
+    TEACHERS["dasheng"] = dataclasses.replace(saved, dim=16, layers=layers, output="2")
+    try:
+        refs = ("dasheng", "dasheng@0", "dasheng@1")
+        extractor = load_dasheng_teacher("cpu", pretrained=False, outputs=refs, size=tiny)
+        rate = timed(extractor, 16_000)
+    finally:
+        TEACHERS["dasheng"] = saved
+    return {
+        "parameters": {"loaded": sum(p.numel() for p in full.parameters())},
+        "tiny": {**rate, "layers": len(refs)},
+        "mb_per_layer_per_1000_clips": storage_per_1000("dasheng"),
+    }
 
 
 def storage_per_1000(name: str) -> dict[str, float]:
     """MB per stored layer per 1,000 OpenMIC clips (float32), by layer dimension."""
     row = get_teacher(name)
     frames = row.frames(round(OPENMIC_SECONDS * row.sample_rate))
-    return {
-        str(dim): frames * dim * 4 * 1000 / 1e6 for dim in sorted({d for _, d in row.layers})
-    }
+    return {str(dim): frames * dim * 4 * 1000 / 1e6 for dim in sorted({d for _, d in row.layers})}
 
 
 def main() -> None:
@@ -128,6 +157,7 @@ def main() -> None:
                 "tiny": throughput(name, args.clips, args.reps, Path(tmp) / name),
                 "mb_per_layer_per_1000_clips": storage_per_1000(name),
             }
+    rows["dasheng"] = dasheng_row()
     out = {"threads": torch.get_num_threads(), "clip_seconds": OPENMIC_SECONDS, "rows": rows}
     print(json.dumps(out, indent=1))
 

@@ -154,7 +154,7 @@ def test_every_problem_is_reported_at_once_with_field_value_and_allowed() -> Non
     assert len(problems) == 6, problems
     text = "\n".join(problems)
     assert (
-        "grid.teachers[1]: unknown teacher 'wav2vec'; known teachers: ast, clap_music, handcrafted"
+        "grid.teachers[1]: unknown teacher 'wav2vec'; known teachers: ast, clap_music, dasheng"
         in text
     )
     assert "grid.lams[1]: got 1.5, expected a number in [0, 1]" in text

@@ -104,6 +104,42 @@ def test_random_weights_read_the_config_only(tiny: tuple[str, Path]) -> None:
         load_extractor(name, "cpu", folder)
 
 
+def test_a_mert_config_loads_into_hubert_unless_it_uses_mert_only_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MERT's hub config names its own model type and class and carries its extra options,
+    off; the weights load into HubertModel as they are. One with an option on is refused."""
+    import json
+
+    name = "mert_v1_95m"
+    torch.manual_seed(0)
+    net, features, hidden = tiny_model(name)
+    net.save_pretrained(tmp_path)
+    features.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    mert = {
+        **config,
+        "model_type": "mert_model",
+        "architectures": ["MERTModel"],
+        "auto_map": {"AutoModel": "modeling_MERT.MERTModel"},
+        "feature_extractor_cqt": False,
+        "deepnorm": False,
+        "attention_relax": -1.0,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(mert))
+    monkeypatch.setitem(TEACHERS, name, hub_teacher(name, tiny_row(name, hidden)))
+    audio = _audio(24_000, 3.0)
+    out = load_extractor(name, "cpu", tmp_path)(audio)
+    inputs = features(list(audio.numpy()), sampling_rate=24_000, return_tensors="pt")
+    with torch.no_grad():
+        net.eval()
+        states = net(inputs["input_values"], output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(out[:, 0], states[:, :75].mean(dim=1), atol=1e-5)  # frame 0: 0-1 s
+    (tmp_path / "config.json").write_text(json.dumps({**mert, "deepnorm": True}))
+    with pytest.raises(BadValueError, match=r"turns on \['deepnorm'\]"):
+        load_extractor(name, "cpu", tmp_path)
+
+
 def test_a_checkpoint_of_other_sizes_is_refused(
     tiny: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,7 +213,7 @@ def test_pooling_averages_the_native_frames_centred_in_each_frame() -> None:
     assert used == [t for t in range(101) if 1600 * t + 1480 < 160_000]
 
 
-@pytest.mark.parametrize("name", HUB)
+@pytest.mark.parametrize("name", [*HUB, "dasheng"])
 @pytest.mark.parametrize(
     ("seconds", "stages"),
     [(10.0, [(62, 0.16)] * 3), (29.1, [(30, 0.96), (15, 1.92), (15, 1.92)])],  # both students

@@ -35,12 +35,14 @@ EXPECTED_T = {  # the documented frame counts; OpenL3 and PaSST centred, as the 
     "openl3": {10.0: 11, 29.1: 31},
     "passt": {10.0: 11, 29.1: 31},
     "panns": {10.0: 1, 29.1: 1},
+    "dasheng": {10.0: 10, 29.1: 29},
 }
 PACKAGES = {
     "vggish": "torchvggish",
     "openl3": "torchopenl3",
     "passt": "hear21passt",
     "panns": "panns_hear",
+    "dasheng": "dasheng",
 }
 PRETRAINED = sorted(name for name, info in TEACHERS.items() if info.weights_url)
 CPU = torch.device("cpu")
@@ -76,6 +78,11 @@ def passt() -> Extractor:
 @pytest.fixture(scope="module")
 def panns() -> Extractor:
     return _build("panns")
+
+
+@pytest.fixture(scope="module")
+def dasheng() -> Extractor:
+    return _build("dasheng")
 
 
 def _check_contract(extractor: Extractor, audio: torch.Tensor, seconds: float) -> torch.Tensor:

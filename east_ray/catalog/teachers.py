@@ -246,6 +246,20 @@ TEACHERS: dict[str, TeacherInfo] = {
             standardise=True,
             licence="none (no weights)",
         ),
+        TeacherInfo(
+            "dasheng",
+            display="Dasheng",
+            dim=768,
+            sample_rate=16_000,
+            window=16_000,  # its 25 Hz patches pooled to 1 s frames, as the hub teachers'
+            hop=16_000,
+            description="Dasheng base (the dasheng package), block outputs per 1 s",
+            builder="east_ray.teachers.dasheng:load_dasheng_teacher",
+            weights_url="https://zenodo.org/records/11511780/files/dasheng_base.pt?download=1",
+            licence="Apache-2.0 (the dasheng package; the Zenodo record's terms unread)",
+            layers=tuple((str(i), 768) for i in range(13)),
+            output="12",
+        ),
         *(hub_teacher(name, model) for name, model in HUB_MODELS.items()),
     )
 }

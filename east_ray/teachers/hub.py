@@ -109,9 +109,20 @@ def load_parts(
     return net.eval(), features
 
 
+# MERT's options that its repository's MERTModel adds to HuBERT (a CQT input branch, a
+# "deepnorm" encoder); HubertModel has neither, so a config with one on is not loadable
+MERT_ONLY = ("feature_extractor_cqt", "deepnorm")
+
+
 def _check_sizes(info: TeacherInfo, source: str, net: nn.Module) -> None:
     model = _hub(info)
     config: Any = net.config
+    used = [key for key in MERT_ONLY if getattr(config, key, False)]
+    if used:
+        raise BadValueError(
+            f"{info.name}: {source} turns on {used}, which only MERT's own code "
+            "(trust_remote_code) implements; transformers' HubertModel would ignore them"
+        )
     if model.family == "clap":
         dims = [config.patch_embeds_hidden_size * 2**i for i in range(len(config.depths))]
         found = (*dims, dims[-1])
@@ -165,26 +176,31 @@ EXTRA_ARGS: dict[str, dict[str, str]] = {
 
 def pooling(model: HubModel, n_native: int, samples: int) -> Tensor:
     """`(frames, n_native)` weights averaging a chunk's native frames into the teacher's
-    frames: frame t takes the native frames centred in [t, t + 1) · frame (module doc of
-    `east_ray.catalog.hub`); a chunk of `samples` samples has max(1, samples // frame)."""
+    frames (`pool_frames` on the row's frame grid)."""
     frame = round(model.frame_seconds * model.sample_rate)
-    frames = max(1, samples // frame)
     if model.native_hop is None:  # one native frame per chunk
-        return torch.ones(frames, n_native) / n_native
-    centres = model.native_first_centre + model.native_hop * torch.arange(n_native)
+        return torch.ones(max(1, samples // frame), n_native) / n_native
+    return pool_frames(n_native, samples, frame, model.native_hop, model.native_first_centre)
+
+
+def pool_frames(n_native: int, samples: int, frame: int, hop: int, first_centre: int) -> Tensor:
+    """`(frames, n_native)` weights: frame t of a chunk of `samples` samples (max(1,
+    samples // frame) frames of `frame` samples from its start) is the mean of the native
+    frames, `hop` samples apart from `first_centre`, centred in [t, t + 1) · frame."""
+    frames = max(1, samples // frame)
+    centres = first_centre + hop * torch.arange(n_native)
     which = torch.div(centres, frame, rounding_mode="floor")
     weights = (which[None] == torch.arange(frames)[:, None]).float()
     counts = weights.sum(dim=1, keepdim=True)
-    if bool((counts == 0).any()):  # the row's hop or first centre is wrong: not the caller's
-        raise RuntimeError(f"{model.repo}: a {frame}-sample frame holds none of its frames")
+    if bool((counts == 0).any()):  # a wrong hop or first centre: not the caller's
+        raise RuntimeError(f"a {frame}-sample frame holds none of the native frames")
     return weights / counts
 
 
-def _chunks(model: HubModel, n_samples: int) -> list[tuple[int, int]]:
-    """(start, length) of the chunks one clip is embedded in: whole frames, at most
-    `chunk_seconds` each; a trailing part shorter than a frame is left out."""
-    frame = round(model.frame_seconds * model.sample_rate)
-    chunk = round(model.chunk_seconds * model.sample_rate)
+def chunks(n_samples: int, frame: int, chunk: int) -> list[tuple[int, int]]:
+    """(start, length) of the chunks one clip is embedded in: whole frames, at most `chunk`
+    samples each; a trailing part shorter than a frame is left out (a clip shorter than a
+    frame is one chunk, padded by the caller)."""
     usable = max(frame, n_samples // frame * frame)
     return [(s, min(chunk, usable - s)) for s in range(0, usable, chunk)]
 
@@ -206,10 +222,15 @@ def load_hub_teacher(
     index = {name: i for i, (name, _) in enumerate(model.layers)}
     layers = {ref: index[str(get_teacher(ref).layer)] for ref in outputs}
 
+    frame = round(model.frame_seconds * model.sample_rate)
+    chunk = round(model.chunk_seconds * model.sample_rate)
+
     def embed(audio: Tensor) -> dict[str, Tensor]:
         pooled: dict[str, list[Tensor]] = {ref: [] for ref in outputs}
         clips = audio.to("cpu", torch.float32).numpy()
-        for start, length in _chunks(model, clips.shape[1]):
+        if clips.shape[1] < frame and model.family != "clap":  # CLAP's extractor repeat-pads
+            clips = np.pad(clips, ((0, 0), (0, frame - clips.shape[1])))
+        for start, length in chunks(clips.shape[1], frame, chunk):
             part = clips[:, start : start + length]
             inputs = features(
                 list(np.ascontiguousarray(part)),
