@@ -308,14 +308,19 @@ def kd_reg(x: RegInputs) -> Tensor:
     return kd_loss(x.out.logits, x.teacher_logits, kd_mask, x.spec.kd_temperature)
 
 
+def on_stages(loss: Callable[[Tensor, Tensor], Tensor], x: RegInputs) -> Tensor:
+    """`loss` of each selected stage's aligned (student, teacher) pair, equally weighted."""
+    return torch.stack([loss(s, t) for s, t in x.pairs]).mean()
+
+
 def dcor_reg(x: RegInputs) -> Tensor:
-    """`dcor`: `dcor_loss` on the selected stages, equally weighted."""
-    return torch.stack([dcor_loss(s, t) for s, t in x.pairs]).mean()
+    """`dcor`: `dcor_loss` on the selected stages."""
+    return on_stages(dcor_loss, x)
 
 
 def cos_diff_reg(x: RegInputs) -> Tensor:
-    """`cos_diff`: `cos_diff_loss` on the selected stages, equally weighted."""
-    return torch.stack([cos_diff_loss(s, t) for s, t in x.pairs]).mean()
+    """`cos_diff`: `cos_diff_loss` on the selected stages."""
+    return on_stages(cos_diff_loss, x)
 
 
 def dcor_kd_reg(x: RegInputs) -> Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from east_ray.config import SYSTEMS
+from east_ray.distances import cka_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss
 from east_ray.losses import (
     LossSpec,
     align,
@@ -324,6 +325,14 @@ def _toy_output(gen: torch.Generator, batch: int = 8) -> StudentOutput:
     return StudentOutput(torch.randn(batch, 5, generator=gen), stages)
 
 
+DISTANCES = {
+    "cka": cka_loss,
+    "rkd_d": rkd_distance_loss,
+    "rkd_a": rkd_angle_loss,
+    "pkt": pkt_loss,
+}
+
+
 @pytest.mark.parametrize(("regularizer", "stage"), SYSTEMS)
 def test_east_loss_composes_each_system(regularizer: str, stage: str | None) -> None:
     gen = _rng(8)
@@ -357,6 +366,10 @@ def test_east_loss_composes_each_system(regularizer: str, stage: str | None) -> 
         "cos_diff": np.mean([cos_diff_loss(s, t).item() for s, t in seq]),
         "dcor": np.mean([dcor_loss(s, t).item() for s, t in seq]),
         "dcor_kd": 0.3 * kd + 0.7 * np.mean([dcor_loss(s, t).item() for s, t in seq]),
+        **{
+            name: np.mean([measure(s, t).item() for s, t in seq])
+            for name, measure in DISTANCES.items()
+        },
     }[regularizer]
     assert terms.reg.item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
 

@@ -75,6 +75,12 @@ REGULARIZERS: dict[str, Regularizer] = {
         Regularizer(
             "dcor_kd", True, True, "EAsT_KD", "east_ray.losses:dcor_kd_reg", {"final": "EAsT_KD"}
         ),
+        # the distance measures the distillation literature compares (east_ray.distances),
+        # in dCor's place: same stages, alignment and λ
+        Regularizer("cka", True, False, "EAsT_CKA", "east_ray.distances:cka_reg"),
+        Regularizer("rkd_d", True, False, "EAsT_RKD-D", "east_ray.distances:rkd_distance_reg"),
+        Regularizer("rkd_a", True, False, "EAsT_RKD-A", "east_ray.distances:rkd_angle_reg"),
+        Regularizer("pkt", True, False, "EAsT_PKT", "east_ray.distances:pkt_reg"),
     )
 }
 
