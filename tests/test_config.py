@@ -40,7 +40,9 @@ def _problems(table: dict[str, Any]) -> list[str]:
 def test_the_shipped_studies_load() -> None:
     assert SHIPPED == [
         "demo",
+        "demo_distances",
         "demo_layers",
+        "distances",
         "magnatagatune",
         "magnatagatune_limited",
         "modern_teachers",
