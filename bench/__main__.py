@@ -2,7 +2,8 @@
 
 Writes `bench/results/<date>-<host>.json` and a Markdown summary beside it. Each figure is
 a ratio of two things measured side by side in the same run: trainer full path vs bare
-loop, regularizer vs baseline step, compiled vs eager step, the step with mel-band jitter
+loop, regularizer vs baseline step (with each regularizer's memory saved for backward),
+compiled vs eager step, the step with mel-band jitter
 vs without (and the bytes it stores per clip vs the log-mel), log-mel vs librosa, study
 runner vs in-process, a trial's private memory with the object-store blocks viewed vs
 copied, training FLOP/s vs this machine's matmul peak, and how a study's memory and
@@ -22,6 +23,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from bench import (
+    distances,
     flops,
     local_ray,
     logmel,
@@ -48,6 +50,11 @@ def summary(result: dict[str, Any]) -> str:
     for name, cost in t["regularizer_cost"].items():
         if name != "none":
             lines.append(f"| {name} step / baseline step | {spread(cost)} | ≤ 1.05 (dcor) |")
+    for name, row in result["distances"]["by_base_channels"]["128"].items():
+        lines.append(
+            f"| {name}: memory saved for backward, batch 16, paper CP-ResNet, final / all "
+            f"stages | {row['final_bytes'] / 1e6:.1f} / {row['all_bytes'] / 1e6:.1f} MB | |"
+        )
     for name, c in t["compile"].items():
         first = c["first_step_s"]
         lines += [
@@ -106,6 +113,7 @@ def main() -> None:
     result["trainer"] = trainer.run(
         reps=5, base_channels=32, clips=40, compile_studies=trainer.COMPILE_STUDIES
     )
+    result["distances"] = distances.run()
     result["meljitter"] = meljitter.run(reps=5, base_channels=32, studies=("openmic", "demo"))
     result["flops"] = flops.run(steps=2)
     result["study"] = study_overhead.run(args.trials)

@@ -3,7 +3,8 @@ paper's OpenMIC shapes: CP-ResNet's stage maps (32 and 128 base channels: the be
 and the paper's student) aligned to 62 frames of a 768-d teacher (PaSST), on the final
 stage and on all three. Bytes of the distinct tensors autograd saves while the loss is
 computed (`torch.autograd.graph.saved_tensors_hooks`), float32; the stage maps themselves
-and the student's own activations are left out. Each measure's step time against the
+and the student's own activations are left out (but the frequency mean and, for FitNet,
+the hint projection, which the loss's step computes). Each measure's step time against the
 baseline step is `make bench`'s regularizer rows (`bench.trainer`).
 
     .venv/bin/python -m bench.distances
@@ -12,21 +13,23 @@ baseline step is `make bench`'s regularizer rows (`bench.trainer`).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from east_ray.catalog import REGULARIZERS
+from east_ray.catalog import REGULARIZERS, regularizer
 from east_ray.losses import LossSpec, RegInputs, align, stage_sequence
 from east_ray.models import StudentOutput
 
 BATCH, FRAMES, TEACHER_DIM = 16, 62, 768
 
 
-def saved_bytes(spec: LossSpec, inputs: RegInputs) -> int:
+def saved_bytes(spec: LossSpec, out: StudentOutput, teacher: Tensor, stages: list[Tensor]) -> int:
     """Bytes of the distinct tensors autograd keeps for backward while the row's loss runs
-    (the aligned sequences it is given not counted)."""
-    given = {p.data_ptr() for pair in inputs.pairs for p in pair}
+    on `stages` (the student's stage maps and the teacher not counted); a hint row's
+    projections (`east_ray.models.hint`) run inside, as they do in its training step."""
+    given = {m.data_ptr() for m in stages} | {teacher.data_ptr()}
     seen: dict[int, int] = {}
 
     def pack(x: Tensor) -> Tensor:
@@ -36,7 +39,11 @@ def saved_bytes(spec: LossSpec, inputs: RegInputs) -> int:
 
     assert spec.reg_loss is not None
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        spec.reg_loss(inputs)
+        sequences = [stage_sequence(m) for m in stages]
+        if regularizer(spec.regularizer).hint:
+            sequences = [nn.Linear(s.shape[-1], teacher.shape[-1])(s) for s in sequences]
+        pairs = [align(s, 0.16, teacher, 0.16) for s in sequences]
+        spec.reg_loss(RegInputs(out, torch.ones(BATCH, 20), spec, pairs, None))
     return sum(seen.values())
 
 
@@ -46,27 +53,27 @@ def measure(base_channels: int) -> dict[str, dict[str, int]]:
     stages = [torch.randn(BATCH, c, 8, FRAMES, generator=gen, requires_grad=True) for c in channels]
     out = StudentOutput(torch.zeros(BATCH, 20), stages)
     teacher = torch.randn(BATCH, FRAMES, TEACHER_DIM, generator=gen)
-    pairs = [align(stage_sequence(m), 0.16, teacher, 0.16) for m in stages]
     rows: dict[str, dict[str, int]] = {}
     for name, row in REGULARIZERS.items():
-        if not row.reads_sequence or row.reads_logits:
-            continue
-        rows[name] = {}
-        for stage, chosen in (("final", pairs[-1:]), ("all", pairs)):
-            spec = LossSpec(name, stage, 0.5)
-            inputs = RegInputs(out, torch.ones(BATCH, 20), spec, chosen, None)
-            rows[name][f"{stage}_bytes"] = saved_bytes(spec, inputs)
+        if row.reads_sequence and not row.reads_logits:
+            rows[name] = {
+                f"{stage}_bytes": saved_bytes(LossSpec(name, stage, 0.5), out, teacher, chosen)
+                for stage, chosen in (("final", stages[-1:]), ("all", stages))
+            }
     return rows
 
 
-def main() -> None:
-    result = {
+def run() -> dict[str, Any]:
+    return {
         "batch": BATCH,
         "frames": FRAMES,
         "teacher_dim": TEACHER_DIM,
         "by_base_channels": {str(c): measure(c) for c in (32, 128)},
     }
-    print(json.dumps(result, indent=1))
+
+
+def main() -> None:
+    print(json.dumps(run(), indent=1))
 
 
 if __name__ == "__main__":

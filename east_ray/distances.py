@@ -14,6 +14,11 @@ value (the 1e-9 in each denominator; never NaN), and the gradients stay finite.
   Kim, Lu & Cho, "Relational knowledge distillation", CVPR 2019).
 - `pkt_loss`: probabilistic knowledge transfer (Passalis & Tefas, "Learning deep
   representations with probabilistic knowledge transfer", ECCV 2018).
+- `hint_loss`: FitNet's hint (Romero et al., "FitNets: hints for thin deep nets", ICLR
+  2015): the mean squared difference between the student's features, projected onto the
+  teacher's dimension by a learned linear map (`east_ray.models.hint`: trained with the
+  student, dropped at inference), and the teacher's. Not relational: it needs the
+  projection, which the `fitnet` row's `hint` makes the trainer add.
 
 The `*_reg` functions are the catalog rows' losses (one `RegInputs` in, `L_reg` out).
 """
@@ -111,6 +116,17 @@ def pkt_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
     return (q * torch.log((q + EPS) / (p + EPS))).sum(-1).mean()
 
 
+def hint_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
+    """FitNet: mean over steps, samples and dimensions of (W s + b − t)², the student's
+    sequence already projected (`(B, T, D)` against `(B, T, D)`)."""
+    if student_seq.shape[-1] != teacher_seq.shape[-1]:
+        raise ValueError(
+            f"hint_loss: the student's features have {student_seq.shape[-1]} values, the "
+            f"teacher's {teacher_seq.shape[-1]}; the student must be a HintedStudent"
+        )
+    return F.mse_loss(_steps(student_seq), _steps(teacher_seq))
+
+
 def cka_reg(x: RegInputs) -> Tensor:
     """`cka`: `cka_loss` on the selected stages."""
     return on_stages(cka_loss, x)
@@ -129,3 +145,8 @@ def rkd_angle_reg(x: RegInputs) -> Tensor:
 def pkt_reg(x: RegInputs) -> Tensor:
     """`pkt`: `pkt_loss` on the selected stages."""
     return on_stages(pkt_loss, x)
+
+
+def fitnet_reg(x: RegInputs) -> Tensor:
+    """`fitnet`: `hint_loss` on the selected stages (each with its own projection)."""
+    return on_stages(hint_loss, x)

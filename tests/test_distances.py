@@ -13,6 +13,9 @@ import torch
 from east_ray.catalog import REGULARIZERS, regularizer
 from east_ray.distances import cka_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss
 from east_ray.errors import UnknownNameError
+from east_ray.losses import LossSpec, align, east_loss, stage_sequence
+from east_ray.models import build_student
+from east_ray.models.hint import HintedStudent
 
 Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -152,3 +155,35 @@ def test_an_unknown_measure_lists_the_known_ones() -> None:
     for name in MEASURES:  # each reads the teacher's sequence at a stage, as dCor does
         row = REGULARIZERS[name]
         assert row.reads_sequence and not row.reads_logits and row.uses_stage
+
+
+@pytest.mark.parametrize("stage", ["final", "all"])
+def test_fitnet_pulls_the_projected_stages_toward_the_teacher(stage: str) -> None:
+    student = build_student("cp_resnet", 5, seed=0, base_channels=4)
+    hinted = HintedStudent(student, 7, 40, seed=0)
+    x = torch.randn(4, 40, 160, generator=torch.Generator().manual_seed(6))
+    out = hinted(x)
+    teacher = torch.randn(4, 2, 7, generator=torch.Generator().manual_seed(7))
+    spec = LossSpec(regularizer="fitnet", stage=stage, lam=0.5)
+    hops = [0.16] * len(out.stages)
+    labels = torch.zeros(4, 5)
+    terms = east_loss(
+        out, labels, torch.ones(4, 5), spec, stage_hops=hops, teacher_seq=teacher, teacher_hop=0.96
+    )
+    chosen = out.stages if stage == "all" else out.stages[-1:]
+    pairs = [align(stage_sequence(m), 0.16, teacher, 0.96) for m in chosen]
+    expected = torch.stack([((s - t) ** 2).mean() for s, t in pairs]).mean()
+    torch.testing.assert_close(terms.reg, expected)
+    terms.total.backward()  # the projections learn from the hint
+    trained = hinted.hints if stage == "all" else hinted.hints[-1:]
+    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in trained)
+    with pytest.raises(ValueError, match="must be a HintedStudent"):
+        east_loss(
+            student(x),
+            labels,
+            torch.ones(4, 5),
+            spec,
+            stage_hops=hops,
+            teacher_seq=teacher,
+            teacher_hop=0.96,
+        )

@@ -17,11 +17,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from east_ray.analysis.metrics import evaluate
+from east_ray.catalog import get_teacher
 from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
 from east_ray.data.parquet import LabelTable, read_meta
 from east_ray.data.scores import SCORES, read_scores
 from east_ray.errors import BadValueError
+from east_ray.models import build_student
+from east_ray.models.hint import HintedStudent, parameter_count, stage_channels
 from east_ray.teachers.embeddings import EmbedJob, embed_shard, extract_teacher
 from east_ray.teachers.registry import load_extractor
 from east_ray.train.data import (
@@ -133,6 +136,33 @@ def test_train_reports_same_keys_each_epoch_and_writes_curves(
     assert hparams["system"] == "EAsT_All" and hparams["seed"] == str(spec.cell.seed)
     assert hparams["teacher"] == "handcrafted" and hparams["lam"] == spec.cell.lam
     assert finals["final/test_mAP"] == pytest.approx(result.test["mAP"])
+
+
+def test_fitnet_trains_hint_projections_that_the_deployed_student_leaves_out(
+    prepared: Path, tmp_path: Path
+) -> None:
+    _with_teacher(prepared)
+    spec = _spec("fitnet", "all")
+    spec = TrialSpec(**{**spec.__dict__, "max_epochs": 2})
+    model = spec.build_model()
+    assert isinstance(model, HintedStudent)
+    bare = build_student("cp_resnet", 20, seed=0, base_channels=8)
+    x = torch.randn(2, TEST_FEATURES.n_mels, 160)
+    model.eval(), bare.eval()
+    out = model(x)
+    torch.testing.assert_close(out.logits, bare(x).logits)  # the hints change no prediction
+    dim = get_teacher("handcrafted").dim
+    assert [tuple(m.shape[1:3]) for m in out.stages] == [(dim, 1)] * len(bare(x).stages)
+    hint_parameters = sum((c + 1) * dim for c in stage_channels(bare, TEST_FEATURES.n_mels))
+    result = train(spec, _data(prepared, spec), tmp_path / "run")
+    assert result.parameters == parameter_count(bare)
+    assert result.training_parameters == result.parameters + hint_parameters
+    assert RunResult.from_row(json.loads(json.dumps(result.row()))) == result
+    # the checkpoint holds the projections: a resumed run continues from them
+    resumed = train(
+        TrialSpec(**{**spec.__dict__, "max_epochs": 3}), _data(prepared, spec), tmp_path / "run"
+    )
+    assert resumed.epochs == 3 and resumed.training_parameters == result.training_parameters
 
 
 def _hparams(tb: Path) -> tuple[dict[str, object], dict[str, float]]:

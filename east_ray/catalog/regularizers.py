@@ -10,6 +10,8 @@ loads, the tables' row names. Adding a regularizer is one row in `REGULARIZERS` 
 loss function; a test may add one with `monkeypatch.setitem(REGULARIZERS, name, row)`.
 
 A loss function takes one `east_ray.losses.RegInputs` and returns the scalar `L_reg`.
+A row with `hint` trains the student with learned projections onto the teacher's
+dimension (FitNet), so its loss sees stage maps of the teacher's width.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Regularizer:
     loss: str  # "module:function" of L_reg; "" for none (the Baseline)
     # the paper's names of this regularizer's systems, by stage (None: it has no stage)
     names: dict[str | None, str] = field(default_factory=dict)
+    # the student trains with FitNet hint projections onto the teacher's dimension, which
+    # its stage maps then are (east_ray.models.hint); they are dropped at inference
+    hint: bool = False
 
     @property
     def uses_teacher(self) -> bool:
@@ -77,10 +82,25 @@ REGULARIZERS: dict[str, Regularizer] = {
         ),
         # the distance measures the distillation literature compares (east_ray.distances),
         # in dCor's place: same stages, alignment and λ
-        Regularizer("cka", True, False, "EAsT_CKA", "east_ray.distances:cka_reg"),
-        Regularizer("rkd_d", True, False, "EAsT_RKD-D", "east_ray.distances:rkd_distance_reg"),
-        Regularizer("rkd_a", True, False, "EAsT_RKD-A", "east_ray.distances:rkd_angle_reg"),
-        Regularizer("pkt", True, False, "EAsT_PKT", "east_ray.distances:pkt_reg"),
+        # (named as Cos-Diff is: the bare name on the final stage, "(all)" on all stages)
+        *(
+            Regularizer(name, True, False, stem, f"east_ray.distances:{loss}", {"final": stem})
+            for name, stem, loss in (
+                ("cka", "EAsT_CKA", "cka_reg"),
+                ("rkd_d", "EAsT_RKD-D", "rkd_distance_reg"),
+                ("rkd_a", "EAsT_RKD-A", "rkd_angle_reg"),
+                ("pkt", "EAsT_PKT", "pkt_reg"),
+            )
+        ),
+        Regularizer(
+            "fitnet",
+            True,
+            False,
+            "EAsT_FitNet",
+            "east_ray.distances:fitnet_reg",
+            {"final": "EAsT_FitNet"},
+            hint=True,
+        ),
     )
 }
 

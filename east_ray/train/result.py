@@ -34,6 +34,9 @@ class RunResult:
     device: str
     # FINAL_KEYS of the last validated epoch (NaN in a result written before runs kept them)
     final: dict[str, float] = dataclasses.field(default_factory=dict)
+    # the deployed student's parameters, and those trained (with FitNet's hint projections)
+    parameters: int | None = None
+    training_parameters: int | None = None
     # where it ran, when the study ran it
     gpu_hours: float | None = None
     node_id: str | None = None
@@ -56,6 +59,8 @@ class RunResult:
             **{
                 k: v
                 for k, v in (
+                    ("parameters", self.parameters),
+                    ("training_parameters", self.training_parameters),
                     ("gpu_hours", self.gpu_hours),
                     ("node_id", self.node_id),
                     ("gpu_ids", self.gpu_ids),
@@ -86,10 +91,20 @@ class RunResult:
             final={k: float(row.get(f"final_{k}", math.nan)) for k in FINAL_KEYS},
             wall_seconds=float(row["wall_seconds"]),
             device=str(row["device"]),
+            parameters=_count(row.get("parameters")),
+            training_parameters=_count(row.get("training_parameters")),
             gpu_hours=row.get("gpu_hours"),
             node_id=row.get("node_id"),
             gpu_ids=row.get("gpu_ids"),
         )
+
+
+def _count(value: Any) -> int | None:
+    """A count read back from a row (None where the row predates it, or is NaN in a frame
+    of rows of which only some have it)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)

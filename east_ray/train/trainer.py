@@ -63,7 +63,8 @@ from east_ray.data.parquet import move_aside, write_atomic
 from east_ray.data.scores import SCORES, write_scores
 from east_ray.errors import BadValueError, UserError
 from east_ray.losses import LossTerms, east_loss
-from east_ray.models import Student, StudentOutput, build_student
+from east_ray.models import Student, StudentOutput
+from east_ray.models.hint import parameter_count
 from east_ray.train.compiled import CompiledStep, compile_mode
 from east_ray.train.data import (
     Batch,
@@ -141,9 +142,7 @@ class _Run:
     ) -> None:
         self.spec, self.data, self.device = spec, data, device
         r = spec.recipe
-        self.model: Student = build_student(
-            spec.cell.student, spec.num_classes, seed=spec.cell.seed, **spec.student_options
-        )
+        self.model: Student = spec.build_model()
         self.model.to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -478,4 +477,6 @@ def train(
         final={k: s.last.get(k, math.nan) for k in FINAL_KEYS},
         wall_seconds=s.wall_seconds,
         device=device.type,
+        parameters=parameter_count(getattr(run.model, "deployed", run.model)),
+        training_parameters=parameter_count(run.model),
     )

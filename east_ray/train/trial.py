@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from east_ray.catalog import get_teacher, regularizer
 from east_ray.config import Cell, Features, Recipe, StudySpec, recipe_choice_problems
 from east_ray.errors import BadValueError
 from east_ray.losses import LossSpec
+from east_ray.models import Student, build_student
+from east_ray.models.hint import HintedStudent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,17 @@ class TrialSpec:
             max_epochs=max_epochs,
             gpu_fraction=gpu_fraction,
         )
+
+    def build_model(self) -> Student:
+        """The network this run trains: the student (seeded by the cell), with FitNet hint
+        projections onto the teacher's dimension when its regularizer's row asks."""
+        c = self.cell
+        student = build_student(c.student, self.num_classes, seed=c.seed, **self.student_options)
+        if not regularizer(c.regularizer).hint:
+            return student
+        assert c.teacher is not None  # a hint regularizer reads the teacher: config checked
+        dim = get_teacher(c.teacher).dim
+        return HintedStudent(student, dim, self.features.n_mels, seed=c.seed)
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(
