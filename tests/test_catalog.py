@@ -81,7 +81,8 @@ def test_each_row_expands_loads_and_computes_what_it_reads(name: str) -> None:
     teacher = {
         "stage_hops": [0.16],
         "teacher_hop": 0.96,
-        "teacher_seq": torch.randn(4, 2, 5) if row.reads_sequence else None,
+        # a hint row reads the student's projected stages, of the teacher's width
+        "teacher_seq": torch.randn(4, 2, 8 if row.hint else 5) if row.reads_sequence else None,
         "teacher_logits": torch.randn(4, 3) if row.reads_logits else None,
     }
     terms = east_loss(out, labels, mask, spec, **teacher)  # type: ignore[arg-type]

@@ -502,7 +502,7 @@ def test_bad_toml_and_missing_study_are_reported(tmp_path: Path) -> None:
     bad.write_text("name = \n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_study(bad)
-    with pytest.raises(FileNotFoundError, match="known studies: demo, demo_layers, magnatagat"):
+    with pytest.raises(FileNotFoundError, match="known studies: demo, demo_distances, demo_layers"):
         load_study("no_such_study")
 
 
