@@ -129,4 +129,4 @@ def synthetic_trial_data(spec: StudySpec, cell: Cell, clips: int) -> TrialData:
     store = ArrayStore(ids, rng.standard_normal(shape).astype(np.float16))
     seq = rng.standard_normal((clips, TEACHER_FRAMES, TEACHER_DIM)).astype(np.float32)
     logits = rng.standard_normal((clips, CLASSES)).astype(np.float32)
-    return build_trial_data(cell, labels, store, seq, logits)
+    return build_trial_data(cell, labels, store, (seq,) if cell.teacher else (), logits)

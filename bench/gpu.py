@@ -143,8 +143,8 @@ def measure(
             mask,
             loss_spec,
             stage_hops=hops,
-            teacher_seq=teacher,
-            teacher_hop=TEACHER_HOP,
+            teacher_seqs=[teacher],
+            teacher_hops=[TEACHER_HOP],
         )
 
     name = f"bench {spec.student} {variant}"

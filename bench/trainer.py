@@ -99,7 +99,8 @@ def make_run(inputs: Inputs, store: BlockStore, regularizer: str, stage: str | N
     lam = 0.0 if regularizer == "none" else 0.5
     teacher = None if regularizer == "none" else "handcrafted"
     cell = Cell("synthmic", "cp_resnet", regularizer, teacher, stage, lam, 1.0, 0)
-    data = build_trial_data(cell, inputs.labels, store, inputs.seq, inputs.logits)
+    seqs = (inputs.seq,) if teacher else ()
+    data = build_trial_data(cell, inputs.labels, store, seqs, inputs.logits)
     spec = TrialSpec(cell, inputs.recipe, FEATURES, len(inputs.labels.labels[0]), inputs.options)
     torch.manual_seed(0)
     return _Run(spec, data, inputs.run_root / cell.cell_id, torch.device("cpu"))

@@ -336,38 +336,47 @@ def east_loss(
     spec: LossSpec,
     *,
     stage_hops: Sequence[float] = (),
-    teacher_seq: Tensor | None = None,
-    teacher_hop: float | None = None,
-    teacher_first_centre: float = 0.0,
+    teacher_seqs: Sequence[Tensor] = (),
+    teacher_hops: Sequence[float | None] = (),
+    teacher_first_centres: Sequence[float] = (),
     teacher_logits: Tensor | None = None,
 ) -> LossTerms:
     """The composite loss of one batch for the system `spec` describes.
 
-    `labels`/`mask` `(B, K)`; `teacher_seq` `(B, T', D)` for a regularizer that reads the
-    sequence, `teacher_logits` `(B, K)` for one that reads logits (its catalog row);
-    `stage_hops` are the stage hops in seconds; `teacher_hop`, `teacher_first_centre`
-    place the teacher's frames (`align`).
+    `labels`/`mask` `(B, K)`; `teacher_seqs`, one `(B, T', D)` per teacher of the cell (a
+    set has several), for a regularizer that reads the sequence, `teacher_logits` `(B, K)`
+    for one that reads logits (its catalog row); `stage_hops` are the stage hops in
+    seconds; each teacher's `teacher_hops` and `teacher_first_centres` (default 0) place
+    its frames (`align`). With several teachers, `L_reg` is the mean of each one's.
     """
     pred = masked_bce(out.logits, labels, mask)
     row = regularizer(spec.regularizer)
     if row.reads_logits and teacher_logits is None:
         raise ValueError(f"teacher_logits: required for regularizer {row.name!r}, got None")
-    if row.reads_sequence and teacher_seq is None:
-        raise ValueError(f"teacher_seq: required for regularizer {row.name!r}, got None")
+    if row.reads_sequence and not teacher_seqs:
+        raise ValueError(f"teacher_seqs: required for regularizer {row.name!r}, got none")
+    if len(teacher_hops) != len(teacher_seqs):
+        raise ValueError(f"teacher_hops: got {len(teacher_hops)} for {len(teacher_seqs)} teachers")
     if spec.reg_loss is None:
         reg = torch.zeros((), device=pred.device)
+    elif not row.reads_sequence:
+        reg = spec.reg_loss(RegInputs(out, mask, spec, [], teacher_logits))
     else:
-        pairs = []
-        if row.reads_sequence:
-            assert teacher_seq is not None
-            pairs = _stage_pairs(
-                spec,
-                out.stages,
-                stage_hops,
-                teacher_seq,
-                teacher_hop=teacher_hop,
-                teacher_first_centre=teacher_first_centre,
+        centres = teacher_first_centres or [0.0] * len(teacher_seqs)
+        per_teacher = [
+            spec.reg_loss(
+                RegInputs(
+                    out,
+                    mask,
+                    spec,
+                    _stage_pairs(
+                        spec, out.stages, stage_hops, seq, teacher_hop=hop, teacher_first_centre=c
+                    ),
+                    teacher_logits,
+                )
             )
-        reg = spec.reg_loss(RegInputs(out, mask, spec, pairs, teacher_logits))
+            for seq, hop, c in zip(teacher_seqs, teacher_hops, centres, strict=True)
+        ]
+        reg = per_teacher[0] if len(per_teacher) == 1 else torch.stack(per_teacher).mean()
     total = (1 - spec.lam) * pred + spec.lam * reg
     return LossTerms(total, pred, reg)

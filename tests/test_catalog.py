@@ -80,17 +80,18 @@ def test_each_row_expands_loads_and_computes_what_it_reads(name: str) -> None:
     mask = torch.ones(4, 3, dtype=torch.bool)
     teacher = {
         "stage_hops": [0.16],
-        "teacher_hop": 0.96,
         # a hint row reads the student's projected stages, of the teacher's width
-        "teacher_seq": torch.randn(4, 2, 8 if row.hint else 5) if row.reads_sequence else None,
+        "teacher_seqs": [torch.randn(4, 2, 8 if row.hint else 5)] if row.reads_sequence else [],
+        "teacher_hops": [0.96] if row.reads_sequence else [],
         "teacher_logits": torch.randn(4, 3) if row.reads_logits else None,
     }
     terms = east_loss(out, labels, mask, spec, **teacher)  # type: ignore[arg-type]
     assert torch.isfinite(terms.reg) and terms.reg.item() != 0.0
-    needed = [k for k in ("teacher_seq", "teacher_logits") if teacher[k] is not None]
+    needed = [k for k in ("teacher_seqs", "teacher_logits") if teacher[k] not in (None, [])]
     for key in needed:  # each input the row reads is required, by name
+        empty = {key: None} if key == "teacher_logits" else {key: [], "teacher_hops": []}
         with pytest.raises(ValueError, match=f"{key}: required for regularizer {name!r}"):
-            east_loss(out, labels, mask, spec, **{**teacher, key: None})  # type: ignore[arg-type]
+            east_loss(out, labels, mask, spec, **{**teacher, **empty})  # type: ignore[arg-type]
 
 
 def test_an_unknown_regularizer_lists_the_known_ones() -> None:
@@ -175,6 +176,6 @@ def test_a_new_teacher_is_one_row_and_one_function(
     cell = Cell("synthmic", "cp_resnet", "dcor_kd", "frame_energy", "final", 0.5, 1.0, 0)
     spec = TrialSpec(cell, RECIPE, TEST_FEATURES, 20, {"base_channels": 8}, max_epochs=2)
     data = _data(prepared, spec)
-    assert data.teacher_seq is not None and data.teacher_seq.shape[-1] == FRAME_ENERGY.dim
+    assert [s.shape[-1] for s in data.teacher_seqs] == [FRAME_ENERGY.dim]
     result = train(spec, data, tmp_path / "run")
     assert result.epochs == 2 and np.isfinite(result.test["mAP"])

@@ -168,7 +168,13 @@ def test_fitnet_pulls_the_projected_stages_toward_the_teacher(stage: str) -> Non
     hops = [0.16] * len(out.stages)
     labels = torch.zeros(4, 5)
     terms = east_loss(
-        out, labels, torch.ones(4, 5), spec, stage_hops=hops, teacher_seq=teacher, teacher_hop=0.96
+        out,
+        labels,
+        torch.ones(4, 5),
+        spec,
+        stage_hops=hops,
+        teacher_seqs=[teacher],
+        teacher_hops=[0.96],
     )
     chosen = out.stages if stage == "all" else out.stages[-1:]
     pairs = [align(stage_sequence(m), 0.16, teacher, 0.96) for m in chosen]
@@ -184,6 +190,6 @@ def test_fitnet_pulls_the_projected_stages_toward_the_teacher(stage: str) -> Non
             torch.ones(4, 5),
             spec,
             stage_hops=hops,
-            teacher_seq=teacher,
-            teacher_hop=0.96,
+            teacher_seqs=[teacher],
+            teacher_hops=[0.96],
         )

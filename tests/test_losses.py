@@ -156,8 +156,8 @@ def test_kd_mask_all_averages_over_every_entry(regularizer: str) -> None:
             m,
             spec,
             stage_hops=(0.16,) * 3,
-            teacher_seq=teacher,
-            teacher_hop=0.96,
+            teacher_seqs=[teacher],
+            teacher_hops=[0.96],
             teacher_logits=t_logits,
         )
         return terms.reg.item()
@@ -354,8 +354,8 @@ def test_east_loss_composes_each_system(regularizer: str, stage: str | None) -> 
         mask,
         spec,
         stage_hops=(0.16, 0.16, 0.16),
-        teacher_seq=teacher,
-        teacher_hop=0.96,
+        teacher_seqs=[teacher],
+        teacher_hops=[0.96],
         teacher_logits=t_logits,
     )
     assert terms.total.item() == pytest.approx(
@@ -384,7 +384,7 @@ def test_east_loss_names_missing_teacher_inputs() -> None:
     labels, mask = torch.zeros(8, 5), torch.ones(8, 5, dtype=torch.bool)
     with pytest.raises(ValueError, match="teacher_logits: required for regularizer 'kd'"):
         east_loss(out, labels, mask, LossSpec("kd", None, 0.5))
-    with pytest.raises(ValueError, match="teacher_seq: required for regularizer 'dcor'"):
+    with pytest.raises(ValueError, match="teacher_seqs: required for regularizer 'dcor'"):
         east_loss(out, labels, mask, LossSpec("dcor", "final", 0.5), stage_hops=(1, 1, 1))
     with pytest.raises(ValueError, match="stage: got None"):
         LossSpec("dcor", None, 0.5)
@@ -407,9 +407,9 @@ def test_east_loss_aligns_as_its_spec_says() -> None:
             mask,
             LossSpec("dcor", "final", 0.5, alignment=alignment),
             stage_hops=(0.16, 0.16, 0.16),
-            teacher_seq=teacher,
-            teacher_hop=0.96,
-            teacher_first_centre=0.0,
+            teacher_seqs=[teacher],
+            teacher_hops=[0.96],
+            teacher_first_centres=[0.0],
         )
         s, t = align(final, 0.16, teacher, 0.96, alignment=alignment)
         assert terms.reg.item() == pytest.approx(dcor_loss(s, t).item(), rel=1e-6)

@@ -17,7 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from east_ray.analysis.metrics import evaluate
-from east_ray.catalog import get_teacher
+from east_ray.catalog import TEACHERS, get_teacher
 from east_ray.config import SYSTEMS, Cell, Recipe, TeacherLRRecipe
 from east_ray.data.audio import NORM_SCALE, NORM_SHIFT
 from east_ray.data.parquet import LabelTable, read_meta
@@ -63,14 +63,14 @@ RECIPE = Recipe(
 TEACHER_LR = TeacherLRRecipe(max_steps=5)  # the KD cells need logits, not a good teacher
 
 
-def _with_teacher(prepared: Path, seed: int = 0) -> Path:
+def _with_teacher(prepared: Path, seed: int = 0, name: str = "handcrafted") -> Path:
     def run(jobs: list[EmbedJob]) -> None:
-        extractor = load_extractor("handcrafted")
+        extractor = load_extractor(name)
         for job in jobs:
             embed_shard(job, extractor)
 
-    extract_teacher(prepared, "handcrafted", runner=run)
-    fit_teacher_lr(prepared, "handcrafted", TEACHER_LR, fraction=1.0, seed=seed)
+    extract_teacher(prepared, name, runner=run)
+    fit_teacher_lr(prepared, name, TEACHER_LR, fraction=1.0, seed=seed)
     return prepared
 
 
@@ -223,17 +223,26 @@ class _InterruptError(Exception):
     pass
 
 
-@pytest.mark.parametrize("prefetch", [0, 2])
+@pytest.mark.parametrize(
+    ("prefetch", "teacher"),
+    [(0, "handcrafted"), (2, "handcrafted"), (0, "handcrafted+frame_energy")],
+)
 def test_kill_and_resume_gives_the_same_final_metrics(
-    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefetch: int
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefetch: int, teacher: str
 ) -> None:
     """An interrupted and resumed run ends as an uninterrupted one; so does one whose batches
-    a thread gathers ahead (as on a GPU), against the uninterrupted run without."""
+    a thread gathers ahead (as on a GPU), against the uninterrupted run without; and so
+    does a cell that learns from a set of two teachers."""
     from east_ray.train import trainer
+    from tests.test_catalog import FRAME_ENERGY
 
-    _with_teacher(prepared)
-    spec = TrialSpec(**{**_spec("dcor_kd", "final").__dict__, "max_epochs": 5})
+    monkeypatch.setitem(TEACHERS, FRAME_ENERGY.name, FRAME_ENERGY)
+    for member in teacher.split("+"):
+        _with_teacher(prepared, name=member)
+    cell = dataclasses.replace(_spec("dcor_kd", "final").cell, teacher=teacher)
+    spec = TrialSpec(**{**_spec("dcor_kd", "final").__dict__, "cell": cell, "max_epochs": 5})
     data = _data(prepared, spec)
+    assert len(data.teacher_seqs) == len(teacher.split("+"))
     whole = train(spec, data, tmp_path / "whole")
     monkeypatch.setattr(trainer, "prefetch_depth", lambda device: prefetch)
 
@@ -285,7 +294,7 @@ def test_mixup_mixes_each_row_with_its_partner_by_one_weight(seed: int) -> None:
             torch.full((b, 3, 4), x),
             torch.rand(b, c),
             torch.rand(b, c) < 0.5,
-            torch.randn(b, 4, 6),
+            (torch.randn(b, 4, 6), torch.randn(b, 2, 3)),  # a set of two teachers
             torch.randn(b, c),
         )
 
@@ -293,10 +302,13 @@ def test_mixup_mixes_each_row_with_its_partner_by_one_weight(seed: int) -> None:
     mixed = mixup(inp, partner, 0.3)
     lam = mixed.x[:, 0, 0]  # 1·λ + 0·(1 − λ)
     assert torch.equal(mixed.x, lam.view(b, 1, 1).expand(b, 3, 4)) and (lam >= 0.5).all()
-    for name in ("labels", "teacher_seq", "teacher_logits"):
-        t, u, out = getattr(inp, name), getattr(partner, name), getattr(mixed, name)
+    pairs = [(inp.labels, partner.labels, mixed.labels)]
+    pairs += zip(inp.teacher_seqs, partner.teacher_seqs, mixed.teacher_seqs, strict=True)
+    pairs += [(inp.teacher_logits, partner.teacher_logits, mixed.teacher_logits)]
+    for t, u, out in pairs:
+        assert t is not None and u is not None and out is not None
         w = lam.view(-1, *[1] * (t.ndim - 1))
-        assert torch.allclose(out, w * t + (1 - w) * u, atol=1e-6), name
+        assert torch.allclose(out, w * t + (1 - w) * u, atol=1e-6)
     assert torch.equal(mixed.mask, inp.mask | partner.mask)
 
 
@@ -333,7 +345,7 @@ def _const_batch(value: float, b: int = 8, partner: Batch | None = None) -> Batc
         np.full((b, f, t), value, np.float16),
         np.full((b, 20), value, np.float32),  # mixed like the log-mel: shows λ
         np.ones((b, 20), bool),
-        None,
+        (),
         None,
         partner,
     )
@@ -475,9 +487,9 @@ def _toy_data(n: int = 40, classes: int = 3) -> TrialData:
         train_rows=np.flatnonzero(split == "train")[:-4],  # a subset of the training split
         valid_rows=labels.rows("valid"),
         test_rows=labels.rows("test"),
-        teacher_seq=np.arange(n, dtype=np.float32)[:, None, None],
-        teacher_hop=1.0,
+        teacher_seqs=(np.arange(n, dtype=np.float32)[:, None, None],),
         teacher_logits=None,
+        teacher_hops=(1.0,),
     )
 
 
@@ -495,7 +507,7 @@ def test_partners_come_from_the_training_subset_and_resume_with_the_batches() ->
     for q in partners:  # each partner's own arrays, gathered through the store
         assert q is not None
         assert q.logmel[:, 0, 0].tolist() == q.rows.tolist()
-        assert q.teacher_seq is not None and q.teacher_seq[:, 0, 0].tolist() == q.rows.tolist()
+        assert q.teacher_seqs[0][:, 0, 0].tolist() == q.rows.tolist()
     resumed = list(epoch_batches(data, 4, seed=7, epoch=3, start=2, partners=True))
     assert [b.partner.rows.tolist() for b in resumed if b.partner] == [
         q.rows.tolist() for q in partners[2:] if q

@@ -42,7 +42,7 @@ from scipy.stats import t as student_t
 from east_ray.analysis.metrics import ZEROED
 from east_ray.analysis.reference import REFERENCE, SOURCE
 from east_ray.analysis.stats import SIGNIFICANCE
-from east_ray.catalog import TEACHERS, uses_stage, uses_teacher
+from east_ray.catalog import teacher_display, uses_stage, uses_teacher
 from east_ray.config import PAPER_SYSTEMS, system_name
 
 # the paper's systems in its tables' row order
@@ -235,8 +235,9 @@ def paper_table(
 
 
 def display_name(teacher: str) -> str:
-    """How the paper writes a teacher's name (`passt` → `PaSST`); others unchanged."""
-    return TEACHERS[teacher].display_name if teacher in TEACHERS else teacher
+    """How the paper writes a teacher's name (`passt` → `PaSST`, a set `PaSST+VGGish`);
+    others unchanged."""
+    return teacher_display(teacher)
 
 
 def percent(fraction: float) -> str:

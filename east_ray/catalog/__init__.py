@@ -26,6 +26,8 @@ from east_ray.catalog.teachers import (
     check_licence,
     find_teacher,
     get_teacher,
+    members,
+    teacher_display,
 )
 
 __all__ = [
@@ -45,7 +47,9 @@ __all__ = [
     "get_dataset",
     "get_student",
     "get_teacher",
+    "members",
     "regularizer",
+    "teacher_display",
     "uses_stage",
     "uses_teacher",
 ]

@@ -34,6 +34,11 @@ row of its own (its name, dim and `layer`), and everything keyed by a teacher's 
 (stored embeddings, cells, tables, results) keys by the reference. The row's own output
 keeps the bare name: `musicnn@penultimate` is `musicnn` (`canonical_teacher`).
 
+Teacher sets. A cell may learn from several teachers at once: its teacher is a set
+`<teacher>+<teacher>` (`passt+vggish`, layers allowed), whose regularizers are averaged
+with equal weight (`members` splits it; a set has no row of its own). Extraction and
+Teacher_LR stay per member; KD toward a set averages the members' probabilities.
+
 Hub teachers (`east_ray.catalog.hub`: MERT, AST, Whisper's encoder, CLAP) are rows built
 from their `HubModel`, which they keep as `hub`; their layers are the hidden states.
 """
@@ -295,14 +300,15 @@ def get_teacher(name: str) -> TeacherInfo:
 
 
 def check_licence(name: str, accepted: bool, how: str) -> None:
-    """Refuse teacher `name` if its weights are non-commercial and that was not `accepted`
-    (`how` says how to accept it)."""
-    row = get_teacher(name)
-    if row.non_commercial and not accepted:
-        raise BadValueError(
-            f"teacher {name}: its weights are licensed {row.licence}, for non-commercial "
-            f"use only; {how} to use them"
-        )
+    """Refuse teacher `name` (or a set's member) if its weights are non-commercial and
+    that was not `accepted` (`how` says how to accept it)."""
+    for member in members(name):
+        row = get_teacher(member)
+        if row.non_commercial and not accepted:
+            raise BadValueError(
+                f"teacher {member}: its weights are licensed {row.licence}, for non-commercial "
+                f"use only; {how} to use them"
+            )
 
 
 def find_teacher(name: str) -> TeacherInfo | None:
@@ -313,7 +319,27 @@ def find_teacher(name: str) -> TeacherInfo | None:
         return None
 
 
+SET = "+"  # joins the members of a teacher set
+
+
+def members(name: str) -> tuple[str, ...]:
+    """The teachers a cell's teacher names: itself, or each member of a set `a+b`."""
+    return tuple(name.split(SET))
+
+
 def canonical_teacher(name: str) -> str:
-    """The name a teacher reference is stored and tabled under (`musicnn@penultimate`, the
-    row's own output, is `musicnn`)."""
-    return get_teacher(name).name
+    """The name a teacher reference (or a set of them) is stored and tabled under
+    (`musicnn@penultimate`, the row's own output, is `musicnn`); an unknown member names
+    itself, and a set naming one teacher twice is refused."""
+    names = [get_teacher(m).name for m in members(name)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadValueError(f"teacher set {name!r} names {', '.join(twice)} twice; list it once")
+    return SET.join(names)
+
+
+def teacher_display(name: str) -> str:
+    """How the tables write a teacher or a set (`passt+vggish` → `PaSST+VGGish`); a name no
+    row answers is written as it is."""
+    rows = [find_teacher(m) for m in members(name)]
+    return SET.join(r.display_name if r else m for r, m in zip(rows, members(name), strict=True))

@@ -32,6 +32,7 @@ from east_ray.catalog import (
     check_licence,
     get_student,
     get_teacher,
+    members,
     uses_stage,
     uses_teacher,
 )
@@ -216,6 +217,13 @@ def _check(spec: StudySpec, problems: list[str]) -> None:
             check_licence(teacher, spec.non_commercial_weights, NON_COMMERCIAL_OPT_IN)
         except UserError as exc:
             problems.append(f"grid.teachers[{i}]: {exc}")
+    hinted = [r for r in g.regularizers if r in REGULARIZERS and REGULARIZERS[r].hint]
+    sets = [t for t in canonical if len(members(t)) > 1]
+    if hinted and sets:
+        problems.append(
+            f"grid.regularizers: {hinted} learn a projection onto one teacher's dimension, "
+            f"but grid.teachers has the teacher sets {sets}; run them in separate studies"
+        )
     if len(set(canonical)) < len(canonical):
         problems.append(
             f"grid.teachers: {list(g.teachers)} names one teacher output twice (a teacher's "

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from east_ray.catalog import get_dataset
+from east_ray.catalog import get_dataset, members
 from east_ray.config import Cell, StudySpec
 from east_ray.data.download import download_release
 from east_ray.data.prepare import prepare_release
@@ -68,7 +68,8 @@ def _ensure_prepared(spec: StudySpec, source: DataSource, plan: DataPlan) -> Pat
 
 
 def teachers_needed(cells: Sequence[Cell]) -> list[str]:
-    return sorted({c.teacher for c in cells if c.teacher})
+    """Every teacher the cells learn from, each member of a set on its own."""
+    return sorted({t for c in cells if c.teacher for t in members(c.teacher)})
 
 
 def ensure_teachers(

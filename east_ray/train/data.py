@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from east_ray.analysis.stats import ScoredClips
 from east_ray.catalog import regularizer
-from east_ray.catalog.teachers import get_teacher
+from east_ray.catalog.teachers import get_teacher, members
 from east_ray.config import Cell, TeacherLRRecipe
 from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy
@@ -128,10 +128,12 @@ class TrialData:
     train_rows: np.ndarray  # after the data-fraction subset
     valid_rows: np.ndarray
     test_rows: np.ndarray
-    teacher_seq: np.ndarray | None  # (N, T', D)
-    teacher_hop: float | None
+    # one (N, T', D) per teacher of the cell (a set has several); () when none is read
+    teacher_seqs: tuple[np.ndarray, ...]
     teacher_logits: np.ndarray | None  # (N, C)
-    teacher_first_centre: float = 0.0  # seconds to the centre of teacher frame 0
+    # each teacher's frame hop (None: clip-level) and seconds to the centre of its frame 0
+    teacher_hops: tuple[float | None, ...] = ()
+    teacher_first_centres: tuple[float, ...] = ()
     # the training clips' STFT magnitudes `(n_fft // 2, frames)`, for mel-band jitter
     spectra: SpectrogramStore | None = None
     spectra_rows: np.ndarray | None = None  # label row → spectra row, -1 where none
@@ -141,13 +143,18 @@ def build_trial_data(
     cell: Cell,
     labels: LabelTable,
     store: SpectrogramStore,
-    teacher_seq: np.ndarray | None = None,
+    teacher_seqs: Sequence[np.ndarray] = (),
     teacher_logits: np.ndarray | None = None,
     *,
     spectra: SpectrogramStore | None = None,
 ) -> TrialData:
     """Assemble a trial's arrays (all in `labels` row order) and its training subset;
     `spectra` (mel-band jitter only) holds the training clips' STFT magnitudes."""
+    teachers = members(cell.teacher) if cell.teacher else ()
+    if teacher_seqs and len(teacher_seqs) != len(teachers):
+        raise ValueError(
+            f"teacher_seqs: got {len(teacher_seqs)} arrays for the teachers {list(teachers)}"
+        )
     position = {c: i for i, c in enumerate(store.clip_ids)}
     missing = [c for c in labels.clip_ids if c not in position]
     if missing:
@@ -162,12 +169,12 @@ def build_trial_data(
         train_rows=labels.training_rows(cell.fraction, cell.seed),
         valid_rows=labels.rows("valid"),
         test_rows=labels.rows("test"),
-        teacher_seq=teacher_seq,
-        teacher_hop=get_teacher(cell.teacher).hop_seconds if cell.teacher else None,
+        teacher_seqs=tuple(teacher_seqs),
         teacher_logits=teacher_logits,
-        teacher_first_centre=get_teacher(cell.teacher).first_centre_seconds
-        if cell.teacher
-        else 0.0,
+        teacher_hops=tuple(get_teacher(t).hop_seconds for t in teachers if teacher_seqs),
+        teacher_first_centres=tuple(
+            get_teacher(t).first_centre_seconds for t in teachers if teacher_seqs
+        ),
         spectra=spectra,
         spectra_rows=None if spectra is None else _rows_in(spectra, labels.clip_ids),
     )
@@ -190,19 +197,34 @@ def needs_teacher_logits(cell: Cell) -> bool:
 @dataclass(frozen=True)
 class TeacherArrays:
     """The teacher arrays some cells read, in the label table's row order: embeddings
-    `(N, T, D)` by teacher and Teacher_LR logits `(N, C)` by (teacher, fraction, seed)."""
+    `(N, T, D)` by teacher and Teacher_LR logits `(N, C)` by (teacher, fraction, seed),
+    each of a set's members on its own."""
 
     seqs: dict[str, np.ndarray]
     logits: dict[tuple[str, float, int], np.ndarray]
 
-    def for_cell(self, cell: Cell) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """`cell`'s teacher embeddings and logits (None where its regularizer reads none)."""
-        teacher = cell.teacher or ""
-        seq = self.seqs[teacher] if needs_teacher_seq(cell) else None
-        logits = (
-            self.logits[(teacher, cell.fraction, cell.seed)] if needs_teacher_logits(cell) else None
-        )
-        return seq, logits
+    def for_cell(self, cell: Cell) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+        """`cell`'s teacher embeddings, one per member of its teacher (set), and its
+        logits: a set's are those of its members' mean probability (() and None where
+        its regularizer reads none)."""
+        teachers = members(cell.teacher) if cell.teacher else ()
+        seqs = tuple(self.seqs[t] for t in teachers) if needs_teacher_seq(cell) else ()
+        logits = None
+        if needs_teacher_logits(cell):
+            logits = mean_probability_logits(
+                [self.logits[(t, cell.fraction, cell.seed)] for t in teachers]
+            )
+        return seqs, logits
+
+
+def mean_probability_logits(logits: Sequence[np.ndarray]) -> np.ndarray:
+    """The logits of the mean of the sigmoid probabilities of `logits` (one array as it is)."""
+    if len(logits) == 1:
+        return logits[0]
+    p = np.mean([1.0 / (1.0 + np.exp(-z.astype(np.float64))) for z in logits], axis=0)
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    out: np.ndarray = np.log(p / (1 - p)).astype(logits[0].dtype)
+    return out
 
 
 def load_teacher_arrays(
@@ -217,14 +239,17 @@ def load_teacher_arrays(
     clip_ids = data.labels.clip_ids
     seqs = {
         t: load_embeddings(data.root, t, clip_ids)
-        for t in sorted({c.teacher for c in cells if c.teacher and needs_teacher_seq(c)})
+        for t in sorted(
+            {t for c in cells if c.teacher and needs_teacher_seq(c) for t in members(c.teacher)}
+        )
     }
     logits = {
-        (c.teacher, c.fraction, c.seed): load_teacher_logits(
-            data.root, c.teacher, c.fraction, c.seed, clip_ids, recipe=teacher_lr, fits=fits
+        (t, c.fraction, c.seed): load_teacher_logits(
+            data.root, t, c.fraction, c.seed, clip_ids, recipe=teacher_lr, fits=fits
         )
         for c in cells
         if c.teacher and needs_teacher_logits(c)
+        for t in members(c.teacher)
     }
     return TeacherArrays(seqs, logits)
 
@@ -255,7 +280,7 @@ class Batch:
     logmel: np.ndarray  # (B, F, T) float16
     labels: np.ndarray  # (B, C)
     mask: np.ndarray  # (B, C) bool
-    teacher_seq: np.ndarray | None
+    teacher_seqs: tuple[np.ndarray, ...]  # one (B, T', D) per teacher
     teacher_logits: np.ndarray | None
     partner: Batch | None = None  # row i's mixup partner is row i of `partner`
     # with mel-band jitter: STFT magnitudes (B, n_fft // 2, frames) float16 and each row's
@@ -287,7 +312,7 @@ def make_batch(
         logmel=logmel,
         labels=data.labels.labels[rows],
         mask=data.labels.mask[rows],
-        teacher_seq=None if data.teacher_seq is None else data.teacher_seq[rows],
+        teacher_seqs=tuple(seq[rows] for seq in data.teacher_seqs),
         teacher_logits=None if data.teacher_logits is None else data.teacher_logits[rows],
         partner=partner,
         magnitude=None if jitter is None else _magnitudes(data, rows, alloc),

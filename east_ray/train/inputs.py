@@ -110,7 +110,7 @@ class Inputs:
     x: torch.Tensor
     labels: torch.Tensor
     mask: torch.Tensor
-    teacher_seq: torch.Tensor | None
+    teacher_seqs: tuple[torch.Tensor, ...]  # one (B, T', D) per teacher
     teacher_logits: torch.Tensor | None
 
 
@@ -135,7 +135,7 @@ def inputs_on(batch: Batch, device: torch.device, features: Features | None = No
         x,
         labels,
         _to_device(torch.from_numpy(batch.mask), device),
-        _tensor(batch.teacher_seq, device),
+        tuple(_to_device(torch.from_numpy(s), device).float() for s in batch.teacher_seqs),
         _tensor(batch.teacher_logits, device),
     )
 
@@ -150,7 +150,7 @@ def take_rows(inp: Inputs, index: torch.Tensor) -> Inputs:
         inp.x[index],
         inp.labels[index],
         inp.mask[index],
-        take(inp.teacher_seq),
+        tuple(s[index] for s in inp.teacher_seqs),
         take(inp.teacher_logits),
     )
 
@@ -165,10 +165,7 @@ def mixup(inp: Inputs, partner: Inputs, alpha: float) -> Inputs:
     lam = torch.maximum(lam, 1 - lam)
 
     def mix(t: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None or u is None:
-            return None
-        w = lam.view(-1, *([1] * (t.ndim - 1)))
-        return w * t + (1 - w) * u
+        return None if t is None or u is None else _mixed(t, u, lam)
 
     x, labels = mix(inp.x, partner.x), mix(inp.labels, partner.labels)
     assert x is not None and labels is not None
@@ -176,9 +173,17 @@ def mixup(inp: Inputs, partner: Inputs, alpha: float) -> Inputs:
         x,
         labels,
         inp.mask | partner.mask,
-        mix(inp.teacher_seq, partner.teacher_seq),
+        tuple(
+            _mixed(t, u, lam) for t, u in zip(inp.teacher_seqs, partner.teacher_seqs, strict=True)
+        ),
         mix(inp.teacher_logits, partner.teacher_logits),
     )
+
+
+def _mixed(t: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Row i: lam_i · t_i + (1 − lam_i) · u_i."""
+    w = lam.view(-1, *([1] * (t.ndim - 1)))
+    return w * t + (1 - w) * u
 
 
 def spec_augment(x: torch.Tensor, freq: int, time_: int, fill: float) -> torch.Tensor:

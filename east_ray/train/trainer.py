@@ -187,9 +187,9 @@ class _Run:
             inp.mask,
             self.loss_spec,
             stage_hops=self.stage_hops,
-            teacher_seq=inp.teacher_seq,
-            teacher_hop=self.data.teacher_hop,
-            teacher_first_centre=self.data.teacher_first_centre,
+            teacher_seqs=inp.teacher_seqs,
+            teacher_hops=self.data.teacher_hops,
+            teacher_first_centres=self.data.teacher_first_centres,
             teacher_logits=inp.teacher_logits,
         )
 
