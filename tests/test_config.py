@@ -42,6 +42,7 @@ def test_the_shipped_studies_load() -> None:
         "demo",
         "demo_distances",
         "demo_layers",
+        "demo_teacher_set",
         "distances",
         "magnatagatune",
         "magnatagatune_limited",
