@@ -339,6 +339,7 @@ def east_loss(
     teacher_seqs: Sequence[Tensor] = (),
     teacher_hops: Sequence[float | None] = (),
     teacher_first_centres: Sequence[float] = (),
+    teacher_weights: Sequence[float] = (),
     teacher_logits: Tensor | None = None,
 ) -> LossTerms:
     """The composite loss of one batch for the system `spec` describes.
@@ -347,7 +348,8 @@ def east_loss(
     set has several), for a regularizer that reads the sequence, `teacher_logits` `(B, K)`
     for one that reads logits (its catalog row); `stage_hops` are the stage hops in
     seconds; each teacher's `teacher_hops` and `teacher_first_centres` (default 0) place
-    its frames (`align`). With several teachers, `L_reg` is the mean of each one's.
+    its frames (`align`). With several teachers, `L_reg` is the mean of each one's, or
+    their sum weighted by `teacher_weights` (summing to 1).
     """
     pred = masked_bce(out.logits, labels, mask)
     row = regularizer(spec.regularizer)
@@ -377,6 +379,12 @@ def east_loss(
             )
             for seq, hop, c in zip(teacher_seqs, teacher_hops, centres, strict=True)
         ]
-        reg = per_teacher[0] if len(per_teacher) == 1 else torch.stack(per_teacher).mean()
+        if len(per_teacher) == 1:
+            reg = per_teacher[0]
+        elif teacher_weights:
+            weights = torch.tensor(teacher_weights, device=pred.device)
+            reg = (weights * torch.stack(per_teacher)).sum()
+        else:
+            reg = torch.stack(per_teacher).mean()
     total = (1 - spec.lam) * pred + spec.lam * reg
     return LossTerms(total, pred, reg)

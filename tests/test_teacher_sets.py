@@ -13,6 +13,7 @@ import torch
 
 from east_ray.analysis.tables import display_name
 from east_ray.catalog import members
+from east_ray.catalog.teachers import member_weights
 from east_ray.config import SpecError, expand_cells, parse_study
 from east_ray.losses import LossSpec, east_loss
 from east_ray.models import StudentOutput
@@ -35,6 +36,12 @@ def test_a_spec_names_a_set_and_its_cells_carry_it() -> None:
     assert teachers_needed(cells) == ["handcrafted", "musicnn"]  # extracted, fitted per member
     assert display_name("passt+vggish") == "PaSST+VGGish"
     assert members("passt+vggish") == ("passt", "vggish")
+    # weights as the set names them, normalised; shown in the tables
+    weighted = parse_study(tomllib.loads(_spec('["handcrafted=3+musicnn@penultimate=1"]')))
+    assert weighted.grid.teachers == ("handcrafted=3+musicnn=1",)
+    assert member_weights("handcrafted=3+musicnn=1") == (0.75, 0.25)
+    assert member_weights("handcrafted+musicnn") == (0.5, 0.5)
+    assert display_name("passt=0.7+vggish=0.3") == "PaSST×0.7+VGGish×0.3"
 
 
 @pytest.mark.parametrize(
@@ -43,6 +50,8 @@ def test_a_spec_names_a_set_and_its_cells_carry_it() -> None:
         ('["handcrafted+wav2vec"]', '["dcor"]', "grid.teachers[0]: unknown teacher 'wav2vec'"),
         ('["musicnn+musicnn@penultimate"]', '["dcor"]', "names musicnn twice"),
         ('["handcrafted+musicnn"]', '["fitnet"]', "learn a projection onto one teacher"),
+        ('["handcrafted=1+musicnn"]', '["dcor"]', "give every member of a set"),
+        ('["handcrafted=0+musicnn=1"]', '["dcor"]', "a positive weight"),
     ],
 )
 def test_a_bad_set_is_named(teachers: str, regularizers: str, message: str) -> None:
@@ -64,6 +73,17 @@ def test_a_sets_regularizer_is_the_mean_of_its_members() -> None:
 
     both = loss([a, b], [0.96, 0.5])
     torch.testing.assert_close(both, (loss([a], [0.96]) + loss([b], [0.5])) / 2)
+    weighted = east_loss(
+        out,
+        labels,
+        mask,
+        spec,
+        stage_hops=[0.16],
+        teacher_seqs=[a, b],
+        teacher_hops=[0.96, 0.5],
+        teacher_weights=member_weights("passt=3+vggish=1"),
+    ).reg
+    torch.testing.assert_close(weighted, 0.75 * loss([a], [0.96]) + 0.25 * loss([b], [0.5]))
     with pytest.raises(ValueError, match="teacher_hops: got 1 for 2 teachers"):
         loss([a, b], [0.96])
 
@@ -77,6 +97,9 @@ def test_kd_toward_a_set_reads_its_members_mean_probability() -> None:
         1 / (1 + np.exp(-mean.astype(np.float64))), sigmoid.mean(0), rtol=1e-5
     )
     assert mean_probability_logits([z1]) is z1  # one teacher: its logits as they are
+    weighted = mean_probability_logits([z1, z2], (0.75, 0.25))
+    expected = 0.75 * sigmoid[0] + 0.25 * sigmoid[1]
+    np.testing.assert_allclose(1 / (1 + np.exp(-weighted.astype(np.float64))), expected, rtol=1e-5)
 
 
 def test_the_tables_have_a_column_per_set() -> None:

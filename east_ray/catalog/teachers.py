@@ -36,7 +36,8 @@ keeps the bare name: `musicnn@penultimate` is `musicnn` (`canonical_teacher`).
 
 Teacher sets. A cell may learn from several teachers at once: its teacher is a set
 `<teacher>+<teacher>` (`passt+vggish`, layers allowed), whose regularizers are averaged
-with equal weight (`members` splits it; a set has no row of its own). Extraction and
+with equal weight, or with the weights it names (`passt=0.7+vggish=0.3`; `members` and
+`member_weights` split it; a set has no row of its own). Extraction and
 Teacher_LR stay per member; KD toward a set averages the members' probabilities.
 
 Hub teachers (`east_ray.catalog.hub`: MERT, AST, Whisper's encoder, CLAP) are rows built
@@ -320,26 +321,68 @@ def find_teacher(name: str) -> TeacherInfo | None:
 
 
 SET = "+"  # joins the members of a teacher set
+WEIGHT = "="  # a member's weight in a set: `passt=0.7+vggish=0.3` (no glob character)
+
+
+def _parts(name: str) -> list[tuple[str, str | None]]:
+    """(member, its weight as written or None) of a teacher or a set."""
+    parts = []
+    for part in name.split(SET):
+        member, star, weight = part.partition(WEIGHT)
+        parts.append((member, weight if star else None))
+    return parts
 
 
 def members(name: str) -> tuple[str, ...]:
     """The teachers a cell's teacher names: itself, or each member of a set `a+b`."""
-    return tuple(name.split(SET))
+    return tuple(member for member, _ in _parts(name))
+
+
+def member_weights(name: str) -> tuple[float, ...]:
+    """Each member's share of a set's regularizer, summing to 1: equal, or the weights the
+    set names (`passt=0.7+vggish=0.3`), normalised."""
+    written = [w for _, w in _parts(name)]
+    if all(w is None for w in written):
+        return tuple(1.0 / len(written) for _ in written)
+    values = [float(w) for w in written if w is not None]
+    return tuple(v / sum(values) for v in values)
 
 
 def canonical_teacher(name: str) -> str:
     """The name a teacher reference (or a set of them) is stored and tabled under
     (`musicnn@penultimate`, the row's own output, is `musicnn`); an unknown member names
-    itself, and a set naming one teacher twice is refused."""
-    names = [get_teacher(m).name for m in members(name)]
+    itself, and a set naming one teacher twice, or weighting only some members or with a
+    weight that is not a positive number, is refused."""
+    parts = _parts(name)
+    names = [get_teacher(m).name for m, _ in parts]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise BadValueError(f"teacher set {name!r} names {', '.join(twice)} twice; list it once")
-    return SET.join(names)
+    weights = [w for _, w in parts]
+    if all(w is None for w in weights):
+        return SET.join(names)
+    if len(parts) == 1 or any(w is None or not _positive(w) for w in weights):
+        raise BadValueError(
+            f"teacher set {name!r}: give every member of a set of two or more a positive "
+            "weight (`passt=0.7+vggish=0.3`), or none for equal weights"
+        )
+    return SET.join(f"{n}{WEIGHT}{float(w or 0):g}" for n, w in zip(names, weights, strict=True))
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def teacher_display(name: str) -> str:
-    """How the tables write a teacher or a set (`passt+vggish` → `PaSST+VGGish`); a name no
-    row answers is written as it is."""
-    rows = [find_teacher(m) for m in members(name)]
-    return SET.join(r.display_name if r else m for r, m in zip(rows, members(name), strict=True))
+    """How the tables write a teacher or a set (`passt+vggish` → `PaSST+VGGish`,
+    `passt=0.7+vggish=0.3` → `PaSST×0.7+VGGish×0.3`); a name no row answers is written as
+    it is."""
+    shown = []
+    for member, weight in _parts(name):
+        row = find_teacher(member)
+        text = row.display_name if row else member
+        shown.append(text if weight is None else f"{text}×{weight}")
+    return SET.join(shown)

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from east_ray.analysis.stats import ScoredClips
 from east_ray.catalog import regularizer
-from east_ray.catalog.teachers import get_teacher, members
+from east_ray.catalog.teachers import get_teacher, member_weights, members
 from east_ray.config import Cell, TeacherLRRecipe
 from east_ray.data.meljitter import JitterRanges, draw_jitter
 from east_ray.data.parquet import LabelTable, column_chunks, column_numpy
@@ -134,6 +134,7 @@ class TrialData:
     # each teacher's frame hop (None: clip-level) and seconds to the centre of its frame 0
     teacher_hops: tuple[float | None, ...] = ()
     teacher_first_centres: tuple[float, ...] = ()
+    teacher_weights: tuple[float, ...] = ()  # each one's share of the regularizer
     # the training clips' STFT magnitudes `(n_fft // 2, frames)`, for mel-band jitter
     spectra: SpectrogramStore | None = None
     spectra_rows: np.ndarray | None = None  # label row → spectra row, -1 where none
@@ -175,6 +176,7 @@ def build_trial_data(
         teacher_first_centres=tuple(
             get_teacher(t).first_centre_seconds for t in teachers if teacher_seqs
         ),
+        teacher_weights=member_weights(cell.teacher) if cell.teacher and teacher_seqs else (),
         spectra=spectra,
         spectra_rows=None if spectra is None else _rows_in(spectra, labels.clip_ids),
     )
@@ -211,17 +213,23 @@ class TeacherArrays:
         seqs = tuple(self.seqs[t] for t in teachers) if needs_teacher_seq(cell) else ()
         logits = None
         if needs_teacher_logits(cell):
+            assert cell.teacher is not None
             logits = mean_probability_logits(
-                [self.logits[(t, cell.fraction, cell.seed)] for t in teachers]
+                [self.logits[(t, cell.fraction, cell.seed)] for t in teachers],
+                member_weights(cell.teacher),
             )
         return seqs, logits
 
 
-def mean_probability_logits(logits: Sequence[np.ndarray]) -> np.ndarray:
-    """The logits of the mean of the sigmoid probabilities of `logits` (one array as it is)."""
+def mean_probability_logits(
+    logits: Sequence[np.ndarray], weights: Sequence[float] | None = None
+) -> np.ndarray:
+    """The logits of the (`weights`-weighted) mean of the sigmoid probabilities of
+    `logits` (one array as it is)."""
     if len(logits) == 1:
         return logits[0]
-    p = np.mean([1.0 / (1.0 + np.exp(-z.astype(np.float64))) for z in logits], axis=0)
+    probabilities = [1.0 / (1.0 + np.exp(-z.astype(np.float64))) for z in logits]
+    p = np.average(probabilities, axis=0, weights=weights)
     p = np.clip(p, 1e-7, 1 - 1e-7)
     out: np.ndarray = np.log(p / (1 - p)).astype(logits[0].dtype)
     return out

@@ -190,6 +190,7 @@ class _Run:
             teacher_seqs=inp.teacher_seqs,
             teacher_hops=self.data.teacher_hops,
             teacher_first_centres=self.data.teacher_first_centres,
+            teacher_weights=self.data.teacher_weights,
             teacher_logits=inp.teacher_logits,
         )
 
