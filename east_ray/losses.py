@@ -357,7 +357,7 @@ def east_loss(
         raise ValueError(f"teacher_logits: required for regularizer {row.name!r}, got None")
     if row.reads_sequence and not teacher_seqs:
         raise ValueError(f"teacher_seqs: required for regularizer {row.name!r}, got none")
-    if len(teacher_hops) != len(teacher_seqs):
+    if row.reads_sequence and len(teacher_hops) != len(teacher_seqs):
         raise ValueError(f"teacher_hops: got {len(teacher_hops)} for {len(teacher_seqs)} teachers")
     if spec.reg_loss is None:
         reg = torch.zeros((), device=pred.device)

@@ -42,7 +42,7 @@ from scipy.stats import t as student_t
 from east_ray.analysis.metrics import ZEROED
 from east_ray.analysis.reference import REFERENCE, SOURCE
 from east_ray.analysis.stats import SIGNIFICANCE
-from east_ray.catalog import teacher_display, uses_stage, uses_teacher
+from east_ray.catalog import members, teacher_display, uses_stage, uses_teacher
 from east_ray.config import PAPER_SYSTEMS, system_name
 
 # the paper's systems in its tables' row order
@@ -168,7 +168,12 @@ def expected_pairs(
     ]
     rank = {s: i for i, s in enumerate(PAPER_ORDER)}
     systems.sort(key=lambda s: rank.get(s, len(rank)))  # stable: others keep grid order
-    rows = [(s, t) for s in dict.fromkeys(["Baseline", *extra, *systems]) for t in teachers]
+    rows = [
+        (s, t)
+        for s in dict.fromkeys(["Baseline", *extra, *systems])
+        for t in teachers
+        if not (s == "Teacher_LR" and len(members(t)) > 1)  # probes are fitted per member
+    ]
     return pd.DataFrame(rows, columns=["system", "teacher"])
 
 
@@ -300,14 +305,15 @@ def format_cell(row: pd.Series) -> str:
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Pivot a `paper_table` to rows = systems, columns = (teacher, metric), "0.842 [0.838,
     0.846]" (the interval as it is: a bootstrap one need not be symmetric), with a trailing
-    "†" where the Holm-adjusted `p_holm` < `SIGNIFICANCE` (`ci_note`)."""
+    "†" where the Holm-adjusted `p_holm` < `SIGNIFICANCE` (`ci_note`); "—" where no run is
+    expected (Teacher_LR under a teacher set)."""
     text = table.assign(
         value=table.apply(format_cell, axis=1), teacher=table["teacher"].map(display_name)
     )
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
     systems = list(dict.fromkeys(text["system"]))
     columns = list(dict.fromkeys(zip(text["teacher"], text["metric"], strict=True)))
-    return wide.loc[systems, columns]
+    return wide.loc[systems, columns].fillna("—")
 
 
 def paper_reference(dataset: str) -> pd.DataFrame:

@@ -33,8 +33,10 @@ class Regularizer:
     reads_logits: bool  # the teacher's Teacher_LR logits
     stem: str  # a system's name: `stem`, or `stem (stage)` for a stage `names` lacks
     loss: str  # "module:function" of L_reg; "" for none (the Baseline)
-    # the paper's names of this regularizer's systems, by stage (None: it has no stage)
+    # the names of this regularizer's systems, by stage (None: it has no stage); others
+    # are `stem (stage)`
     names: dict[str | None, str] = field(default_factory=dict)
+    in_paper: bool = False  # its named systems are rows of the paper's tables
     # the student trains with FitNet hint projections onto the teacher's dimension, which
     # its stage maps then are (east_ray.models.hint); they are dropped at inference
     hint: bool = False
@@ -60,7 +62,7 @@ REGULARIZERS: dict[str, Regularizer] = {
     row.name: row
     for row in (
         Regularizer("none", False, False, "Baseline", "", {None: "Baseline"}),
-        Regularizer("kd", False, True, "KD", "east_ray.losses:kd_reg", {None: "KD"}),
+        Regularizer("kd", False, True, "KD", "east_ray.losses:kd_reg", {None: "KD"}, in_paper=True),
         Regularizer(
             "cos_diff",
             True,
@@ -68,6 +70,7 @@ REGULARIZERS: dict[str, Regularizer] = {
             "EAsT_Cos-Diff",
             "east_ray.losses:cos_diff_reg",
             {"final": "EAsT_Cos-Diff"},
+            in_paper=True,
         ),
         Regularizer(
             "dcor",
@@ -76,9 +79,16 @@ REGULARIZERS: dict[str, Regularizer] = {
             "EAsT",
             "east_ray.losses:dcor_reg",
             {"final": "EAsT_Final", "all": "EAsT_All"},
+            in_paper=True,
         ),
         Regularizer(
-            "dcor_kd", True, True, "EAsT_KD", "east_ray.losses:dcor_kd_reg", {"final": "EAsT_KD"}
+            "dcor_kd",
+            True,
+            True,
+            "EAsT_KD",
+            "east_ray.losses:dcor_kd_reg",
+            {"final": "EAsT_KD"},
+            in_paper=True,
         ),
         # the distance measures the distillation literature compares (east_ray.distances),
         # in dCor's place: same stages, alignment and λ

@@ -34,7 +34,7 @@ PAPER_SYSTEMS = {
     **{
         (r.name, stage): name
         for r in REGULARIZERS.values()
-        if r.name != "none"
+        if r.in_paper
         for stage, name in r.names.items()
     },
 }
