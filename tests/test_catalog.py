@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from east_ray import catalog
-from east_ray.analysis.tables import display_name
-from east_ray.catalog import REGULARIZERS, TEACHERS, Regularizer, TeacherInfo
+from east_ray.catalog import REGULARIZERS, TEACHERS, Regularizer, TeacherInfo, teacher_display
 from east_ray.config import Cell, expand_cells, parse_study, system_name
 from east_ray.losses import LossSpec, RegInputs, east_loss
 from east_ray.models.common import StudentOutput
@@ -164,7 +163,7 @@ def test_a_new_teacher_is_one_row_and_one_function(
     table["grid"] |= {"stages": ["final"], "lams": [0.5], "seeds": [1]}
     cells = [c for c in expand_cells(parse_study(table)) if c.teacher]
     assert [(c.teacher, c.system) for c in cells] == [("frame_energy", "EAsT_KD")]
-    assert display_name("frame_energy") == "frame_energy"
+    assert teacher_display("frame_energy") == "frame_energy"
 
     def run(jobs: list[EmbedJob]) -> None:
         extractor = load_extractor("frame_energy")

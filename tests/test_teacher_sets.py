@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from east_ray.analysis.tables import display_name
-from east_ray.catalog import members
+from east_ray.catalog import members, teacher_display
 from east_ray.catalog.teachers import member_weights
 from east_ray.config import SpecError, expand_cells, parse_study
 from east_ray.losses import LossSpec, east_loss
@@ -34,14 +33,14 @@ def test_a_spec_names_a_set_and_its_cells_carry_it() -> None:
     assert {c.teacher for c in cells if c.teacher} == {"handcrafted", "handcrafted+musicnn"}
     assert any("handcrafted+musicnn" in c.cell_id for c in cells)
     assert teachers_needed(cells) == ["handcrafted", "musicnn"]  # extracted, fitted per member
-    assert display_name("passt+vggish") == "PaSST+VGGish"
+    assert teacher_display("passt+vggish") == "PaSST+VGGish"
     assert members("passt+vggish") == ("passt", "vggish")
     # weights as the set names them, normalised; shown in the tables
     weighted = parse_study(tomllib.loads(_spec('["handcrafted=3+musicnn@penultimate=1"]')))
     assert weighted.grid.teachers == ("handcrafted=3+musicnn=1",)
     assert member_weights("handcrafted=3+musicnn=1") == (0.75, 0.25)
     assert member_weights("handcrafted+musicnn") == (0.5, 0.5)
-    assert display_name("passt=0.7+vggish=0.3") == "PaSST×0.7+VGGish×0.3"
+    assert teacher_display("passt=0.7+vggish=0.3") == "PaSST×0.7+VGGish×0.3"
 
 
 @pytest.mark.parametrize(

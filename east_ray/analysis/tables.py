@@ -239,12 +239,6 @@ def paper_table(
     return table.sort_values(keys).drop(columns=[f"_{c}" for c in ranks]).reset_index(drop=True)
 
 
-def display_name(teacher: str) -> str:
-    """How the paper writes a teacher's name (`passt` → `PaSST`, a set `PaSST+VGGish`);
-    others unchanged."""
-    return teacher_display(teacher)
-
-
 def percent(fraction: float) -> str:
     """`0.05` → `5 %`."""
     return f"{100 * fraction:g} %"
@@ -308,7 +302,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     "†" where the Holm-adjusted `p_holm` < `SIGNIFICANCE` (`ci_note`); "—" where no run is
     expected (Teacher_LR under a teacher set)."""
     text = table.assign(
-        value=table.apply(format_cell, axis=1), teacher=table["teacher"].map(display_name)
+        value=table.apply(format_cell, axis=1), teacher=table["teacher"].map(teacher_display)
     )
     wide = text.pivot(index="system", columns=["teacher", "metric"], values="value")
     systems = list(dict.fromkeys(text["system"]))
@@ -491,7 +485,7 @@ def limited_data_figure(
         ax.set_xscale("log")
         ax.set_xticks(fractions, [percent(f) for f in fractions])
         ax.minorticks_off()
-        ax.set_title(f"teacher: {display_name(teacher)}")
+        ax.set_title(f"teacher: {teacher_display(teacher)}")
         ax.set_xlabel(f"training data (band: {band})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"test {metric}")
