@@ -29,15 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from east_ray.losses import RegInputs, on_stages
+from east_ray.losses import RegInputs, at_least_f32, on_stages
 
 EPS = 1e-9
 
 
 def _steps(x: Tensor) -> Tensor:
     """`(B, T, C)` → `(T, B, C)`, at least float32: one batch per time step."""
-    x = x.transpose(0, 1)
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return at_least_f32(x).transpose(0, 1)
 
 
 def _centred_gram(x: Tensor) -> Tensor:

@@ -54,7 +54,7 @@ from east_ray.config import RECIPE_CHOICES
 from east_ray.models.common import StudentOutput
 
 
-def _at_least_f32(x: Tensor) -> Tensor:
+def at_least_f32(x: Tensor) -> Tensor:
     """Losses run in float32 even under bf16 autocast (float64 stays float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -68,7 +68,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """Binary cross-entropy of `logits` `(B, K)` against soft `labels`, labelled entries only."""
     bce = F.binary_cross_entropy_with_logits(
-        _at_least_f32(logits), _at_least_f32(labels), reduction="none"
+        at_least_f32(logits), at_least_f32(labels), reduction="none"
     )
     return masked_mean(bce, mask)
 
@@ -78,8 +78,8 @@ def kd_loss(
 ) -> Tensor:
     """τ² · mean of KL(Bern(σ(z_t/τ)) ‖ Bern(σ(z_s/τ))) over the entries where `mask` is
     True, or over all entries when `mask` is None; `(B, K)` each."""
-    zs = _at_least_f32(student_logits) / temperature
-    zt = _at_least_f32(teacher_logits) / temperature
+    zs = at_least_f32(student_logits) / temperature
+    zt = at_least_f32(teacher_logits) / temperature
     pt = torch.sigmoid(zt)
     kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (
         F.logsigmoid(-zt) - F.logsigmoid(-zs)
@@ -102,8 +102,8 @@ def distance_correlation_sqr(x: Tensor, y: Tensor) -> Tensor:
     value `dcor.distance_correlation_sqr` computes; 1e-9 in the denominator keeps constant
     inputs finite.
     """
-    a = _double_centred_distances(_at_least_f32(x))
-    b = _double_centred_distances(_at_least_f32(y))
+    a = _double_centred_distances(at_least_f32(x))
+    b = _double_centred_distances(at_least_f32(y))
     dcov_xy = (a * b).mean((-2, -1))
     dvar = (a * a).mean((-2, -1)) * (b * b).mean((-2, -1))
     return dcov_xy / torch.sqrt(dvar + 1e-9)
@@ -117,8 +117,8 @@ def dcor_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
 
 def cos_diff_loss(student_seq: Tensor, teacher_seq: Tensor) -> Tensor:
     """Mean |S_s − S_t| of per-step cosine Gram matrices `(T, B, B)`; aligned sequences."""
-    s = F.normalize(_at_least_f32(student_seq), dim=-1).transpose(0, 1)
-    t = F.normalize(_at_least_f32(teacher_seq), dim=-1).transpose(0, 1)
+    s = F.normalize(at_least_f32(student_seq), dim=-1).transpose(0, 1)
+    t = F.normalize(at_least_f32(teacher_seq), dim=-1).transpose(0, 1)
     return (s @ s.transpose(-2, -1) - t @ t.transpose(-2, -1)).abs().mean()
 
 

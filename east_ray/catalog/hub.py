@@ -26,6 +26,7 @@ licence load only with an explicit opt-in (`non_commercial`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,7 +51,6 @@ class HubModel:
     licence: str  # of the weights, as the model card states it
     non_commercial: bool = False
     extra_outputs: tuple[tuple[str, int], ...] = ()  # outputs besides the hidden states
-    note: str = ""  # what differs from the repo's own loading code, if anything
 
     @property
     def layers(self) -> tuple[tuple[str, int], ...]:
@@ -64,40 +64,32 @@ class HubModel:
         return self.extra_outputs[-1][0] if self.extra_outputs else str(len(self.hidden) - 1)
 
 
+# MERT-v1's code is HuBERT's with options these checkpoints leave off, so they load into
+# transformers' HubertModel, not the repository's trust_remote_code MERTModel (README)
+_MERT_95M = HubModel(
+    repo="m-a-p/MERT-v1-95M",
+    # the revision other projects pin, its card then CC BY-NC 4.0 (earlier ones said MIT)
+    revision="12af15fef9d0ac838c3f475bfbbf26d2060dd4f5",
+    family="hubert",
+    model_class="HubertModel",
+    features="Wav2Vec2FeatureExtractor",
+    sample_rate=24_000,
+    hidden=(768,) * 13,
+    chunk_seconds=30.0,
+    native_hop=320,  # conv strides 5·2⁶ at 24 kHz: 75 Hz
+    native_first_centre=200,  # receptive field 400 samples
+    frame_seconds=1.0,
+    licence="CC BY-NC 4.0 (model card)",
+    non_commercial=True,
+)
+
 HUB_MODELS: dict[str, HubModel] = {
-    "mert_v1_95m": HubModel(
-        repo="m-a-p/MERT-v1-95M",
-        # the revision other projects pin, its card then CC BY-NC 4.0 (earlier ones said MIT)
-        revision="12af15fef9d0ac838c3f475bfbbf26d2060dd4f5",
-        family="hubert",
-        # MERT-v1's code is HuBERT's with options this checkpoint leaves off (README)
-        model_class="HubertModel",
-        features="Wav2Vec2FeatureExtractor",
-        sample_rate=24_000,
-        hidden=(768,) * 13,
-        chunk_seconds=30.0,
-        native_hop=320,  # conv strides 5·2⁶ at 24 kHz: 75 Hz
-        native_first_centre=200,  # receptive field 400 samples
-        frame_seconds=1.0,
-        licence="CC BY-NC 4.0 (model card)",
-        non_commercial=True,
-        note="loads into transformers' HubertModel, not the repo's trust_remote_code MERTModel",
-    ),
-    "mert_v1_330m": HubModel(
+    "mert_v1_95m": _MERT_95M,
+    "mert_v1_330m": dataclasses.replace(
+        _MERT_95M,
         repo="m-a-p/MERT-v1-330M",
         revision=None,  # no current revision found; older cards said MIT
-        family="hubert",
-        model_class="HubertModel",
-        features="Wav2Vec2FeatureExtractor",
-        sample_rate=24_000,
         hidden=(1024,) * 25,
-        chunk_seconds=30.0,
-        native_hop=320,
-        native_first_centre=200,
-        frame_seconds=1.0,
-        licence="CC BY-NC 4.0 (model card)",
-        non_commercial=True,
-        note="loads into transformers' HubertModel, not the repo's trust_remote_code MERTModel",
     ),
     "ast": HubModel(
         repo="MIT/ast-finetuned-audioset-10-10-0.4593",
@@ -142,8 +134,8 @@ HUB_MODELS: dict[str, HubModel] = {
         native_first_centre=0,
         frame_seconds=10.0,
         licence="Apache-2.0 (model card)",
+        # its converted checkpoint is reported to give near-constant embeddings
+        # (embeddings-benchmark/mteb#5069): check its layers before trusting a result
         extra_outputs=(("proj", 512),),
-        note="its converted checkpoint is reported to give near-constant embeddings "
-        "(embeddings-benchmark/mteb#5069): check its layers before trusting a result",
     ),
 }

@@ -152,6 +152,7 @@ def build_trial_data(
     """Assemble a trial's arrays (all in `labels` row order) and its training subset;
     `spectra` (mel-band jitter only) holds the training clips' STFT magnitudes."""
     teachers = members(cell.teacher) if cell.teacher else ()
+    read = teachers if teacher_seqs else ()  # the teachers whose sequences the trial holds
     if teacher_seqs and len(teacher_seqs) != len(teachers):
         raise ValueError(
             f"teacher_seqs: got {len(teacher_seqs)} arrays for the teachers {list(teachers)}"
@@ -172,11 +173,9 @@ def build_trial_data(
         test_rows=labels.rows("test"),
         teacher_seqs=tuple(teacher_seqs),
         teacher_logits=teacher_logits,
-        teacher_hops=tuple(get_teacher(t).hop_seconds for t in teachers if teacher_seqs),
-        teacher_first_centres=tuple(
-            get_teacher(t).first_centre_seconds for t in teachers if teacher_seqs
-        ),
-        teacher_weights=member_weights(cell.teacher) if cell.teacher and teacher_seqs else (),
+        teacher_hops=tuple(get_teacher(t).hop_seconds for t in read),
+        teacher_first_centres=tuple(get_teacher(t).first_centre_seconds for t in read),
+        teacher_weights=member_weights(cell.teacher) if cell.teacher and read else (),
         spectra=spectra,
         spectra_rows=None if spectra is None else _rows_in(spectra, labels.clip_ids),
     )
